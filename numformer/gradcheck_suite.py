@@ -1,0 +1,215 @@
+"""Every op, every layer and small whole models, each as a named gradient check.
+
+``numformer gradcheck`` runs them all and prints one table; the tests
+parametrize over ``CASES``. Shapes are small and odd (T=5, D=3, C=6), batches
+hold more than one sequence, masks include padding, a fully padded sequence
+and causal attention, and ids repeat.
+
+Whole models use ``init_std=0.5`` so that every gradient is far above the
+float64 noise floor of a finite difference (about eps * |loss| / h = 1e-11):
+with BERT's 0.02 the deepest gradients are so small that the check would
+measure rounding, not the backward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from numformer import nn, ops
+from numformer.gradcheck import GradReport, check_module, check_op
+
+B, T, H, D = 2, 5, 2, 3
+C = H * D  # 6
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _x(shape, seed=0):
+    x = _rng(seed).standard_normal(shape)
+    return np.where(np.abs(x) < 1e-2, 0.5, x)  # keep ReLU inputs away from its kink
+
+
+def _key_mask():
+    m = np.ones((B + 1, T), dtype=bool)  # (B', T): one full, one padded, one fully padded
+    m[1, 3:] = False
+    m[2, :] = False
+    return m
+
+
+def _ids(V=7, shape=(B, T), seed=1):
+    ids = _rng(seed).integers(0, V, shape)
+    ids.reshape(-1)[:3] = 2  # duplicate ids must accumulate
+    return ids
+
+
+def _attention(causal, masked, tq=T, tk=T):
+    b = B + 1 if masked else B
+    q, k, v = _x((b, H, tq, D), 1), _x((b, H, tk, D), 2), _x((b, H, tk, D), 3)
+    km = None
+    if masked:
+        km = np.ones((b, tk), dtype=bool)
+        km[1, tk - 2:] = False
+        km[2, :] = False
+    return check_op(ops.attention_forward, ops.attention_backward,
+                    dict(q=q, k=k, v=v, key_mask=km), ["q", "k", "v"], dict(causal=causal),
+                    title=f"attention{' causal' if causal else ''}{' mask' if masked else ''} {tq}x{tk}")
+
+
+def _dropout_op():
+    def fwd(x):
+        return ops.dropout_forward(x, 0.4, np.random.default_rng(5))
+    return check_op(fwd, ops.dropout_backward, dict(x=_x((B, T, C))), ["x"], title="dropout p=0.4")
+
+
+def _mha(causal):
+    r = _rng(4)
+    x, km = _x((B + 1, T, C)), _key_mask()
+    inputs = dict(x=x, Wqkv=r.standard_normal((C, 3 * C)) * 0.5, bqkv=r.standard_normal(3 * C),
+                  Wo=r.standard_normal((C, C)), bo=r.standard_normal(C))
+    return check_op(ops.mha_forward, ops.mha_backward, inputs,
+                    ["x", "Wqkv", "bqkv", "Wo", "bo"], dict(n_heads=H, key_mask=km, causal=causal),
+                    title=f"multi-head attention causal={causal}")
+
+
+OP_CASES: dict[str, Callable[[], GradReport]] = {
+    "op/embedding": lambda: check_op(ops.embedding_forward, ops.embedding_backward,
+                                     dict(ids=_ids(), W=_x((7, C))), ["W"], title="embedding"),
+    "op/position": lambda: check_op(ops.position_forward, ops.position_backward,
+                                    dict(x=_x((B, T, C)), P=_x((T + 2, C), 1)), ["x", "P"],
+                                    dict(offset=1), title="position (learned, offset 1)"),
+    "op/linear": lambda: check_op(ops.linear_forward, ops.linear_backward,
+                                  dict(x=_x((B, T, 4)), W=_x((4, C), 1), b=_x((C,), 2)),
+                                  ["x", "W", "b"], title="linear"),
+    "op/matmul": lambda: check_op(ops.matmul_forward, ops.matmul_backward,
+                                  dict(a=_x((B, H, T, D)), b=_x((B, H, D, 4), 1)), ["a", "b"],
+                                  title="batched matmul 4D"),
+    "op/softmax": lambda: check_op(ops.softmax_forward, ops.softmax_backward,
+                                   dict(x=_x((B, T, C))), ["x"], title="softmax"),
+    "op/log_softmax": lambda: check_op(ops.log_softmax_forward, ops.log_softmax_backward,
+                                       dict(x=_x((B, T, C))), ["x"], title="log-softmax"),
+    "op/layernorm": lambda: check_op(ops.layernorm_forward, ops.layernorm_backward,
+                                     dict(x=_x((B, T, C)), gamma=_x((C,), 1), beta=_x((C,), 2)),
+                                     ["x", "gamma", "beta"], title="layernorm"),
+    "op/relu": lambda: check_op(ops.relu_forward, ops.relu_backward, dict(x=_x((B, T, C))),
+                                ["x"], title="relu"),
+    "op/gelu": lambda: check_op(ops.gelu_forward, ops.gelu_backward, dict(x=_x((B, T, C))),
+                                ["x"], title="gelu (erf)"),
+    "op/gelu_tanh": lambda: check_op(ops.gelu_forward, ops.gelu_backward, dict(x=_x((B, T, C))),
+                                     ["x"], dict(approximate="tanh"), title="gelu (tanh)"),
+    "op/dropout": _dropout_op,
+    "op/attention": lambda: _attention(False, False),
+    "op/attention_mask": lambda: _attention(False, True),
+    "op/attention_causal": lambda: _attention(True, False),
+    "op/attention_causal_mask": lambda: _attention(True, True),
+    "op/attention_cross": lambda: _attention(True, True, tq=3, tk=T),
+    "op/mha": lambda: _mha(False),
+    "op/mha_causal": lambda: _mha(True),
+    "op/cross_entropy": lambda: check_op(
+        ops.cross_entropy_forward, ops.cross_entropy_backward,
+        dict(logits=_x((B, T, 7)), targets=np.where(_ids() == 3, -100, _ids())), ["logits"],
+        title="cross-entropy (ignore_index)"),
+    "op/cross_entropy_smooth": lambda: check_op(
+        ops.cross_entropy_forward, ops.cross_entropy_backward,
+        dict(logits=_x((B * T, 7)), targets=_ids().reshape(-1)), ["logits"],
+        dict(label_smoothing=0.1), title="cross-entropy (label smoothing)"),
+    "op/mean_pool": lambda: check_op(ops.mean_pool_forward, ops.mean_pool_backward,
+                                     dict(x=_x((B + 1, T, C)), mask=_key_mask()), ["x"],
+                                     title="mean pool (masked)"),
+    "op/cls_pool": lambda: check_op(ops.cls_pool_forward, ops.cls_pool_backward,
+                                    dict(x=_x((B, T, C))), ["x"], title="first-token pool"),
+}
+
+
+def _layer(module, *inputs, title, **kwargs):
+    return check_module(module, *inputs, title=title, **kwargs)
+
+
+def _tiny_cfg(**kw):
+    base = dict(vocab_size=11, dim=C, n_heads=H, n_layers=2, d_ff=7, max_len=T + 2,
+                dropout=0.1, init_std=0.5)
+    base.update(kw)
+    return nn.ModelConfig(**base)
+
+
+def _mlm(norm_first):
+    cfg = _tiny_cfg(norm_first=norm_first)
+    model = nn.WithLoss(nn.MaskedLM(cfg, seed=3), nn.CrossEntropyLoss())
+    km = np.ones((B, T), dtype=bool)
+    km[1, 3:] = False
+    positions = np.array([1, 3, 6])  # flat indices into the B*T tokens
+    return check_module(model, _ids(11), km, positions, targets=np.array([4, 5, 2]),
+                        title=f"masked-LM {'pre' if norm_first else 'post'}-LN + loss")
+
+
+def _classifier(norm_first, pooling):
+    cfg = _tiny_cfg(norm_first=norm_first, pooling=pooling, n_classes=3,
+                    positional="sinusoidal" if norm_first else "learned", embed_norm=not norm_first,
+                    activation="relu" if pooling == "cls" else "gelu")
+    model = nn.WithLoss(nn.Classifier(cfg, seed=4), nn.CrossEntropyLoss(label_smoothing=0.1))
+    km = np.ones((B + 1, T), dtype=bool)
+    km[1, 2:] = False
+    return check_module(model, _ids(11, (B + 1, T)), km, targets=np.array([0, 2, 1]),
+                        title=f"classifier {'pre' if norm_first else 'post'}-LN {pooling} + loss")
+
+
+LAYER_CASES: dict[str, Callable[[], GradReport]] = {
+    "layer/Linear": lambda: _layer(nn.Linear(4, C, rng=0, init_std=0.5), _x((B, T, 4)),
+                                   title="Linear"),
+    "layer/Embedding": lambda: _layer(nn.Embedding(7, C, rng=0, init_std=0.5), _ids(),
+                                      title="Embedding"),
+    "layer/LearnedPositions": lambda: _layer(nn.LearnedPositions(T + 1, C, rng=0, init_std=0.5),
+                                             _x((B, T, C)), title="LearnedPositions"),
+    "layer/SinusoidalPositions": lambda: _layer(nn.SinusoidalPositions(T + 1, C), _x((B, T, C)),
+                                                title="SinusoidalPositions"),
+    "layer/LayerNorm": lambda: _layer(nn.LayerNorm(C), _x((B, T, C)), title="LayerNorm"),
+    "layer/ReLU": lambda: _layer(nn.ReLU(), _x((B, T, C)), title="ReLU"),
+    "layer/GELU": lambda: _layer(nn.GELU(), _x((B, T, C)), title="GELU"),
+    "layer/Dropout": lambda: _layer(nn.Dropout(0.3, seed=0), _x((B, T, C)), title="Dropout"),
+    "layer/Softmax": lambda: _layer(nn.Softmax(), _x((B, T, C)), title="Softmax"),
+    "layer/MultiHeadAttention": lambda: _layer(
+        nn.MultiHeadAttention(C, H, rng=0, init_std=0.5), _x((B + 1, T, C)), _key_mask(),
+        title="MultiHeadAttention (mask)"),
+    "layer/MultiHeadAttention_causal": lambda: _layer(
+        nn.MultiHeadAttention(C, H, rng=0, init_std=0.5), _x((B + 1, T, C)), _key_mask(),
+        causal=True, title="MultiHeadAttention (causal+mask)"),
+    "layer/FeedForward": lambda: _layer(nn.FeedForward(C, 7, "gelu", rng=0, init_std=0.5),
+                                        _x((B, T, C)), title="FeedForward"),
+    "layer/MeanPool": lambda: _layer(nn.MeanPool(), _x((B + 1, T, C)), _key_mask(),
+                                     title="MeanPool"),
+    "layer/ClsPool": lambda: _layer(nn.ClsPool(), _x((B, T, C)), title="ClsPool"),
+    "layer/EncoderBlock_postLN": lambda: _layer(
+        nn.EncoderBlock(C, H, 7, dropout=0.2, rng=0, init_std=0.5), _x((B + 1, T, C)),
+        _key_mask(), title="EncoderBlock post-LN"),
+    "layer/EncoderBlock_preLN": lambda: _layer(
+        nn.EncoderBlock(C, H, 7, dropout=0.2, norm_first=True, rng=0, init_std=0.5),
+        _x((B + 1, T, C)), _key_mask(), title="EncoderBlock pre-LN"),
+    "layer/EncoderBlock_causal": lambda: _layer(
+        nn.EncoderBlock(C, H, 7, dropout=0.0, norm_first=True, causal=True, rng=0, init_std=0.5),
+        _x((B, T, C)), title="EncoderBlock causal"),
+}
+
+MODEL_CASES: dict[str, Callable[[], GradReport]] = {
+    "model/mlm_postLN": lambda: _mlm(False),
+    "model/mlm_preLN": lambda: _mlm(True),
+    "model/classifier_postLN_mean": lambda: _classifier(False, "mean"),
+    "model/classifier_preLN_cls": lambda: _classifier(True, "cls"),
+}
+
+CASES: dict[str, Callable[[], GradReport]] = {**OP_CASES, **LAYER_CASES, **MODEL_CASES}
+
+
+def run_all(names=None, out=print) -> bool:
+    """Run the named cases (all by default), print one table, return True if all pass."""
+    names = list(CASES) if names is None else list(names)
+    ok = True
+    first = True
+    for name in names:
+        report = CASES[name]()
+        out(report.table(header=first))
+        first = False
+        ok &= report.ok
+    return ok

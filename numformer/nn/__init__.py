@@ -1,0 +1,16 @@
+"""Layers, blocks and models: thin classes around the ops, each holding its
+Parameters and the cache of its last forward pass."""
+
+from numformer.nn.blocks import Encoder, EncoderBlock
+from numformer.nn.layers import (ClsPool, CrossEntropyLoss, Dropout, Embedding, FeedForward, GELU,
+                                 LayerNorm, LearnedPositions, Linear, MeanPool, MultiHeadAttention,
+                                 ReLU, SinusoidalPositions, Softmax, make_activation)
+from numformer.nn.models import (Classifier, MaskedLM, MLMHead, ModelConfig, TransformerEncoder,
+                                 WithLoss)
+from numformer.nn.module import Module, ModuleList, Parameter
+
+__all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "SinusoidalPositions",
+           "LearnedPositions", "LayerNorm", "ReLU", "GELU", "Dropout", "Softmax",
+           "MultiHeadAttention", "FeedForward", "MeanPool", "ClsPool", "CrossEntropyLoss",
+           "make_activation", "EncoderBlock", "Encoder", "ModelConfig", "TransformerEncoder",
+           "MLMHead", "MaskedLM", "Classifier", "WithLoss"]

@@ -1,0 +1,325 @@
+"""Layer classes: each holds its Parameters and one cache, and calls the op
+pair of the current backend (``numformer.kernels.op``).
+
+Shapes: B batch, T sequence, C channels, H heads, F feed-forward width,
+V vocabulary, L positional table length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numformer import kernels
+from numformer.nn.module import Module, Parameter
+from numformer.ops import attention as _attn
+from numformer.ops import embedding as _emb
+from numformer.ops import linear as _lin
+from numformer.ops import pooling
+
+
+def _rng(rng) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def normal(rng, shape, std: float, dtype) -> np.ndarray:
+    return (_rng(rng).standard_normal(shape) * std).astype(dtype)
+
+
+class Linear(Module):
+    """``y = x @ W + b`` with W (C_in, C_out); weights N(0, init_std^2), bias 0."""
+
+    def __init__(self, c_in: int, c_out: int, bias: bool = True, rng=None,
+                 init_std: float = 0.02, dtype=np.float32):
+        super().__init__()
+        self.weight = Parameter(normal(rng, (c_in, c_out), init_std, dtype))
+        self.bias = Parameter(np.zeros(c_out, dtype=dtype)) if bias else None
+
+    def extra_repr(self):
+        return f"{self.weight.shape[0]}, {self.weight.shape[1]}, bias={self.bias is not None}"
+
+    def forward(self, x):
+        f = kernels.op("linear")
+        out, cache = f.linear_forward(x, self.weight.value,
+                                      None if self.bias is None else self.bias.value)
+        self._set_cache((f, cache))
+        return out
+
+    def backward(self, dout):
+        f, cache = self._pop_cache()
+        dx, dW, db = f.linear_backward(dout, cache)
+        self.weight.grad += dW
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+
+class Embedding(Module):
+    """Token embedding: rows of W (V, C) gathered at ids; backward scatter-adds."""
+
+    def __init__(self, vocab_size: int, dim: int, rng=None, init_std: float = 0.02,
+                 dtype=np.float32):
+        super().__init__()
+        self.weight = Parameter(normal(rng, (vocab_size, dim), init_std, dtype))
+
+    def extra_repr(self):
+        return f"{self.weight.shape[0]}, {self.weight.shape[1]}"
+
+    def forward(self, ids):
+        f = kernels.op("embedding")
+        out, cache = f.embedding_forward(ids, self.weight.value)  # (B, T, C)
+        self._set_cache((f, cache))
+        return out
+
+    def backward(self, dout):
+        f, cache = self._pop_cache()
+        self.weight.grad += f.embedding_backward(dout, cache)
+        return None  # ids have no gradient
+
+
+class SinusoidalPositions(Module):
+    """Adds the fixed sinusoidal table (no parameters) to x (B, T, C)."""
+
+    def __init__(self, max_len: int, dim: int, dtype=np.float32):
+        super().__init__()
+        self.register_buffer("table", _emb.sinusoidal_table(max_len, dim, dtype))  # (L, C)
+
+    def extra_repr(self):
+        return f"max_len={self.table.shape[0]}, dim={self.table.shape[1]}"
+
+    def forward(self, x, offset: int = 0):
+        out, cache = _emb.position_forward(x, self.table, offset)
+        self._set_cache(cache)
+        return out
+
+    def backward(self, dout):
+        dx, _ = _emb.position_backward(dout, self._pop_cache())
+        return dx
+
+
+class LearnedPositions(Module):
+    """Adds a learned table P (L, C) to x (B, T, C)."""
+
+    def __init__(self, max_len: int, dim: int, rng=None, init_std: float = 0.02,
+                 dtype=np.float32):
+        super().__init__()
+        self.weight = Parameter(normal(rng, (max_len, dim), init_std, dtype))
+
+    def extra_repr(self):
+        return f"max_len={self.weight.shape[0]}, dim={self.weight.shape[1]}"
+
+    def forward(self, x, offset: int = 0):
+        out, cache = _emb.position_forward(x, self.weight.value, offset)
+        self._set_cache(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dP = _emb.position_backward(dout, self._pop_cache())
+        self.weight.grad += dP
+        return dx
+
+
+class LayerNorm(Module):
+    def __init__(self, dim: int, eps: float = 1e-5, dtype=np.float32):
+        super().__init__()
+        self.eps = eps
+        self.gamma = Parameter(np.ones(dim, dtype=dtype))
+        self.beta = Parameter(np.zeros(dim, dtype=dtype))
+
+    def extra_repr(self):
+        return f"{self.gamma.shape[0]}, eps={self.eps}"
+
+    def forward(self, x):
+        f = kernels.op("layernorm")
+        out, cache = f.layernorm_forward(x, self.gamma.value, self.beta.value, self.eps)
+        self._set_cache((f, cache))
+        return out
+
+    def backward(self, dout):
+        f, cache = self._pop_cache()
+        dx, dgamma, dbeta = f.layernorm_backward(dout, cache)
+        self.gamma.grad += dgamma
+        self.beta.grad += dbeta
+        return dx
+
+
+class ReLU(Module):
+    def forward(self, x):
+        f = kernels.op("activations")
+        out, cache = f.relu_forward(x)
+        self._set_cache((f, cache))
+        return out
+
+    def backward(self, dout):
+        f, cache = self._pop_cache()
+        return f.relu_backward(dout, cache)
+
+
+class GELU(Module):
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        self.approximate = approximate
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+    def forward(self, x):
+        f = kernels.op("activations")
+        out, cache = f.gelu_forward(x, self.approximate)
+        self._set_cache((f, cache))
+        return out
+
+    def backward(self, dout):
+        f, cache = self._pop_cache()
+        return f.gelu_backward(dout, cache)
+
+
+ACTIVATIONS = {"relu": ReLU, "gelu": GELU, "gelu_tanh": lambda: GELU("tanh")}
+
+
+def make_activation(name: str) -> Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]()
+
+
+class Dropout(Module):
+    """Inverted dropout with its own seeded generator; identity in eval mode."""
+
+    def __init__(self, p: float = 0.1, seed=None):
+        super().__init__()
+        self.p = float(p)
+        self.rng = np.random.default_rng(seed)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+    def forward(self, x):
+        f = kernels.op("dropout")
+        out, cache = f.dropout_forward(x, self.p, self.rng, self.training)
+        self._set_cache((f, cache))
+        return out
+
+    def backward(self, dout):
+        f, cache = self._pop_cache()
+        return f.dropout_backward(dout, cache)
+
+
+class Softmax(Module):
+    """Softmax over the last axis."""
+
+    def forward(self, x):
+        f = kernels.op("softmax")
+        out, cache = f.softmax_forward(x)
+        self._set_cache((f, cache))
+        return out
+
+    def backward(self, dout):
+        f, cache = self._pop_cache()
+        return f.softmax_backward(dout, cache)
+
+
+class MultiHeadAttention(Module):
+    """Self-attention with a fused QKV projection Wqkv (C, 3C) and output Wo (C, C)."""
+
+    def __init__(self, dim: int, n_heads: int, rng=None, init_std: float = 0.02,
+                 dtype=np.float32):
+        super().__init__()
+        if n_heads < 1 or dim % n_heads:
+            raise ValueError(f"n_heads: expected a divisor of dim={dim}, got {n_heads}")
+        rng = _rng(rng)
+        self.n_heads = n_heads
+        self.Wqkv = Parameter(normal(rng, (dim, 3 * dim), init_std, dtype))
+        self.bqkv = Parameter(np.zeros(3 * dim, dtype=dtype))
+        self.Wo = Parameter(normal(rng, (dim, dim), init_std, dtype))
+        self.bo = Parameter(np.zeros(dim, dtype=dtype))
+
+    def extra_repr(self):
+        return f"{self.Wo.shape[0]}, n_heads={self.n_heads}"
+
+    def forward(self, x, key_mask=None, causal: bool = False):
+        f = kernels.op("attention")
+        out, cache = f.mha_forward(x, self.Wqkv.value, self.bqkv.value, self.Wo.value,
+                                   self.bo.value, self.n_heads, key_mask, causal)
+        self._set_cache((f, cache))
+        return out
+
+    def backward(self, dout):
+        f, cache = self._pop_cache()
+        dx, dWqkv, dbqkv, dWo, dbo = f.mha_backward(dout, cache)
+        self.Wqkv.grad += dWqkv
+        self.bqkv.grad += dbqkv
+        self.Wo.grad += dWo
+        self.bo.grad += dbo
+        return dx
+
+    def attention_probs(self, x, key_mask=None, causal: bool = False) -> np.ndarray:
+        """The attention probabilities (B, H, T, T) for x, for pictures (no cache kept)."""
+        qkv, _ = _lin.linear_forward(x, self.Wqkv.value, self.bqkv.value)  # (B, T, 3C)
+        q, k, v = (_attn.split_heads(t, self.n_heads) for t in np.split(qkv, 3, axis=-1))
+        _, (_, _, _, p, _) = _attn.attention_forward(q, k, v, key_mask=key_mask, causal=causal)
+        return p  # (B, H, T, T)
+
+
+class FeedForward(Module):
+    """Position-wise ``Linear(C, F) -> activation -> Linear(F, C)``."""
+
+    def __init__(self, dim: int, hidden: int, activation: str = "gelu", rng=None,
+                 init_std: float = 0.02, dtype=np.float32):
+        super().__init__()
+        rng = _rng(rng)
+        self.fc1 = Linear(dim, hidden, rng=rng, init_std=init_std, dtype=dtype)
+        self.act = make_activation(activation)
+        self.fc2 = Linear(hidden, dim, rng=rng, init_std=init_std, dtype=dtype)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))  # (B, T, C)
+
+    def backward(self, dout):
+        return self.fc1.backward(self.act.backward(self.fc2.backward(dout)))
+
+
+class MeanPool(Module):
+    """Mean over the real tokens: (B, T, C), mask (B, T) -> (B, C)."""
+
+    def forward(self, x, mask=None):
+        out, cache = pooling.mean_pool_forward(x, mask)
+        self._set_cache(cache)
+        return out
+
+    def backward(self, dout):
+        return pooling.mean_pool_backward(dout, self._pop_cache())
+
+
+class ClsPool(Module):
+    """The first token's vector: (B, T, C) -> (B, C)."""
+
+    def forward(self, x, mask=None):
+        out, cache = pooling.cls_pool_forward(x)
+        self._set_cache(cache)
+        return out
+
+    def backward(self, dout):
+        return pooling.cls_pool_backward(dout, self._pop_cache())
+
+
+POOLINGS = {"mean": MeanPool, "cls": ClsPool}
+
+
+class CrossEntropyLoss(Module):
+    """Softmax cross-entropy, mean over counted positions; backward returns dlogits."""
+
+    def __init__(self, ignore_index: int = -100, label_smoothing: float = 0.0):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits, targets):
+        f = kernels.op("losses")
+        loss, cache = f.cross_entropy_forward(logits, targets, self.ignore_index,
+                                              self.label_smoothing)
+        self._set_cache((f, cache))
+        return loss
+
+    def backward(self, dloss=1.0):
+        f, cache = self._pop_cache()
+        return f.cross_entropy_backward(dloss, cache)

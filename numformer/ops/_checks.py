@@ -1,0 +1,73 @@
+"""Input validation shared by the ops: clear errors naming the argument,
+what was expected and what came."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def float_array(name: str, x, like: np.ndarray | None = None) -> np.ndarray:
+    """``x`` must be a float32/float64 ndarray; with ``like``, of the same dtype."""
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{name}: expected a numpy array, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
+    if like is not None and x.dtype != like.dtype:
+        raise ValueError(f"{name}: expected dtype {like.dtype} (the dtype of the input), "
+                         f"got {x.dtype}")
+    return x
+
+
+def ndim(name: str, x: np.ndarray, n: int, letters: str) -> None:
+    """``x`` must have ``n`` dimensions, named by ``letters`` (e.g. "(B, H, T, D)")."""
+    if x.ndim != n:
+        raise ValueError(f"{name}: expected {n} dims {letters}, got shape {tuple(x.shape)}")
+
+
+def min_ndim(name: str, x: np.ndarray, n: int, letters: str) -> None:
+    if x.ndim < n:
+        raise ValueError(f"{name}: expected at least {n} dims {letters}, "
+                         f"got shape {tuple(x.shape)}")
+
+
+def shape(name: str, x: np.ndarray, expected: tuple, letters: str = "") -> None:
+    """``x.shape`` must equal ``expected`` (``None`` entries match anything)."""
+    ok = x.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, x.shape))
+    if not ok:
+        want = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
+        if len(expected) == 1:
+            want = want[:-1] + ",)"
+        extra = f" {letters}" if letters else ""
+        raise ValueError(f"{name}: expected shape {want}{extra}, got {tuple(x.shape)}")
+
+
+def int_ids(name: str, ids, high: int) -> np.ndarray:
+    """Integer ids in [0, high)."""
+    if not isinstance(ids, np.ndarray):
+        raise ValueError(f"{name}: expected a numpy integer array, got {type(ids).__name__}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{name}: expected an integer dtype, got {ids.dtype}")
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= high:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name}: expected ids in [0, {high}), got {bad}")
+    return ids
+
+
+def bool_mask(name: str, mask, expected: tuple, letters: str) -> np.ndarray:
+    """A boolean mask of the given shape."""
+    if not isinstance(mask, np.ndarray):
+        raise ValueError(f"{name}: expected a numpy bool array, got {type(mask).__name__}")
+    if mask.dtype != np.bool_:
+        raise ValueError(f"{name}: expected dtype bool, got {mask.dtype}")
+    shape(name, mask, expected, letters)
+    return mask
+
+
+def probability(name: str, p: float) -> float:
+    if not (0.0 <= float(p) < 1.0):
+        raise ValueError(f"{name}: expected a probability in [0, 1), got {p}")
+    return float(p)

@@ -1,0 +1,63 @@
+"""Elementwise activations: ReLU and GELU (exact erf form and tanh approximation).
+
+Shapes: any; the output has the input's shape and dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numformer.ops import _checks as chk
+from numformer.ops._erf import erf
+
+_SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
+_INV_SQRT_2 = 1.0 / np.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+GELU_APPROXIMATIONS = ("none", "tanh")
+
+
+def relu_forward(x: np.ndarray):
+    """``max(x, 0)``. ``cache = x > 0`` (the mask)."""
+    chk.float_array("x", x)
+    mask = x > 0
+    return x * mask, mask
+
+
+def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
+    mask = cache
+    # out = max(x, 0)
+    return dout * mask
+
+
+def gelu_forward(x: np.ndarray, approximate: str = "none"):
+    """GELU: ``x * Phi(x)`` with Phi the normal CDF.
+
+    approximate="none":  Phi(x) = (1 + erf(x / sqrt 2)) / 2            (BERT, exact)
+    approximate="tanh":  Phi(x) ~ (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) / 2  (GPT-2)
+    ``cache = (x, approximate, phi)`` where phi is the (approximate) Phi(x).
+    """
+    chk.float_array("x", x)
+    if approximate not in GELU_APPROXIMATIONS:
+        raise ValueError(f"approximate: expected one of {GELU_APPROXIMATIONS}, got {approximate!r}")
+    dt = x.dtype.type
+    if approximate == "none":
+        phi = (dt(0.5) * (dt(1.0) + erf(x * dt(_INV_SQRT_2)))).astype(x.dtype)
+        return x * phi, (x, approximate, phi)
+    u = dt(_SQRT_2_OVER_PI) * (x + dt(0.044715) * x * x * x)
+    th = np.tanh(u)
+    phi = dt(0.5) * (dt(1.0) + th)
+    return x * phi, (x, approximate, th)
+
+
+def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
+    x, approximate, saved = cache
+    dt = x.dtype.type
+    if approximate == "none":
+        phi = saved
+        # out = x * Phi(x);  d/dx = Phi(x) + x * pdf(x)
+        pdf = dt(_INV_SQRT_2PI) * np.exp(dt(-0.5) * x * x)
+        return dout * (phi + x * pdf)
+    th = saved
+    # out = x * (1 + tanh(u)) / 2,  u = sqrt(2/pi) (x + 0.044715 x^3)
+    du = dt(_SQRT_2_OVER_PI) * (dt(1.0) + dt(3 * 0.044715) * x * x)
+    return dout * (dt(0.5) * (dt(1.0) + th) + dt(0.5) * x * (dt(1.0) - th * th) * du)

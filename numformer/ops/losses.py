@@ -1,0 +1,77 @@
+"""Softmax cross-entropy, fused with log-softmax.
+
+Shapes: logits (..., V) (usually (N, V) or (B, T, V)), targets (...) integer
+class ids; positions whose target equals ``ignore_index`` are not counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numformer.ops import _checks as chk
+
+
+def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index: int = -100,
+                          label_smoothing: float = 0.0):
+    """Mean over counted positions of ``-sum_c q_c log p_c``, where p = softmax(logits)
+    and q = (1 - eps) onehot(target) + eps / V (eps = label_smoothing).
+
+    Returns the loss (a scalar of the logits' dtype) and
+    ``cache = (p, targets, counted, n, eps, shape)`` with p (N, V) the
+    probabilities, targets (N,), counted (N,) bool, n the number of counted
+    positions and shape the logits' shape.
+    With no counted position the loss is 0 and so is its gradient.
+    """
+    chk.float_array("logits", logits)
+    chk.min_ndim("logits", logits, 1, "(..., V)")
+    V = logits.shape[-1]
+    if not isinstance(targets, np.ndarray) or not np.issubdtype(targets.dtype, np.integer):
+        got = targets.dtype if isinstance(targets, np.ndarray) else type(targets).__name__
+        raise ValueError(f"targets: expected an integer numpy array, got {got}")
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"targets: expected shape {tuple(logits.shape[:-1])} (logits without "
+                         f"its last axis), got {tuple(targets.shape)}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing}")
+    x = logits.reshape(-1, V)  # (N, V)
+    t = targets.reshape(-1)  # (N,)
+    counted = t != ignore_index  # (N,)
+    tc = t[counted]
+    if tc.size and (tc.min() < 0 or tc.max() >= V):
+        bad = int(tc.min()) if tc.min() < 0 else int(tc.max())
+        raise ValueError(f"targets: expected class ids in [0, {V}) or ignore_index="
+                         f"{ignore_index}, got {bad}")
+    n = int(counted.sum())
+    dt = logits.dtype.type
+    z = x - x.max(axis=-1, keepdims=True)  # (N, V)
+    e = np.exp(z)
+    s = e.sum(axis=-1, keepdims=True)  # (N, 1)
+    p = e / s  # (N, V)
+    if n == 0:
+        return dt(0.0), (p, t, counted, 0, label_smoothing, logits.shape)
+    logp_rows = z[counted] - np.log(s[counted])  # (n, V)
+    nll = -logp_rows[np.arange(n), tc]  # (n,)
+    if label_smoothing:
+        smooth = -logp_rows.mean(axis=-1)  # (n,)
+        per = (1.0 - label_smoothing) * nll + label_smoothing * smooth
+    else:
+        per = nll
+    loss = dt(per.sum() / n)
+    return loss, (p, t, counted, n, label_smoothing, logits.shape)
+
+
+def cross_entropy_backward(dloss, cache) -> np.ndarray:
+    """dlogits = dloss * (p - q) / n on counted positions, 0 elsewhere (logits' shape)."""
+    p, t, counted, n, eps, shape = cache
+    dx = np.zeros_like(p)  # (N, V)
+    if n == 0:
+        return dx.reshape(shape)
+    V = p.shape[-1]
+    # loss = mean(-sum q log softmax(logits))
+    rows = np.flatnonzero(counted)
+    g = p[rows]  # (n, V)
+    g[np.arange(rows.size), t[rows]] -= (1.0 - eps)
+    if eps:
+        g -= eps / V
+    dx[rows] = g * (p.dtype.type(dloss) / n)
+    return dx.reshape(shape)  # (..., V)

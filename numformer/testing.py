@@ -1,0 +1,63 @@
+"""The suite's one tolerance table and the comparison that prints evidence.
+
+Used by the tests (reference vs kernel, numformer vs PyTorch) and the
+benchmarks (each implementation is checked before it is timed).
+
+Tolerances (``rtol``, ``atol``) by dtype:
+    float64  1e-10, 1e-12   same math in a different order
+    float32  1e-5,  1e-5    same math in a different order
+Reductions over the batch (dW, db, dgamma, dbeta, an embedding's dW) sum
+many more terms, so they get ``REDUCED_FACTOR`` times the tolerance; the
+tests say where they use it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TOLERANCES = {
+    np.dtype(np.float64): (1e-10, 1e-12),
+    np.dtype(np.float32): (1e-5, 1e-5),
+}
+REDUCED_FACTOR = 10.0
+
+
+def tolerance(dtype, reduced: bool = False) -> tuple[float, float]:
+    rtol, atol = TOLERANCES[np.dtype(dtype)]
+    k = REDUCED_FACTOR if reduced else 1.0
+    return rtol * k, atol * k
+
+
+def describe_difference(actual, expected, rtol: float, atol: float, n_pairs: int = 5) -> str:
+    """Max abs difference, where, how many elements fail, and a few (actual, expected) pairs."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        return f"shape {a.shape} != expected {e.shape}"
+    diff = np.abs(a - e)
+    bad = ~(diff <= atol + rtol * np.abs(e))
+    bad |= np.isnan(a) != np.isnan(e)
+    if a.size == 0:
+        return "empty arrays"
+    where = np.unravel_index(int(np.nanargmax(np.where(np.isnan(diff), np.inf, diff))), a.shape)
+    idx = np.argwhere(bad)[:n_pairs]
+    pairs = ", ".join(f"{tuple(int(j) for j in i)}: {a[tuple(i)]:.9g} vs {e[tuple(i)]:.9g}"
+                      for i in idx)
+    return (f"max abs diff {np.nanmax(diff):.3e} at {tuple(int(i) for i in where)}; "
+            f"{int(bad.sum())}/{a.size} elements outside rtol={rtol:g} atol={atol:g}; "
+            f"first pairs (actual vs expected): {pairs}")
+
+
+def assert_close(actual, expected, dtype=None, reduced: bool = False, what: str = "",
+                 rtol: float | None = None, atol: float | None = None) -> None:
+    """Assert ``actual`` matches ``expected`` within the table's tolerance for ``dtype``
+    (default: actual's dtype); on failure the message carries the evidence."""
+    dtype = np.asarray(actual).dtype if dtype is None else dtype
+    r, a = tolerance(dtype, reduced)
+    r = r if rtol is None else rtol
+    a = a if atol is None else atol
+    act = np.asarray(actual, dtype=np.float64)
+    exp = np.asarray(expected, dtype=np.float64)
+    ok = act.shape == exp.shape and np.allclose(act, exp, rtol=r, atol=a, equal_nan=True)
+    if not ok:
+        raise AssertionError(f"{what or 'arrays'} differ: {describe_difference(act, exp, r, a)}")
