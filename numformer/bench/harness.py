@@ -1,9 +1,11 @@
-"""The benchmark harness shared by every script in benchmarks/.
+"""The benchmark harness shared by every benchmark (numformer/bench, benchmarks/).
 
 Practice (DESIGN.md): pin threads before numpy/numba/torch load, check each
 implementation against the reference before timing, warm up (JIT compile
 timed apart), take the median of repeats, measure peak extra memory, and
-write a table (markdown), JSON and a PNG plot under benchmarks/results/.
+write a table (markdown), JSON and a PNG plot under a results folder
+(default ``benchmarks/results`` under the current directory, or
+``NUMFORMER_BENCH_RESULTS``).
 
 Thread pinning has to happen before the libraries start their pools, so a
 script calls ``pin_threads(n)`` first thing, or runs itself once per thread
@@ -24,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("NUMFORMER_BENCH_RESULTS", Path("benchmarks") / "results"))
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
@@ -172,7 +174,7 @@ def markdown_table(rows: list[Row], ratio_label: str = "ratio") -> str:
 
 def save_results(name: str, info: dict, rows: list[Row], markdown: str | None = None,
                  directory: Path = RESULTS) -> Path:
-    """Write ``<name>.json`` and ``<name>.md`` (atomically) under benchmarks/results/."""
+    """Write ``<name>.json`` and ``<name>.md`` (atomically) under the results folder."""
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"machine": info, "rows": [asdict(r) for r in rows]}
     path = directory / f"{name}.json"
