@@ -1,26 +1,19 @@
-"""The ``numformer`` command."""
+"""The ``numformer`` command.
+
+Each sub-command lives in its own module under ``numformer/commands/`` and
+provides ``register(subparsers)``, which adds its parser and sets ``func``
+(called with the parsed arguments, returning the exit code). Modules are
+listed in ``COMMANDS`` in the order their help appears.
+"""
 
 from __future__ import annotations
 
 import argparse
-import fnmatch
+import importlib
 import sys
 
-
-def _cmd_gradcheck(args) -> int:
-    from numformer.gradcheck_suite import CASES, run_all
-    if args.list:
-        print("\n".join(CASES))
-        return 0
-    names = [n for n in CASES if any(fnmatch.fnmatch(n, pat) for pat in args.only)] \
-        if args.only else list(CASES)
-    if not names:
-        print(f"numformer gradcheck: no check matches {args.only}; see --list", file=sys.stderr)
-        return 2
-    ok = run_all(names)
-    print(f"\n{len(names)} checks, float64, central differences (h=1e-5), random upstream "
-          f"gradient: {'all within tolerance (norm rel <= 1e-7)' if ok else 'FAILURES above'}")
-    return 0 if ok else 1
+COMMANDS = ["gradcheck", "train", "eval", "predict", "neighbors", "generate", "embed",
+            "similarity", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,13 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="numformer", description="A transformer framework in NumPy with hand-written "
                                       "backward passes.")
     parser.add_argument("--version", action="version", version=f"numformer {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("gradcheck", help="finite-difference check of every op, layer and a "
-                                         "small whole model")
-    p.add_argument("--only", nargs="*", metavar="PATTERN",
-                   help="run only the checks whose names match (glob, e.g. 'op/*')")
-    p.add_argument("--list", action="store_true", help="list the checks and exit")
-    p.set_defaults(func=_cmd_gradcheck)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"numformer.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"numformer.commands.{name}":
+                continue  # not written yet
+            raise
+        module.register(sub)
     return parser
 
 
@@ -43,7 +38,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

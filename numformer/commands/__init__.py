@@ -1,0 +1,1 @@
+"""One module per ``numformer`` sub-command, each with ``register(subparsers)``."""
