@@ -187,6 +187,7 @@ class MaskedLM(Module):
         if positions is None:
             self._set_cache(("all", h.shape))
             return self.head(h)  # (B, T, V)
+        chk.int_ids("positions", positions, B * T)
         # gather the chosen rows: the embedding op on the flattened activations
         f = kernels.op("embedding")
         g, gcache = f.embedding_forward(positions, h.reshape(B * T, C))  # (N, C)
