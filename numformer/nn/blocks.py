@@ -39,11 +39,13 @@ class EncoderBlock(Module):
     def extra_repr(self):
         return f"norm_first={self.norm_first}, causal={self.causal}"
 
-    def forward(self, x, key_mask=None):
+    def forward(self, x, key_mask=None, kv=None):
+        """``kv``: this block's key-value cache for incremental decoding (see
+        MultiHeadAttention.forward); None in training."""
         if self.norm_first:
-            h = x + self.drop1(self.attn(self.ln1(x), key_mask, self.causal))  # (B, T, C)
+            h = x + self.drop1(self.attn(self.ln1(x), key_mask, self.causal, kv))  # (B, T, C)
             return h + self.drop2(self.ffn(self.ln2(h)))  # (B, T, C)
-        h = self.ln1(x + self.drop1(self.attn(x, key_mask, self.causal)))  # (B, T, C)
+        h = self.ln1(x + self.drop1(self.attn(x, key_mask, self.causal, kv)))  # (B, T, C)
         return self.ln2(h + self.drop2(self.ffn(h)))  # (B, T, C)
 
     def backward(self, dout):
@@ -73,9 +75,10 @@ class Encoder(Module):
                          init_std, eps, dtype) for _ in range(n_layers))
         self.final_norm = LayerNorm(dim, eps, dtype=dtype) if norm_first else None
 
-    def forward(self, x, key_mask=None):
-        for block in self.blocks:
-            x = block(x, key_mask)  # (B, T, C)
+    def forward(self, x, key_mask=None, kv_cache=None):
+        """``kv_cache``: one [keys, values] pair per block for incremental decoding."""
+        for i, block in enumerate(self.blocks):
+            x = block(x, key_mask, None if kv_cache is None else kv_cache[i])  # (B, T, C)
         return x if self.final_norm is None else self.final_norm(x)
 
     def backward(self, dout):

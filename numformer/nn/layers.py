@@ -236,8 +236,20 @@ class MultiHeadAttention(Module):
     def extra_repr(self):
         return f"{self.Wo.shape[0]}, n_heads={self.n_heads}"
 
-    def forward(self, x, key_mask=None, causal: bool = False):
+    def forward(self, x, key_mask=None, causal: bool = False, kv=None):
+        """Self-attention over x (B, T, C). With ``kv`` (a two-item list of keys and
+        values (B, H, S, D) of earlier tokens, or [None, None]), the new keys and
+        values are appended to it and the queries attend to all S + T of them
+        (incremental decoding; inference only, no backward)."""
         f = kernels.op("attention")
+        if kv is not None:
+            self._set_cache(None)
+            qkv, _ = _lin.linear_forward(x, self.Wqkv.value, self.bqkv.value)  # (B, T, 3C)
+            q, k, v = (_attn.split_heads(t, self.n_heads) for t in np.split(qkv, 3, axis=-1))
+            kv[0] = k if kv[0] is None else np.concatenate([kv[0], k], axis=2)  # (B, H, S+T, D)
+            kv[1] = v if kv[1] is None else np.concatenate([kv[1], v], axis=2)
+            o, _ = f.attention_forward(q, kv[0], kv[1], key_mask=key_mask, causal=causal)
+            return _lin.linear_forward(_attn.merge_heads(o), self.Wo.value, self.bo.value)[0]
         out, cache = f.mha_forward(x, self.Wqkv.value, self.bqkv.value, self.Wo.value,
                                    self.bo.value, self.n_heads, key_mask, causal)
         self._set_cache((f, cache))

@@ -113,9 +113,16 @@ class TransformerEncoder(Module):
             dx = dx * dx.dtype.type(np.sqrt(self.cfg.dim))
         self.tok.backward(dx)
 
-    def forward(self, ids, key_mask=None):
+    def forward(self, ids, key_mask=None, kv_cache=None):
+        """Hidden states (B, T, C). With ``kv_cache`` (see CausalLM), ids are the
+        tokens that follow those already cached, and take the next positions."""
         check_batch(ids, key_mask)
-        return self.encoder(self.embed(ids), key_mask)  # (B, T, C)
+        offset = 0
+        if kv_cache is not None and kv_cache[0][0] is not None:
+            offset = kv_cache[0][0].shape[2]
+            if key_mask is not None:
+                raise ValueError("key_mask: not supported with a key-value cache")
+        return self.encoder(self.embed(ids, offset), key_mask, kv_cache)  # (B, T, C)
 
     def backward(self, dh):
         self.embed_backward(self.encoder.backward(dh))

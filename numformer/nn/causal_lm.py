@@ -1,0 +1,63 @@
+"""Causal (autoregressive) language model.
+
+Shapes: ids (B, T) integer, hidden (B, T, C), logits (B, T, V). A key-value
+cache holds, per block, keys and values (B, H, S, D) of the S tokens seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numformer import kernels
+from numformer.nn.layers import Linear
+from numformer.nn.models import ModelConfig, TransformerEncoder
+from numformer.nn.module import Module
+
+
+class CausalLM(Module):
+    """Token + position embeddings, causal blocks (pre-LN as in GPT-2 when
+    ``cfg.norm_first``), a next-token head (the token embedding, transposed,
+    when ``cfg.tie_weights``). ``forward(ids)`` gives logits at every position."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0, dtype=np.float32):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.cfg = cfg
+        self.body = TransformerEncoder(cfg, rng=rng, causal=True, dtype=dtype)
+        self.head = None if cfg.tie_weights else Linear(cfg.dim, cfg.vocab_size, bias=False,
+                                                        rng=rng, init_std=cfg.init_std,
+                                                        dtype=dtype)
+
+    def _logits(self, h):
+        if self.head is not None:
+            return self.head(h)  # (B, T, V)
+        f = kernels.op("linear")
+        out, cache = f.linear_forward(h, self.body.tok.weight.value.T)  # (B, T, V)
+        self._set_cache((f, cache))
+        return out
+
+    def forward(self, ids, key_mask=None, kv_cache=None):
+        """Logits (B, T, V). With ``kv_cache`` (from ``new_cache()``, extended in
+        place), ids are new tokens after the cached ones: each costs attention over
+        the cached keys instead of a recomputation of the window (eval mode only)."""
+        if kv_cache is not None and self.training:
+            raise RuntimeError("CausalLM: the key-value cache is for inference; call eval() first")
+        return self._logits(self.body(ids, key_mask, kv_cache))
+
+    def backward(self, dlogits):
+        if self.head is not None:
+            dh = self.head.backward(dlogits)
+        else:
+            f, cache = self._pop_cache()
+            # logits = h @ E^T
+            dh, dWt, _ = f.linear_backward(dlogits, cache)
+            self.body.tok.weight.grad += dWt.T
+        return self.body.backward(dh)
+
+    def new_cache(self) -> list:
+        """An empty key-value cache: one [keys, values] pair per block."""
+        return [[None, None] for _ in self.body.encoder.blocks]
+
+    @staticmethod
+    def cache_length(kv_cache) -> int:
+        return 0 if kv_cache[0][0] is None else kv_cache[0][0].shape[2]
