@@ -156,6 +156,16 @@ def _classifier(norm_first, pooling):
                         title=f"classifier {'pre' if norm_first else 'post'}-LN {pooling} + loss")
 
 
+def _causal_lm(tied):
+    cfg = _tiny_cfg(norm_first=True, tie_weights=tied, activation="gelu_tanh")
+    model = nn.WithLoss(nn.CausalLM(cfg, seed=5), nn.CrossEntropyLoss())
+    ids = _ids(11)
+    targets = np.roll(ids, -1, axis=1)
+    targets[:, -1] = -100  # no next token after the last one
+    return check_module(model, ids, targets=targets,
+                        title=f"causal LM pre-LN {'tied' if tied else 'untied'} + loss")
+
+
 LAYER_CASES: dict[str, Callable[[], GradReport]] = {
     "layer/Linear": lambda: _layer(nn.Linear(4, C, rng=0, init_std=0.5), _x((B, T, 4)),
                                    title="Linear"),
@@ -197,6 +207,8 @@ MODEL_CASES: dict[str, Callable[[], GradReport]] = {
     "model/mlm_preLN": lambda: _mlm(True),
     "model/classifier_postLN_mean": lambda: _classifier(False, "mean"),
     "model/classifier_preLN_cls": lambda: _classifier(True, "cls"),
+    "model/causal_lm_tied": lambda: _causal_lm(True),
+    "model/causal_lm_untied": lambda: _causal_lm(False),
 }
 
 CASES: dict[str, Callable[[], GradReport]] = {**OP_CASES, **LAYER_CASES, **MODEL_CASES}

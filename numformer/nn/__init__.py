@@ -2,6 +2,7 @@
 Parameters and the cache of its last forward pass."""
 
 from numformer.nn.blocks import Encoder, EncoderBlock
+from numformer.nn.causal_lm import CausalLM
 from numformer.nn.layers import (ClsPool, CrossEntropyLoss, Dropout, Embedding, FeedForward, GELU,
                                  LayerNorm, LearnedPositions, Linear, MeanPool, MultiHeadAttention,
                                  ReLU, SinusoidalPositions, Softmax, make_activation)
@@ -13,4 +14,4 @@ __all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "Sinusoid
            "LearnedPositions", "LayerNorm", "ReLU", "GELU", "Dropout", "Softmax",
            "MultiHeadAttention", "FeedForward", "MeanPool", "ClsPool", "CrossEntropyLoss",
            "make_activation", "EncoderBlock", "Encoder", "ModelConfig", "TransformerEncoder",
-           "MLMHead", "MaskedLM", "Classifier", "WithLoss"]
+           "MLMHead", "MaskedLM", "Classifier", "CausalLM", "WithLoss"]
