@@ -1,0 +1,1 @@
+"""Training loops, evaluation, checkpoints, metrics and generation."""
