@@ -140,12 +140,14 @@ class Module:
         ps = self.parameters()
         return ps[0].dtype if ps else np.dtype(np.float32)
 
-    def seed(self, seed: int) -> "Module":
+    def seed(self, seed) -> "Module":
         """Reset the random generator of every module that has one (dropout), each
-        from (seed, its position), so a forward pass can be repeated exactly."""
+        from (seed, its position), so a forward pass can be repeated exactly.
+        ``seed`` is an int or a tuple of ints (e.g. (run seed, step))."""
+        base = [int(s) for s in np.atleast_1d(seed)]
         for i, m in enumerate(self.modules()):
             if isinstance(getattr(m, "rng", None), np.random.Generator):
-                object.__setattr__(m, "rng", np.random.default_rng([seed, i]))
+                object.__setattr__(m, "rng", np.random.default_rng([*base, i]))
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -1,0 +1,79 @@
+"""``numformer train {mlm,classify,lm}``: train on the embedded default or real data.
+
+Every setting of numformer.train.TrainConfig is a flag (``--dim 256``,
+``--norm-first``/``--no-norm-first``); ``--config FILE`` (TOML or JSON) sets
+many at once, and flags given on the command line win over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from numformer.train.config import TASKS, TrainConfig, read_config_file
+
+# defaults that differ by task (the article's MLM setting is the base)
+TASK_DEFAULTS = {
+    "mlm": {"out": "runs/mlm", "epochs": 8, "lr": 1e-3},
+    "classify": {"out": "runs/classify", "max_len": 64, "epochs": 4, "n_heads": 4,
+                 "lr": 5e-4, "dropout": 0.1},
+    "lm": {"out": "runs/lm", "max_len": 128, "dim": 128, "n_heads": 4, "n_layers": 4,
+           "norm_first": True, "lr": 1e-3, "max_steps": 600, "batch_size": 32,
+           "tie_weights": False, "dropout": 0.0, "weight_decay": 0.1},
+}
+
+
+def add_config_flags(p: argparse.ArgumentParser, skip=("task",)) -> None:
+    for f in TrainConfig.fields():
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(TrainConfig, f.name)
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            p.add_argument(flag, dest=f.name, type=type(default), default=None,
+                           metavar=type(default).__name__.upper())
+
+
+def config_from_args(task: str, args) -> TrainConfig:
+    settings = dict(TASK_DEFAULTS[task])
+    if args.config:
+        settings.update(read_config_file(args.config))
+    for f in TrainConfig.fields():
+        v = getattr(args, f.name, None)
+        if v is not None:
+            settings[f.name] = v
+    settings["task"] = task
+    return TrainConfig.from_dict(settings, source=args.config or "flags")
+
+
+def run(args) -> int:
+    from numformer.train.loop import TrainingDiverged
+    from numformer.train.run import train
+    try:
+        cfg = config_from_args(args.task, args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"numformer train: {e}", file=sys.stderr)
+        return 2
+    try:
+        train(cfg, resume=args.resume or False)
+    except TrainingDiverged as e:
+        print(f"numformer train: {e}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError) as e:  # bad data, bad checkpoint
+        print(f"numformer train: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a masked-LM, a classifier or a causal LM",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("task", nargs="?", default="mlm", choices=TASKS,
+                   help="mlm (default), classify or lm")
+    p.add_argument("--config", metavar="FILE", help="settings from a TOML or JSON file")
+    p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
+                   help="continue from OUT/checkpoint.npz (or the given checkpoint)")
+    add_config_flags(p)
+    p.set_defaults(func=run)

@@ -1,0 +1,386 @@
+"""The three training tasks: masked-LM, classification, causal LM.
+
+A task turns a TrainConfig into data, a tokenizer and a model, and gives the
+training loop (numformer.train.loop) what it needs:
+
+    steps_per_epoch()        batches in one epoch
+    train_batches(epoch)     that epoch's batches, a sequence built lazily,
+                             fully determined by (seed, epoch, batch index)
+    loss_and_backward(b)     forward, loss and backward of one batch -> (loss, tokens)
+    evaluate()               held-out metrics (a dict; numbers are plotted)
+    checkpoint_meta()        what a checkpoint needs besides the weights
+                             (tokenizer, class names) to be used on its own
+    report(out)              the outputs a user looks at, after training
+
+Datasets (``--dataset``; ``--data PATH`` where a file or folder is read):
+    mlm       "" (embedded Europarl French), europarl, imdb-unsup, text
+    classify  "" (embedded SST-2), sst2, sst5, imdb
+    lm        "" (embedded tinyshakespeare), text
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from numformer import nn
+from numformer.data import embedded
+from numformer.data.batching import collate, plan_batches
+from numformer.data.datasets import load_europarl, load_sst2, load_sst5, load_text
+from numformer.data.imdb import load_imdb
+from numformer.data.masking import mask_tokens
+from numformer.data.tokenizers import ByteTokenizer, WordTokenizer
+from numformer.train import metrics as M
+from numformer.train.config import TrainConfig
+
+EVAL_BATCH = 64
+
+
+def model_config(cfg: TrainConfig, vocab_size: int, n_classes: int = 2) -> nn.ModelConfig:
+    return nn.ModelConfig(vocab_size=vocab_size, dim=cfg.dim, n_heads=cfg.n_heads,
+                          n_layers=cfg.n_layers, d_ff=cfg.d_ff, max_len=cfg.max_len,
+                          dropout=cfg.dropout, norm_first=cfg.norm_first,
+                          activation=cfg.activation, positional=cfg.positional,
+                          tie_weights=cfg.tie_weights, n_classes=n_classes, pooling=cfg.pooling)
+
+
+def tokenizer_meta(tok) -> dict:
+    if isinstance(tok, ByteTokenizer):
+        return {"kind": "byte"}
+    return {"kind": "word", "tokens": tok.tokens()}
+
+
+def tokenizer_from_meta(d: dict):
+    if d.get("kind") == "byte":
+        return ByteTokenizer()
+    if d.get("kind") == "word":
+        return WordTokenizer(d["tokens"])
+    raise ValueError(f"checkpoint: unknown tokenizer {d.get('kind')!r}")
+
+
+def _need_data(cfg: TrainConfig) -> Path:
+    if not cfg.data:
+        raise ValueError(f"--data: the {cfg.dataset!r} dataset is read from a path; give --data PATH")
+    return Path(cfg.data)
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a seeded train / held-out split."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"eval_fraction: expected a value in (0, 1), got {fraction}")
+    order = np.random.default_rng([seed, 991]).permutation(n)
+    k = max(1, int(round(n * fraction)))
+    return np.sort(order[k:]), np.sort(order[:k])
+
+
+class _LazyEpoch:
+    """A sequence of batches built on access (so a resumed epoch skips cheaply)."""
+
+    def __init__(self, plan, build):
+        self.plan = plan
+        self.build = build
+
+    def __len__(self):
+        return len(self.plan)
+
+    def __getitem__(self, i):
+        return self.build(i, self.plan[i])
+
+
+# masked-LM ----------------------------------------------------------------
+
+class MLMTask:
+    """BERT-style masked-LM: 15% of tokens chosen, 80/10/10, logits only there."""
+
+    def __init__(self, cfg: TrainConfig, log=print):
+        self.cfg = cfg
+        texts = self._texts(cfg)
+        if cfg.limit:
+            texts = texts[:cfg.limit]
+        train_idx, eval_idx = _split(len(texts), cfg.eval_fraction, cfg.seed)
+        self.tokenizer = WordTokenizer.build((texts[i] for i in train_idx),
+                                             max_size=cfg.vocab_size, min_freq=cfg.min_freq)
+        self.train = self._segments([texts[i] for i in train_idx])
+        self.held_out = self._segments([texts[i] for i in eval_idx])
+        if not self.train or not self.held_out:
+            raise ValueError(f"dataset {self.name!r}: too little text to train and evaluate "
+                             f"({len(self.train)} / {len(self.held_out)} segments)")
+        self.model = nn.MaskedLM(model_config(cfg, self.tokenizer.vocab_size), seed=cfg.seed)
+        self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self._eval_batches = self._masked_epoch(self.held_out, rng_key=(cfg.seed, 7777),
+                                                shuffle=False)
+        log(f"masked-LM on {self.name}: {len(self.train)} training and {len(self.held_out)} "
+            f"held-out segments of up to {cfg.max_len} tokens, vocabulary "
+            f"{self.tokenizer.vocab_size}, model {self.model.num_parameters():,} parameters")
+
+    def _texts(self, cfg) -> list[str]:
+        ds = cfg.dataset
+        if ds in ("", "embedded"):
+            self.name = "embedded Europarl French (2,999 sentences)"
+            return embedded.europarl_fr(skip_empty=True)
+        path = _need_data(cfg)
+        self.name = f"{ds} ({path})"
+        if ds == "europarl":
+            return load_europarl(path, skip_empty=True)
+        if ds == "imdb-unsup":
+            return load_imdb(path, "unsup").texts
+        if ds == "text":
+            return [line for line in load_text(path).splitlines() if line.strip()]
+        raise ValueError(f"dataset: expected '', europarl, imdb-unsup or text for mlm, got {ds!r}")
+
+    def _segments(self, texts) -> list[np.ndarray]:
+        """Encoded texts cut into pieces of at most max_len tokens (no <cls> in MLM)."""
+        T = self.cfg.max_len
+        out = []
+        for ids in self.tokenizer.encode_batch(texts):
+            out.extend(ids[i:i + T] for i in range(0, len(ids), T) if len(ids[i:i + T]) >= 2)
+        return out
+
+    def _masked_epoch(self, seqs, rng_key, shuffle=True):
+        cfg = self.cfg
+        plan = plan_batches([len(s) for s in seqs], cfg.batch_size, np.random.default_rng(rng_key),
+                            shuffle=shuffle)
+
+        def build(i, idx):
+            ids, km = collate([seqs[j] for j in idx], self.tokenizer.pad_id)
+            return mask_tokens(ids, km, np.random.default_rng([*rng_key, i]),
+                               vocab_size=self.tokenizer.vocab_size, prob=cfg.mask_prob)
+        return _LazyEpoch(plan, build)
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train) / self.cfg.batch_size)
+
+    def train_batches(self, epoch: int):
+        return self._masked_epoch(self.train, rng_key=(self.cfg.seed, epoch))
+
+    def loss_and_backward(self, b) -> tuple[float, int]:
+        logits = self.model(b.ids, b.key_mask, b.positions)  # (N, V)
+        loss = float(self.loss(logits, b.targets))
+        self.model.backward(self.loss.backward())
+        return loss, int(b.key_mask.sum())
+
+    def evaluate(self) -> dict:
+        nll = correct = count = 0.0
+        for b in self._eval_batches:
+            logits = self.model(b.ids, b.key_mask, b.positions)  # (N, V)
+            n = len(b.targets)
+            nll += float(self.loss(logits, b.targets)) * n
+            correct += float((logits.argmax(-1) == b.targets).sum())
+            count += n
+        mean = nll / count
+        return {"eval_loss": mean, "mlm_accuracy": correct / count,
+                "perplexity": M.perplexity(mean)}
+
+    def checkpoint_meta(self) -> dict:
+        return {"tokenizer": tokenizer_meta(self.tokenizer)}
+
+    def report(self, out: Path, log=print) -> dict:
+        from numformer.train import outputs
+        E = self.model.body.tok.weight.value
+        words = self.tokenizer.tokens()
+        vec, meta = outputs.save_projector(E, words, out)
+        log(f"embedding for the TensorFlow projector: {vec} and {meta}")
+        not_words = [w for w in words if not any(c.isalnum() for c in w)]
+        frequent = [w for w in words[self.tokenizer.n_special:] if w.isalpha() and len(w) > 2][:6]
+        log("nearest neighbours (cosine) of frequent words in the learned embedding:")
+        for w in frequent:
+            near = outputs.nearest_neighbors(E, words, w, k=6, exclude=not_words)
+            log(f"  {w:>12}: " + ", ".join(f"{n} ({s:.2f})" for n, s in near))
+        return {"projector_vectors": str(vec), "projector_metadata": str(meta)}
+
+
+# classification --------------------------------------------------------------
+
+class ClassifyTask:
+    """Sequence classification: <cls> + tokens, pooled, a linear head."""
+
+    def __init__(self, cfg: TrainConfig, log=print):
+        self.cfg = cfg
+        train, evals, self.class_names = self._data(cfg)
+        if cfg.limit:
+            train.texts, train.labels = train.texts[:cfg.limit], train.labels[:cfg.limit]
+        self.tokenizer = WordTokenizer.build(train.texts, max_size=cfg.vocab_size,
+                                             min_freq=cfg.min_freq)
+        self.n_classes = train.n_classes
+        self.train_ids = self.tokenizer.encode_batch(train.texts)
+        self.train_labels = train.labels
+        self.evals = {name: (self.tokenizer.encode_batch(d.texts), d.labels)
+                      for name, d in evals.items()}
+        self.model = nn.Classifier(model_config(cfg, self.tokenizer.vocab_size, self.n_classes),
+                                   seed=cfg.seed)
+        self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.last_confusion = {}
+        log(f"classification on {self.name}: {len(self.train_ids)} training examples, "
+            f"{', '.join(f'{k} {len(v[0])}' for k, v in self.evals.items())}; {self.n_classes} "
+            f"classes; vocabulary {self.tokenizer.vocab_size}; model "
+            f"{self.model.num_parameters():,} parameters")
+
+    def _data(self, cfg):
+        ds = cfg.dataset
+        if ds in ("", "embedded"):
+            self.name = "embedded SST-2"
+            return (embedded.sst2("train"), {"dev": embedded.sst2("dev"),
+                                             "test": embedded.sst2("test")}, ["negative", "positive"])
+        path = _need_data(cfg)
+        self.name = f"{ds} ({path})"
+        if ds in ("sst2", "sst5"):
+            load = load_sst2 if ds == "sst2" else load_sst5
+            names = ["negative", "positive"] if ds == "sst2" else \
+                ["very negative", "negative", "neutral", "positive", "very positive"]
+            return load(path, "train"), {"dev": load(path, "dev"), "test": load(path, "test")}, names
+        if ds == "imdb":
+            return load_imdb(path, "train"), {"test": load_imdb(path, "test")}, \
+                ["negative", "positive"]
+        raise ValueError(f"dataset: expected '', sst2, sst5 or imdb for classify, got {ds!r}")
+
+    def _batch(self, seqs, labels, idx):
+        ids, km = collate([seqs[j] for j in idx], self.tokenizer.pad_id, self.cfg.max_len,
+                          self.tokenizer.cls_id)
+        return ids, km, labels[idx]
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_ids) / self.cfg.batch_size)
+
+    def train_batches(self, epoch: int):
+        plan = plan_batches([min(len(s) + 1, self.cfg.max_len) for s in self.train_ids],
+                            self.cfg.batch_size, np.random.default_rng((self.cfg.seed, epoch)))
+        return _LazyEpoch(plan, lambda i, idx: self._batch(self.train_ids, self.train_labels, idx))
+
+    def loss_and_backward(self, b) -> tuple[float, int]:
+        ids, km, y = b
+        loss = float(self.loss(self.model(ids, km), y))
+        self.model.backward(self.loss.backward())
+        return loss, int(km.sum())
+
+    def predict_ids(self, seqs) -> np.ndarray:
+        """Class probabilities (N, K) of encoded sequences, in order."""
+        out = []
+        for idx in plan_batches([len(s) for s in seqs], EVAL_BATCH, shuffle=False):
+            ids, km, _ = self._batch(seqs, np.zeros(len(seqs), np.int64), idx)
+            logits = self.model(ids, km).astype(np.float64)
+            e = np.exp(logits - logits.max(-1, keepdims=True))
+            out.append(e / e.sum(-1, keepdims=True))
+        return np.concatenate(out) if out else np.zeros((0, self.n_classes))
+
+    def evaluate(self) -> dict:
+        result = {}
+        for name, (seqs, labels) in self.evals.items():
+            probs = self.predict_ids(seqs)
+            nll = -np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-300)).mean()
+            cm = M.confusion_matrix(labels, probs.argmax(-1), self.n_classes)
+            self.last_confusion[name] = cm
+            result[f"{name}_loss"] = float(nll)
+            result[f"{name}_accuracy"] = M.accuracy_from_confusion(cm)
+        return result
+
+    def checkpoint_meta(self) -> dict:
+        return {"tokenizer": tokenizer_meta(self.tokenizer), "class_names": self.class_names}
+
+    def report(self, out: Path, log=print) -> dict:
+        from numformer.train import outputs
+        files = {}
+        for name, cm in self.last_confusion.items():
+            acc = M.per_class_accuracy(cm)
+            log(f"{name}: accuracy {M.accuracy_from_confusion(cm):.4f}; per class: " +
+                ", ".join(f"{c} {a:.3f}" for c, a in zip(self.class_names, acc)))
+            log(M.format_confusion(cm, [c[:8] for c in self.class_names]))
+            p = outputs.plot_confusion(cm, [c[:10] for c in self.class_names],
+                                       out / f"confusion_{name}.png", f"{self.name}: {name}")
+            files[f"confusion_{name}"] = str(p)
+        return files
+
+
+# causal LM -------------------------------------------------------------------
+
+class LMTask:
+    """Character (byte) level causal LM on one stream: random windows for
+    training, the held-out tail for bits per character."""
+
+    def __init__(self, cfg: TrainConfig, log=print):
+        self.cfg = cfg
+        text = self._text(cfg)
+        self.tokenizer = ByteTokenizer()
+        cut = int(len(text) * (1.0 - cfg.eval_fraction))
+        self.train = self.tokenizer.encode(text[:cut])
+        self.held_text = text[cut:]
+        self.held = self.tokenizer.encode(self.held_text)
+        if len(self.train) < cfg.max_len + 1 or len(self.held) < cfg.max_len + 1:
+            raise ValueError(f"dataset {self.name!r}: too short for windows of {cfg.max_len} "
+                             f"tokens ({len(self.train)} train, {len(self.held)} held-out)")
+        self.model = nn.CausalLM(model_config(cfg, self.tokenizer.vocab_size), seed=cfg.seed)
+        self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        log(f"causal LM on {self.name}: {len(self.train):,} training bytes, {len(self.held):,} "
+            f"held-out bytes ({len(self.held_text):,} characters), windows of {cfg.max_len}, "
+            f"model {self.model.num_parameters():,} parameters")
+
+    def _text(self, cfg) -> str:
+        ds = cfg.dataset
+        if ds in ("", "embedded"):
+            self.name = "embedded tinyshakespeare"
+            return embedded.tinyshakespeare()
+        path = _need_data(cfg)
+        self.name = f"{ds} ({path})"
+        if ds in ("text", "tinyshakespeare", "wikitext2"):
+            return load_text(path)
+        raise ValueError(f"dataset: expected '' or text for lm, got {ds!r}")
+
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.train) // (self.cfg.batch_size * self.cfg.max_len))
+
+    def train_batches(self, epoch: int):
+        cfg = self.cfg
+        T, B = cfg.max_len, cfg.batch_size
+
+        def build(i, _):
+            starts = np.random.default_rng((cfg.seed, epoch, i)).integers(
+                0, len(self.train) - T, B)
+            x = np.stack([self.train[s:s + T] for s in starts])  # (B, T)
+            y = np.stack([self.train[s + 1:s + T + 1] for s in starts])  # (B, T)
+            return x, y
+        return _LazyEpoch(range(self.steps_per_epoch()), build)
+
+    def loss_and_backward(self, b) -> tuple[float, int]:
+        x, y = b
+        loss = float(self.loss(self.model(x), y))
+        self.model.backward(self.loss.backward())
+        return loss, x.size
+
+    def evaluate(self, max_tokens: int = 200_000) -> dict:
+        """Mean loss over the held-out tail in non-overlapping windows (each position
+        predicted with the context since its window's start)."""
+        T = self.cfg.max_len
+        data = self.held[:max_tokens + 1]
+        n_win = (len(data) - 1) // T
+        nll = 0.0
+        for s in range(0, n_win, EVAL_BATCH):
+            idx = np.arange(s, min(n_win, s + EVAL_BATCH)) * T
+            x = np.stack([data[i:i + T] for i in idx])
+            y = np.stack([data[i + 1:i + T + 1] for i in idx])
+            nll += float(self.loss(self.model(x), y)) * y.size
+        n_tok = n_win * T
+        mean = nll / n_tok
+        chars = len(self.tokenizer.decode(data[1:n_tok + 1]))
+        return {"eval_loss": mean, "bits_per_byte": M.bits(mean),
+                "bits_per_char": M.bits(nll / chars)}
+
+    def checkpoint_meta(self) -> dict:
+        return {"tokenizer": tokenizer_meta(self.tokenizer)}
+
+    def report(self, out: Path, log=print) -> dict:
+        from numformer.train.generate import generate
+        prompt = self.held_text[:40]
+        ids = generate(self.model, self.tokenizer.encode(prompt), 300, temperature=0.8,
+                       top_k=None, seed=self.cfg.seed)
+        sample = self.tokenizer.decode(ids)
+        (out / "sample.txt").write_text(sample, encoding="utf-8")
+        log("sample (temperature 0.8):\n" + sample)
+        return {"sample": str(out / "sample.txt")}
+
+
+TASKS = {"mlm": MLMTask, "classify": ClassifyTask, "lm": LMTask}
+
+
+def make_task(cfg: TrainConfig, log=print):
+    return TASKS[cfg.task](cfg, log=log)
