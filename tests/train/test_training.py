@@ -1,0 +1,141 @@
+"""Training end to end on tiny settings: resume, NaN, Ctrl-C, configs, the CLI."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from numformer.train import TrainConfig, train
+from numformer.train.checkpoint import load_checkpoint
+from numformer.train.config import read_config_file
+from numformer.train.loop import Trainer, TrainingDiverged
+from numformer.train.tasks import make_task
+
+TINY = dict(dim=16, n_heads=2, n_layers=1, d_ff=32, batch_size=16, warmup=2, progress=False,
+            dropout=0.1)
+
+
+def tiny(task, tmp_path, **kw):
+    base = dict(TINY, task=task, out=str(tmp_path / task), limit=300)
+    if task == "lm":
+        base.update(max_len=32, max_steps=12, limit=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def quiet(*a, **k):
+    pass
+
+
+@pytest.mark.parametrize("task", ["mlm", "classify", "lm"])
+def test_each_task_trains_and_writes_its_outputs(tmp_path, task):
+    cfg = tiny(task, tmp_path, epochs=6 if task == "classify" else 3, lr=3e-3)
+    summary = train(cfg, log=quiet)
+    files = summary["files"]
+    for key in ("checkpoint", "curves", "history"):
+        assert os.path.getsize(files[key]) > 0
+    losses = json.load(open(files["history"]))["train_loss"]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.05, losses
+    m = summary["metrics"]
+    if task == "mlm":
+        assert 0 <= m["mlm_accuracy"] <= 1 and m["perplexity"] > 1
+        assert os.path.exists(files["projector_vectors"])
+    elif task == "classify":
+        assert 0 <= m["test_accuracy"] <= 1 and os.path.exists(files["confusion_test"])
+    else:
+        assert m["bits_per_char"] == pytest.approx(m["eval_loss"] / np.log(2), rel=1e-9)
+        assert len(open(files["sample"]).read()) > 40
+
+
+def _interrupt_at(trainer, step):
+    """Make the task send SIGINT to this process during the given step."""
+    inner = trainer.task.loss_and_backward
+
+    def wrapped(b):
+        if trainer.state.step + 1 == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return inner(b)
+    trainer.task.loss_and_backward = wrapped
+
+
+@pytest.mark.parametrize("task", ["mlm", "classify", "lm"])
+def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path, task):
+    kw = dict(epochs=2, eval_every=0) if task != "lm" else dict(max_steps=10)
+    ref_cfg = tiny(task, tmp_path / "ref", **kw)
+    ref = Trainer(make_task(ref_cfg, log=quiet), ref_cfg, log=quiet)
+    ref.fit()
+    ref_losses = ref.state.history["train_loss"]
+    stop = len(ref_losses) // 2 + 1  # mid-epoch for mlm/classify: 2 epochs of ~19/15 steps
+
+    cfg = tiny(task, tmp_path / "run", **kw)
+    t1 = Trainer(make_task(cfg, log=quiet), cfg, log=quiet)
+    _interrupt_at(t1, stop)
+    t1.fit()
+    assert t1.state.step == stop
+    saved = load_checkpoint(t1.checkpoint_path)
+    assert saved["meta"]["state"]["step"] == stop
+
+    t2 = Trainer(make_task(cfg, log=quiet), cfg, log=quiet)  # a fresh process would do this
+    t2.resume()
+    t2.fit()
+    # the step after the interruption has the loss of the run that never stopped
+    assert t2.state.history["train_loss"] == ref_losses
+    for (name, p), (_, q) in zip(ref.model.named_parameters(), t2.model.named_parameters()):
+        np.testing.assert_array_equal(p.value, q.value, err_msg=name)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = tiny("classify", tmp_path, epochs=3, eval_every=4)
+    trainer = Trainer(make_task(cfg, log=quiet), cfg, log=quiet)
+    inner = trainer.task.loss_and_backward
+
+    def poisoned(b):
+        loss, n = inner(b)
+        return (float("nan") if trainer.state.step == 6 else loss), n
+    trainer.task.loss_and_backward = poisoned
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 7 .*last good "
+                                               r"checkpoint: .*checkpoint.npz"):
+        trainer.fit()
+    ck = load_checkpoint(trainer.checkpoint_path)
+    assert ck["meta"]["state"]["step"] == 4
+    # the weights were not updated by the NaN step: they are those of step 6
+    assert trainer.state.step == 6
+
+
+def test_config_files_and_flags(tmp_path):
+    (tmp_path / "c.toml").write_text('[train]\ndim = 32\nlr = 1\nnorm_first = true\n')
+    assert read_config_file(tmp_path / "c.toml") == {"dim": 32, "lr": 1, "norm_first": True}
+    cfg = TrainConfig.from_dict(read_config_file(tmp_path / "c.toml"))
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.norm_first
+    (tmp_path / "c.json").write_text('{"dim": "wide"}')
+    with pytest.raises(ValueError, match=r"dim: expected int, got 'wide'"):
+        TrainConfig.from_dict(read_config_file(tmp_path / "c.json"), source="c.json")
+    with pytest.raises(ValueError, match=r"unknown settings \['colour'\]"):
+        TrainConfig.from_dict({"colour": 1})
+    (tmp_path / "bad.json").write_text('{"dim": 3,,}')
+    with pytest.raises(ValueError, match=r"bad.json: line 1"):
+        read_config_file(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="task: expected one of"):
+        TrainConfig(task="translate")
+
+
+def test_cli_train_flags_override_file_and_bad_data_exit_2(tmp_path, capsys):
+    from numformer.cli import main
+    (tmp_path / "c.json").write_text(json.dumps({"dim": 8, "epochs": 5}))
+    out = tmp_path / "cls"
+    rc = main(["train", "classify", "--config", str(tmp_path / "c.json"), "--epochs", "1",
+               "--limit", "64", "--n-heads", "2", "--n-layers", "1", "--d-ff", "16",
+               "--no-progress", "--out", str(out)])
+    assert rc == 0
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["dim"] == 8 and saved["epochs"] == 1 and saved["task"] == "classify"
+    capsys.readouterr()
+    empty = tmp_path / "sst"
+    empty.mkdir()
+    (empty / "stsa.binary.train").write_text("")
+    rc = main(["train", "classify", "--dataset", "sst2", "--data", str(empty), "--out",
+               str(tmp_path / "x"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "stsa.binary.train" in err
