@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["gradcheck", "train", "eval", "predict", "neighbors", "generate", "embed",
+COMMANDS = ["gradcheck", "train", "eval", "predict", "neighbors", "generate", "attention", "embed",
             "similarity", "bench"]
 
 
@@ -37,8 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from numformer.commands._common import CommandError
     try:
         return int(args.func(args) or 0)
+    except CommandError as e:
+        print(f"numformer {args.command}: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

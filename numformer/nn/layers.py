@@ -228,6 +228,8 @@ class MultiHeadAttention(Module):
             raise ValueError(f"n_heads: expected a divisor of dim={dim}, got {n_heads}")
         rng = _rng(rng)
         self.n_heads = n_heads
+        self.record_probs = False
+        self.last_probs = None
         self.Wqkv = Parameter(normal(rng, (dim, 3 * dim), init_std, dtype))
         self.bqkv = Parameter(np.zeros(3 * dim, dtype=dtype))
         self.Wo = Parameter(normal(rng, (dim, dim), init_std, dtype))
@@ -242,6 +244,8 @@ class MultiHeadAttention(Module):
         values are appended to it and the queries attend to all S + T of them
         (incremental decoding; inference only, no backward)."""
         f = kernels.op("attention")
+        if self.record_probs:  # for pictures: keep this call's probabilities (B, H, T, S)
+            object.__setattr__(self, "last_probs", self.attention_probs(x, key_mask, causal))
         if kv is not None:
             self._set_cache(None)
             qkv, _ = _lin.linear_forward(x, self.Wqkv.value, self.bqkv.value)  # (B, T, 3C)

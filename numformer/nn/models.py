@@ -128,6 +128,23 @@ class TransformerEncoder(Module):
         self.embed_backward(self.encoder.backward(dh))
         return None
 
+    def attention_maps(self, ids, key_mask=None) -> list:
+        """The attention probabilities of every block, [(B, H, T, T)] (eval mode, no
+        gradient kept): what the pictures of ``numformer attention`` show."""
+        blocks = list(self.encoder.blocks)
+        was = self.training
+        self.eval()
+        try:
+            for b in blocks:
+                b.attn.record_probs = True
+            self.forward(ids, key_mask)
+            return [b.attn.last_probs for b in blocks]
+        finally:
+            for b in blocks:
+                b.attn.record_probs = False
+                b.attn.last_probs = None
+            self.train(was)
+
 
 class MLMHead(Module):
     """Dense -> activation -> LayerNorm -> decoder to V logits (BERT's head).

@@ -94,14 +94,14 @@ class _LazyEpoch:
 class MLMTask:
     """BERT-style masked-LM: 15% of tokens chosen, 80/10/10, logits only there."""
 
-    def __init__(self, cfg: TrainConfig, log=print):
+    def __init__(self, cfg: TrainConfig, log=print, tokenizer=None):
         self.cfg = cfg
         texts = self._texts(cfg)
         if cfg.limit:
             texts = texts[:cfg.limit]
         train_idx, eval_idx = _split(len(texts), cfg.eval_fraction, cfg.seed)
-        self.tokenizer = WordTokenizer.build((texts[i] for i in train_idx),
-                                             max_size=cfg.vocab_size, min_freq=cfg.min_freq)
+        self.tokenizer = tokenizer or WordTokenizer.build(
+            (texts[i] for i in train_idx), max_size=cfg.vocab_size, min_freq=cfg.min_freq)
         self.train = self._segments([texts[i] for i in train_idx])
         self.held_out = self._segments([texts[i] for i in eval_idx])
         if not self.train or not self.held_out:
@@ -196,13 +196,13 @@ class MLMTask:
 class ClassifyTask:
     """Sequence classification: <cls> + tokens, pooled, a linear head."""
 
-    def __init__(self, cfg: TrainConfig, log=print):
+    def __init__(self, cfg: TrainConfig, log=print, tokenizer=None):
         self.cfg = cfg
         train, evals, self.class_names = self._data(cfg)
         if cfg.limit:
             train.texts, train.labels = train.texts[:cfg.limit], train.labels[:cfg.limit]
-        self.tokenizer = WordTokenizer.build(train.texts, max_size=cfg.vocab_size,
-                                             min_freq=cfg.min_freq)
+        self.tokenizer = tokenizer or WordTokenizer.build(train.texts, max_size=cfg.vocab_size,
+                                                          min_freq=cfg.min_freq)
         self.n_classes = train.n_classes
         self.train_ids = self.tokenizer.encode_batch(train.texts)
         self.train_labels = train.labels
@@ -298,10 +298,10 @@ class LMTask:
     """Character (byte) level causal LM on one stream: random windows for
     training, the held-out tail for bits per character."""
 
-    def __init__(self, cfg: TrainConfig, log=print):
+    def __init__(self, cfg: TrainConfig, log=print, tokenizer=None):
         self.cfg = cfg
         text = self._text(cfg)
-        self.tokenizer = ByteTokenizer()
+        self.tokenizer = tokenizer or ByteTokenizer()
         cut = int(len(text) * (1.0 - cfg.eval_fraction))
         self.train = self.tokenizer.encode(text[:cut])
         self.held_text = text[cut:]
@@ -382,5 +382,6 @@ class LMTask:
 TASKS = {"mlm": MLMTask, "classify": ClassifyTask, "lm": LMTask}
 
 
-def make_task(cfg: TrainConfig, log=print):
-    return TASKS[cfg.task](cfg, log=log)
+def make_task(cfg: TrainConfig, log=print, tokenizer=None):
+    """The task of ``cfg``; with ``tokenizer`` (e.g. a checkpoint's), no vocabulary is built."""
+    return TASKS[cfg.task](cfg, log=log, tokenizer=tokenizer)

@@ -1,0 +1,39 @@
+"""What the sub-commands that read a trained model share."""
+
+from __future__ import annotations
+
+DEFAULT_RUNS = {"mlm": "runs/mlm", "classify": "runs/classify", "lm": "runs/lm"}
+
+
+def add_checkpoint_arg(p, task: str) -> None:
+    p.add_argument("--checkpoint", "-c", default=DEFAULT_RUNS[task], metavar="PATH",
+                   help=f"checkpoint file or run folder (default: {DEFAULT_RUNS[task]}, where "
+                        f"'numformer train {task}' writes)")
+
+
+class CommandError(Exception):
+    """A problem with what the user asked for: ``numformer`` prints it and exits with 2."""
+
+
+def load_or_exit(path, expect: tuple[str, ...] | None = None):
+    """load_trained(path), or CommandError (one line, exit code 2)."""
+    from numformer.train.load import load_trained
+    try:
+        trained = load_trained(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise CommandError(str(e)) from None
+    if expect and trained.meta.get("task") not in expect:
+        raise CommandError(f"{trained.path} holds a {trained.meta.get('task')!r} model; this "
+                           f"command needs one of {list(expect)}")
+    return trained
+
+
+def encode_for(trained, text: str):
+    """ids (1, T) and key mask for a sentence, as the model was trained (<cls> for classifiers)."""
+    import numpy as np
+    tok = trained.tokenizer
+    ids = tok.encode(text)
+    if trained.meta.get("task") == "classify":
+        ids = np.concatenate([[tok.cls_id], ids])
+    ids = ids[:trained.model.cfg.max_len][None, :]
+    return ids.astype(np.int64), np.ones(ids.shape, dtype=bool)

@@ -1,0 +1,51 @@
+"""Loading a trained model from its checkpoint, for eval, predict, neighbours,
+generation and attention maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from numformer import nn
+from numformer.train.checkpoint import CheckpointError, load_checkpoint
+from numformer.train.config import TrainConfig
+from numformer.train.loop import CHECKPOINT
+from numformer.train.tasks import tokenizer_from_meta
+
+MODEL_CLASSES = {"MaskedLM": nn.MaskedLM, "Classifier": nn.Classifier, "CausalLM": nn.CausalLM}
+
+
+@dataclass
+class Trained:
+    model: nn.Module
+    tokenizer: object
+    train_config: TrainConfig
+    meta: dict
+    path: Path
+
+
+def resolve_checkpoint(path) -> Path:
+    """A checkpoint file, or a run folder holding checkpoint.npz."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path}: no such file (give a checkpoint.npz or the "
+                                f"run folder that holds one)")
+    return path
+
+
+def load_trained(path) -> Trained:
+    """Model (in eval mode), tokenizer and configuration of a training checkpoint."""
+    path = resolve_checkpoint(path)
+    ck = load_checkpoint(path)
+    meta = ck["meta"]
+    cls = MODEL_CLASSES.get(meta.get("model_class"))
+    if cls is None or "model_config" not in meta or "tokenizer" not in meta:
+        raise CheckpointError(f"checkpoint {path}: not a training checkpoint of numformer "
+                              f"(model class {meta.get('model_class')!r})")
+    model = cls(nn.ModelConfig.from_dict(meta["model_config"]))
+    model.load_state_dict(ck["model"])
+    model.eval()
+    return Trained(model, tokenizer_from_meta(meta["tokenizer"]),
+                   TrainConfig.from_dict(meta["train_config"], source=str(path)), meta, path)
