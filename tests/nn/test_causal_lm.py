@@ -59,3 +59,26 @@ def test_cache_refuses_training_mode_and_overflow(rng):
     m.train()
     with pytest.raises(RuntimeError, match="call eval"):
         m(rng.integers(0, 17, (1, 1)), kv_cache=m.new_cache())
+
+
+def test_overfits_a_short_string_and_then_generates_it():
+    from numformer.data.tokenizers import ByteTokenizer
+    from numformer.optim import Adam
+    from numformer.train.generate import generate
+    tok = ByteTokenizer()
+    text = "to be or not to be, that is the question."
+    ids = tok.encode(text)[None, :]  # (1, T)
+    cfg = nn.ModelConfig(vocab_size=tok.vocab_size, dim=32, n_heads=4, n_layers=2, d_ff=64,
+                         max_len=64, dropout=0.0, norm_first=True)
+    model = nn.CausalLM(cfg, seed=0)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = Adam(model, lr=3e-3)
+    x, y = ids[:, :-1], ids[:, 1:]
+    for _ in range(250):
+        model.zero_grad()
+        loss = loss_fn(model(x), y)
+        model.backward(loss_fn.backward())
+        opt.step()
+    assert loss < 0.02
+    out = generate(model, ids[0, :3], ids.shape[1] - 3, temperature=0.0)
+    assert tok.decode(out) == text
