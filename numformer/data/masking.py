@@ -71,8 +71,9 @@ def mask_tokens(ids: np.ndarray, key_mask: np.ndarray | None, rng, *, vocab_size
         raise ValueError(f"p_mask, p_random: expected non-negative with a sum <= 1, "
                          f"got {p_mask} and {p_random}")
     special_ids = np.asarray(special_ids, dtype=np.int64)
-    replacements = np.setdiff1d(np.arange(vocab_size), special_ids)  # the non-special ids
-    if p_random > 0 and replacements.size == 0:
+    specials_in = np.unique(special_ids[(special_ids >= 0) & (special_ids < vocab_size)])
+    n_plain = vocab_size - specials_in.size  # the number of non-special ids
+    if p_random > 0 and n_plain == 0:
         raise ValueError(f"vocab_size: expected non-special ids for random replacement, "
                          f"got vocab_size={vocab_size} with specials {special_ids.tolist()}")
     rng = as_rng(rng)
@@ -99,8 +100,11 @@ def mask_tokens(ids: np.ndarray, key_mask: np.ndarray | None, rng, *, vocab_size
     to_random = (r >= p_mask) & (r < p_mask + p_random)
     flat[positions[to_mask]] = mask_id
     if to_random.any():
-        flat[positions[to_random]] = replacements[rng.integers(0, replacements.size,
-                                                                size=int(to_random.sum()))]
+        r = rng.integers(0, n_plain, size=int(to_random.sum()))  # rank among non-special ids
+        # the r-th non-special id: r plus the specials at or below it; with the specials
+        # sorted, s_j - j counts the non-special ids below s_j
+        flat[positions[to_random]] = r + np.searchsorted(
+            specials_in - np.arange(specials_in.size), r, side="right")
     return MLMBatch(out, key_mask, positions.astype(np.int64), targets)
 
 

@@ -101,3 +101,19 @@ def test_archive_errors(tmp_path):
         load_imdb(junk)
     with pytest.raises(FileNotFoundError, match="download_missing"):
         load_imdb(tmp_path / "empty_dir_that_does_not_exist")
+
+
+def test_sst_download_missing_through_a_file_url(tmp_path):
+    from numformer.data import download_sst, load_sst2, load_sst5
+    server = tmp_path / "server"
+    server.mkdir()
+    (server / "stsa.binary.dev").write_text("1 good .\n0 bad .\n", encoding="utf-8")
+    (server / "stsa.fine.test").write_text("4 great .\n", encoding="utf-8")
+    url = server.as_uri() + "/{name}"
+    dest = tmp_path / "sst"
+    d = load_sst2(dest, "dev", download_missing=True, url=url)
+    assert d.texts == ["good .", "bad ."] and (dest / "stsa.binary.dev").is_file()
+    assert download_sst(dest, fine=True, splits=("test",), url=url) == [dest / "stsa.fine.test"]
+    assert load_sst5(dest, "test").labels.tolist() == [4]
+    with pytest.raises(ConnectionError, match="stsa.binary.train"):
+        load_sst2(dest, "train", download_missing=True, url=url)

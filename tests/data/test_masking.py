@@ -168,3 +168,19 @@ def test_bad_arguments(kw, match):
     ids, km, r = args.pop("ids"), args.pop("key_mask"), args.pop("rng")
     with pytest.raises(ValueError, match=match):
         mask_tokens(ids, km, r, vocab_size=V, **args)
+
+
+def test_random_replacements_uniform_over_non_specials_with_scattered_specials():
+    """Specials need not be 0..4: with specials {0, 3, 7, 11} in a vocabulary of 12, the
+    random replacements cover exactly the 8 other ids, each 1/8 of the time."""
+    specials = np.array([0, 3, 7, 11])
+    plain = np.array([1, 2, 4, 5, 6, 8, 9, 10])
+    g = np.random.default_rng(9)
+    ids = g.choice(plain, size=(3000, 40))
+    m = mask_tokens(ids, None, g, vocab_size=12, mask_id=3, special_ids=specials, prob=1.0,
+                    p_mask=0.0, p_random=1.0)
+    got = m.ids.ravel()[m.positions]
+    assert m.positions.size == ids.size and not np.isin(got, specials).any()
+    freq = np.bincount(got, minlength=12)[plain] / got.size
+    sd = np.sqrt(1 / 8 * 7 / 8 / got.size)
+    assert np.all(np.abs(freq - 1 / 8) < 5 * sd), freq
