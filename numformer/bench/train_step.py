@@ -1,0 +1,299 @@
+"""Tokens per second of one training step (forward, backward, AdamW) for numformer
+and for the same model and algorithm in PyTorch eager, on the CPU.
+
+Configurations:
+    article  masked-LM of the BERT-from-scratch article: V=40000, C=128, H=8,
+             2 post-LN blocks, F=512, T=20, B=32, 15% of tokens masked
+    mini     masked-LM: V=8000, C=128, H=4, 4 post-LN blocks, F=512, T=128, B=32
+    charlm   character causal LM (numformer train lm's model): V=261, C=128, H=4,
+             4 pre-LN blocks, F=512, T=128, B=32, loss at every position
+
+The PyTorch model is written here with the same pieces (learned positions,
+GELU, post-LN or pre-LN blocks, attention by scaled_dot_product_attention
+without dropout on the probabilities, dropout after the attention and the
+feed-forward output, the masked-LM head with a decoder tied to the
+embedding, AdamW with weight decay on matrices only). Before timing, the
+same weights and batch go through both and their losses must agree.
+
+    python benchmarks/train_step.py --config article --threads 1 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+CONFIGS = {
+    "article": dict(task="mlm", V=40000, C=128, H=8, L=2, F=512, T=20, B=32, norm_first=False),
+    "mini": dict(task="mlm", V=8000, C=128, H=4, L=4, F=512, T=128, B=32, norm_first=False),
+    "charlm": dict(task="lm", V=261, C=128, H=4, L=4, F=512, T=128, B=32, norm_first=True),
+}
+
+
+def step_flops(c: dict, n_masked: int) -> float:
+    """Matmul FLOPs of one step: forward, then twice that for the backward."""
+    B, T, C, F, L, V = c["B"], c["T"], c["C"], c["F"], c["L"], c["V"]
+    per_token_layer = 2 * (3 * C * C + C * C + 2 * C * F) + 2 * 2 * T * C
+    fwd = B * T * L * per_token_layer
+    n_head = n_masked if c["task"] == "mlm" else B * T
+    fwd += n_head * 2 * (C * V + (C * C if c["task"] == "mlm" else 0))
+    return 3.0 * fwd
+
+
+def matmul_peak_gflops() -> float:
+    import numpy as np
+    from numformer.bench.harness import time_call
+    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    t = time_call(lambda: a @ a, repeats=5)
+    return 2 * 1024 ** 3 / (t["ms"] * 1e-3) / 1e9
+
+
+def make_batch(c: dict, seed: int = 0):
+    import numpy as np
+    from numformer.data.masking import mask_tokens
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, c["V"], (c["B"], c["T"]))
+    if c["task"] == "lm":
+        return ids, rng.integers(5, c["V"], (c["B"], c["T"]))
+    km = np.ones_like(ids, dtype=bool)
+    return mask_tokens(ids, km, rng, vocab_size=c["V"])
+
+
+def numformer_step(c: dict, dropout: float):
+    """The numformer model, optimizer and a step closure returning the loss."""
+    import numpy as np
+    from numformer import nn, optim
+    cfg = nn.ModelConfig(vocab_size=c["V"], dim=c["C"], n_heads=c["H"], n_layers=c["L"],
+                         d_ff=c["F"], max_len=c["T"], dropout=dropout, norm_first=c["norm_first"],
+                         activation="gelu")
+    model = nn.MaskedLM(cfg, seed=0) if c["task"] == "mlm" else nn.CausalLM(cfg, seed=0)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = optim.AdamW(model, lr=1e-4, weight_decay=0.01, no_decay="auto")
+    batch = make_batch(c)
+    step_no = [0]
+
+    def step():
+        model.seed((0, step_no[0]))
+        step_no[0] += 1
+        model.zero_grad()
+        if c["task"] == "mlm":
+            loss = loss_fn(model(batch.ids, batch.key_mask, batch.positions), batch.targets)
+        else:
+            loss = loss_fn(model(batch[0]), batch[1])
+        model.backward(loss_fn.backward())
+        opt.step()
+        return float(loss)
+    return model, step, batch
+
+
+def torch_model(c: dict, dropout: float, torch):
+    nnt = torch.nn
+    F = torch.nn.functional
+
+    class Block(nnt.Module):
+        def __init__(self):
+            super().__init__()
+            C = c["C"]
+            self.qkv = nnt.Linear(C, 3 * C)
+            self.proj = nnt.Linear(C, C)
+            self.ln1 = nnt.LayerNorm(C)
+            self.fc1 = nnt.Linear(C, c["F"])
+            self.fc2 = nnt.Linear(c["F"], C)
+            self.ln2 = nnt.LayerNorm(C)
+            self.drop = nnt.Dropout(dropout)
+
+        def attn(self, x, mask):
+            B, T, C = x.shape
+            H = c["H"]
+            q, k, v = self.qkv(x).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                               is_causal=c["task"] == "lm")
+            return self.drop(self.proj(o.transpose(1, 2).reshape(B, T, C)))
+
+        def ffn(self, x):
+            return self.drop(self.fc2(F.gelu(self.fc1(x))))
+
+        def forward(self, x, mask):
+            if c["norm_first"]:
+                x = x + self.attn(self.ln1(x), mask)
+                return x + self.ffn(self.ln2(x))
+            x = self.ln1(x + self.attn(x, mask))
+            return self.ln2(x + self.ffn(x))
+
+    class Model(nnt.Module):
+        def __init__(self):
+            super().__init__()
+            C, V = c["C"], c["V"]
+            self.tok = nnt.Embedding(V, C)
+            self.pos = nnt.Parameter(torch.zeros(c["T"], C))
+            self.drop = nnt.Dropout(dropout)
+            self.blocks = nnt.ModuleList(Block() for _ in range(c["L"]))
+            self.final = nnt.LayerNorm(C) if c["norm_first"] else None
+            if c["task"] == "mlm":
+                self.dense = nnt.Linear(C, C)
+                self.norm = nnt.LayerNorm(C)
+                self.bias = nnt.Parameter(torch.zeros(V))
+            else:
+                self.head = nnt.Linear(C, V, bias=False)
+
+        def forward(self, ids, mask=None, positions=None):
+            x = self.drop(self.tok(ids) + self.pos[:ids.shape[1]])
+            for b in self.blocks:
+                x = b(x, mask)
+            if self.final is not None:
+                x = self.final(x)
+            if c["task"] == "lm":
+                return self.head(x)
+            h = x.reshape(-1, x.shape[-1])[positions]
+            return self.norm(F.gelu(self.dense(h))) @ self.tok.weight.T + self.bias
+
+    return Model()
+
+
+def copy_weights(nf_model, tm, c, torch):
+    """numformer's weights into the torch model (torch Linear weights are (out, in))."""
+    sd = {k: torch.tensor(v) for k, v in nf_model.state_dict().items()}
+    with torch.no_grad():
+        tm.tok.weight.copy_(sd["body.tok.weight"])
+        tm.pos.copy_(sd["body.pos.weight"])
+        for i, b in enumerate(tm.blocks):
+            p = f"body.encoder.blocks.{i}."
+            b.qkv.weight.copy_(sd[p + "attn.Wqkv"].T)
+            b.qkv.bias.copy_(sd[p + "attn.bqkv"])
+            b.proj.weight.copy_(sd[p + "attn.Wo"].T)
+            b.proj.bias.copy_(sd[p + "attn.bo"])
+            b.fc1.weight.copy_(sd[p + "ffn.fc1.weight"].T)
+            b.fc1.bias.copy_(sd[p + "ffn.fc1.bias"])
+            b.fc2.weight.copy_(sd[p + "ffn.fc2.weight"].T)
+            b.fc2.bias.copy_(sd[p + "ffn.fc2.bias"])
+            for ln in ("ln1", "ln2"):
+                getattr(b, ln).weight.copy_(sd[p + ln + ".gamma"])
+                getattr(b, ln).bias.copy_(sd[p + ln + ".beta"])
+        if tm.final is not None:
+            tm.final.weight.copy_(sd["body.encoder.final_norm.gamma"])
+            tm.final.bias.copy_(sd["body.encoder.final_norm.beta"])
+        if c["task"] == "mlm":
+            tm.dense.weight.copy_(sd["head.dense.weight"].T)
+            tm.dense.bias.copy_(sd["head.dense.bias"])
+            tm.norm.weight.copy_(sd["head.norm.gamma"])
+            tm.norm.bias.copy_(sd["head.norm.beta"])
+            tm.bias.copy_(sd["head.decoder_bias"])
+        else:
+            tm.head.weight.copy_(sd["head.weight"].T)
+
+
+def torch_step(c: dict, dropout: float, torch, nf_model, batch):
+    tm = torch_model(c, dropout, torch)
+    copy_weights(nf_model, tm, c, torch)
+    decay = [p for p in tm.parameters() if p.dim() >= 2]
+    no_decay = [p for p in tm.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=1e-4)
+    F = torch.nn.functional
+    if c["task"] == "mlm":
+        ids = torch.tensor(batch.ids)
+        mask = torch.tensor(batch.key_mask)[:, None, None, :]
+        pos = torch.tensor(batch.positions)
+        tgt = torch.tensor(batch.targets)
+    else:
+        ids, tgt = torch.tensor(batch[0]), torch.tensor(batch[1])
+
+    def loss_only():
+        if c["task"] == "mlm":
+            return F.cross_entropy(tm(ids, mask, pos), tgt)
+        return F.cross_entropy(tm(ids).reshape(-1, c["V"]), tgt.reshape(-1))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_only()
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return tm, step, loss_only
+
+
+def run_one(config: str, threads: int, dropout: float, repeats: int) -> dict:
+    from numformer.bench.harness import machine_info, pin_threads, time_call, torch_or_none
+    pin_threads(threads)
+    import numpy as np
+    import numformer
+    from numformer.kernels import numba_available
+    if numba_available() and numformer.get_backend() == "numba":
+        from numformer.kernels._jit import set_num_threads
+        set_num_threads(threads)
+    c = CONFIGS[config]
+    model, nf_step, batch = numformer_step(c, dropout)
+    tokens = c["B"] * c["T"]
+    n_masked = len(batch.positions) if c["task"] == "mlm" else tokens
+    flops = step_flops(c, n_masked)
+    torch = torch_or_none()
+    result = {"config": config, **c, "dropout": dropout, "threads": threads,
+              "backend": numformer.get_backend(), "tokens_per_step": tokens,
+              "masked_per_step": n_masked, "step_gflop": flops / 1e9}
+    if torch is not None:
+        # same weights, same batch: the losses of the first forward must agree
+        tm, t_step, t_loss = torch_step(c, 0.0, torch, model, batch)
+        model.eval()
+        lf = numformer.nn.CrossEntropyLoss()
+        nf_loss = float(lf(model(batch.ids, batch.key_mask, batch.positions), batch.targets)
+                        if c["task"] == "mlm" else lf(model(batch[0]), batch[1]))
+        model.train()
+        tm.eval()
+        with torch.no_grad():
+            t_loss_v = float(t_loss())
+        if not abs(nf_loss - t_loss_v) <= 1e-4 * max(1.0, abs(t_loss_v)):
+            raise AssertionError(f"numformer loss {nf_loss} != torch loss {t_loss_v}: not the "
+                                 f"same model")
+        result["check_loss"] = {"numformer": nf_loss, "torch": t_loss_v}
+        tm, t_step, _ = torch_step(c, dropout, torch, model, batch)
+        tm.train()
+        t = time_call(t_step, repeats=repeats, warmup=3)
+        result["torch_ms"] = t["ms"]
+        result["torch_tokens_per_s"] = tokens / (t["ms"] * 1e-3)
+        result["torch_peak_fraction"] = flops / (t["ms"] * 1e-3) / 1e9
+    t = time_call(nf_step, repeats=repeats, warmup=3)
+    result["numformer_first_ms"] = t["first_ms"]
+    result["numformer_ms"] = t["ms"]
+    result["numformer_tokens_per_s"] = tokens / (t["ms"] * 1e-3)
+    peak = matmul_peak_gflops()
+    result["matmul_peak_gflops"] = peak
+    result["numformer_peak_fraction"] = flops / (t["ms"] * 1e-3) / 1e9 / peak
+    if "torch_peak_fraction" in result:
+        result["torch_peak_fraction"] /= peak
+        result["ratio_numformer_over_torch"] = (result["numformer_tokens_per_s"]
+                                                / result["torch_tokens_per_s"])
+    result["machine"] = machine_info(threads)
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", choices=CONFIGS, default="article")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--json", metavar="FILE", help="write the result here")
+    args = p.parse_args(argv)
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
+    r = run_one(args.config, args.threads, args.dropout, args.repeats)
+    line = (f"{args.config} dropout={args.dropout} threads={args.threads} "
+            f"backend={r['backend']}: numformer {r['numformer_ms']:.1f} ms/step, "
+            f"{r['numformer_tokens_per_s']:.0f} tok/s ({100 * r['numformer_peak_fraction']:.0f}% "
+            f"of the {r['matmul_peak_gflops']:.0f} GFLOP/s matmul peak)")
+    if "torch_ms" in r:
+        line += (f"; torch {r['torch_ms']:.1f} ms/step, {r['torch_tokens_per_s']:.0f} tok/s "
+                 f"({100 * r['torch_peak_fraction']:.0f}%); numformer/torch = "
+                 f"{r['ratio_numformer_over_torch']:.2f}x")
+    print(line)
+    if args.json:
+        from pathlib import Path
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(r, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
