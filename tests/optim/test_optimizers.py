@@ -310,3 +310,42 @@ def test_zero_grad_and_repr(rng):
     opt.zero_grad()
     assert all(not p.grad.any() for p in params)
     assert "AdamW" in repr(opt) and math.isclose(opt.betas[1], 0.999)
+
+
+# the backend switch ------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_adam_through_each_backend_matches_closed_form(rng, backend):
+    """The update goes through kernels.op("adam") of the backend in effect (the Numba
+    twin once registered, else the reference); either way it is the closed form."""
+    from numformer import get_backend, set_backend
+    old = get_backend()
+    try:
+        set_backend(backend)
+        W = Parameter(rng.standard_normal((70, 33)).astype(np.float32))  # not a block multiple
+        W.grad[...] = rng.standard_normal(W.shape)
+        p0, g = W.value.astype(np.float64), W.grad.astype(np.float64)
+        AdamW([W], lr=0.01, weight_decay=0.1).step()
+    finally:
+        set_backend(old)
+    expected = p0 * (1 - 0.01 * 0.1) - 0.01 * g / (np.sqrt(g * g) + 1e-8)  # m^ = g, v^ = g^2
+    assert_close(W.value, expected, dtype=np.float32, what=f"AdamW step ({backend})")
+
+
+def test_adam_calls_the_kernel_op(rng, monkeypatch):
+    from numformer import kernels
+    from numformer.ops import adam as ref
+    calls = []
+
+    class Spy:
+        @staticmethod
+        def adam_step(*args, **kw):
+            calls.append(kw["step"])
+            return ref.adam_step(*args, **kw)
+
+    monkeypatch.setattr(kernels, "op", lambda name, backend=None: Spy if name == "adam" else None)
+    params = make(rng)
+    opt = Adam(params)
+    opt.step()
+    opt.step()
+    assert calls == [1, 1, 2, 2]  # two Parameters, steps 1 and 2
