@@ -24,7 +24,7 @@ step, see ``numformer.optim.schedules``).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 

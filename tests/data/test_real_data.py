@@ -3,7 +3,6 @@
 
 import functools
 
-import numpy as np
 import pytest
 
 from numformer.data import (UNK_ID, WordTokenizer, load_europarl, load_imdb, load_sst2,
