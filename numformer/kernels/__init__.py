@@ -70,6 +70,7 @@ def get_backend() -> str:
 # Op families that have a Numba twin in this package. The list grows as
 # kernels land; an op not listed always uses the reference.
 KERNEL_OPS: set[str] = set()
+KERNEL_OPS.update({"attention", "matmul"})
 
 
 def op(name: str, backend: str | None = None) -> ModuleType:

@@ -1,0 +1,454 @@
+"""Fused (flash) scaled dot-product attention: the Numba twin of ``numformer.ops.attention``.
+
+Shapes: B batch, H heads, T sequence (Tq queries, Tk keys), D = C // H head
+width, C channels. Attention works on (B, H, T, D); activations are (B, T, C).
+Masks as in the reference: ``key_mask`` (B, Tk) bool, True for real tokens;
+``causal=True`` lets query i see keys j <= i + (Tk - Tq); a query with no
+visible key gets an output of zero, never NaN.
+
+What the kernels do
+-------------------
+Forward: for each (batch, head, block of BQ queries) -- the ``prange`` tasks --
+walk over the keys in blocks of BK with an online softmax: keep for each
+query the running maximum and the running sum of exponentials, rescale the
+partial output when the maximum grows, add ``P_block @ V_block``. The
+(Tq, Tk) score matrix never exists; a task holds one (BK, BQ) block.
+The cache keeps q, k, v, out and the per-query log-sum-exp ``lse``
+(B, H, Tq): nothing of size T x T.
+
+Backward: for each (batch, head) -- the ``prange`` tasks, so each task owns
+dq, dk, dv of its head and no two threads write the same row -- walk over
+blocks of queries and keys, recompute the probabilities of the block from
+``lse`` (``P = exp(S - lse)``, one pass, no max or sum), and accumulate
+``dV += P^T dO``, ``dS = P * (dP - delta)`` with ``delta = rowsum(dO * out)``,
+``dQ += dS K``, ``dK += dS^T Q`` straight into the gradient arrays.
+
+What makes them fast
+--------------------
+- Every product is one BLAS call on a block (``kernels.matmul.gemm``: strided
+  views, ``alpha`` carries the scale, ``beta = 1`` accumulates in place, no
+  temporaries). Blocks keep ``BQ * BK * D <= SINGLE_THREAD_MNK`` so that
+  BLAS stays on the calling thread inside the parallel loop.
+- The blocks are stored transposed, keys x queries (``S^T = K Q^T``), so
+  that the per-query max and sum are *column* reductions: the inner loop runs
+  along a contiguous row of queries and the compiler vectorises max, exp and
+  sum across 16 queries at a time; no per-key horizontal reduction. Q and dO
+  are transposed once per query block (D x BQ), which makes all five
+  backward products plain NN/TN calls.
+- float32 exp is a short polynomial with an exponent bit trick
+  (``_expf``), which the compiler vectorises; libm's ``exp`` would be a
+  scalar call per score. float64 (used by the gradient checks) keeps
+  ``math.exp``.
+- Key blocks that are all padding, and blocks above the causal diagonal,
+  are skipped.
+
+Everything the kernels need is passed in: no hidden state, and with
+``NUMBA_DISABLE_JIT=1`` the same loops run as plain Python.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from numformer.kernels._jit import jit, prange
+from numformer.kernels.matmul import SINGLE_THREAD_MNK, gemm
+from numformer.ops import attention as _ref
+from numformer.ops import linear as _linear
+from numformer.ops.attention import check_qkv, merge_heads, split_heads  # noqa: F401  (same API)
+
+# Inside the kernels a masked score is this finite number rather than the
+# reference's MASKED_SCORE = -inf, so no infinity ever enters a vectorised
+# loop (``exp`` of it underflows to exactly 0 all the same). Scores are far
+# above it; a running maximum still at _NEG means "no visible key yet".
+_NEG = -1.0e30
+_BIG = 1.0e30
+# fast-math without "no NaN / no inf" assumptions: reassociation lets the
+# compiler vectorise sums; lse may hold -inf for fully masked rows.
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+BLOCK_Q = 64    # queries per block (columns of a score block)
+BLOCK_K = 256   # keys per block (rows of a score block)
+
+
+def block_sizes(D: int) -> tuple[int, int]:
+    """(BQ, BK) for head width D: the defaults, shrunk until a block's products
+    (BQ * BK * D multiply-adds) stay on one BLAS thread."""
+    bq, bk = BLOCK_Q, BLOCK_K
+    while bq * bk * D > SINGLE_THREAD_MNK and bk > 16:
+        bk //= 2
+    while bq * bk * D > SINGLE_THREAD_MNK and bq > 8:
+        bq //= 2
+    return bq, bk
+
+
+# -- element-wise pieces ------------------------------------------------------------
+
+def _expf_py(x):
+    """float32 exp for softmax arguments (x <= ~0.3; anything below -87.3 gives 0).
+
+    exp(x) = 2^k * exp(r), k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2]
+    (ln 2 split in two parts so r is exact), exp(r) by a degree-7 polynomial
+    (Cephes expf coefficients, relative error ~1e-7), 2^k built in the exponent
+    bits. No branches and no calls, so a loop of it vectorises."""
+    f32 = np.float32
+    v = max(x, f32(-87.3))
+    t = v * f32(1.44269504088896341)
+    k = np.int32(t - f32(0.5))  # round to nearest for t <= 0.5 (truncation towards 0)
+    kf = f32(k)
+    r = v - kf * f32(0.693359375)
+    r = r - kf * f32(-2.12194440e-4)
+    p = f32(1.9875691500e-4)
+    p = p * r + f32(1.3981999507e-3)
+    p = p * r + f32(8.3334519073e-3)
+    p = p * r + f32(4.1665795894e-2)
+    p = p * r + f32(1.6666665459e-1)
+    p = p * r + f32(5.0000001201e-1)
+    p = p * r * r + r + f32(1.0)
+    two_k = np.int32((k + np.int32(127)) << np.int32(23)).view(np.float32)
+    return p * two_k if x > f32(-87.3) else f32(0.0)
+
+
+_expf = jit(_expf_py, fastmath=_FASTMATH, inline="always")
+
+
+def _mask_block_py(s, n, m, key_mask, has_mask, causal, b, j0, i0, shift):
+    """Set masked scores of the block ``s[:n, :m]`` (keys x queries) to _NEG: padded
+    keys (whole rows) and, when causal, queries i < j - shift (a prefix of row j)."""
+    for r in range(n):
+        j = j0 + r
+        if has_mask and not key_mask[b, j]:
+            stop = m
+        elif causal:
+            stop = min(m, max(0, j - shift - i0))
+        else:
+            stop = 0
+        for c in range(stop):
+            s[r, c] = _NEG
+
+
+_mask_block = jit(_mask_block_py, fastmath=_FASTMATH)
+
+
+def _exp_block_py(s, n, m, off, colsum):
+    """``s = exp(s - off[None, :])`` on the block ``s[:n, :m]``, in place, and
+    ``colsum += s.sum(0)``. Rows run along the queries: vectorised.
+
+    Blocks are passed whole (C-contiguous, rows of BQ) with their used size
+    (n, m): a sliced view would be typed as non-contiguous and the compiler
+    could not vectorise the rows."""
+    if s.itemsize == 4:
+        for r in range(n):
+            for c in range(m):
+                e = _expf(s[r, c] - off[c])
+                s[r, c] = e
+                colsum[c] += e
+    else:
+        for r in range(n):
+            for c in range(m):
+                e = math.exp(s[r, c] - off[c])
+                s[r, c] = e
+                colsum[c] += e
+
+
+_exp_block = jit(_exp_block_py, fastmath=_FASTMATH)
+
+
+def _online_softmax_py(s, n, m, run_max, run_sum, off, colmax):
+    """One key block of the online softmax, in place on ``s[:n, :m]`` (keys x queries).
+
+    Updates each query's running max, turns the block into ``exp(s - max)``,
+    adds its column sums to ``run_sum`` rescaled by ``exp(old_max - new_max)``,
+    and leaves that rescale factor in ``colmax`` for the caller to apply to
+    the partial output."""
+    for c in range(m):
+        colmax[c] = s[0, c]
+    for r in range(1, n):  # column max: vectorised over queries
+        for c in range(m):
+            colmax[c] = max(colmax[c], s[r, c])
+    for c in range(m):
+        new = max(run_max[c], colmax[c])
+        if new > _NEG * 0.5:
+            colmax[c] = math.exp(run_max[c] - new) if run_max[c] > _NEG * 0.5 else 0.0
+            run_max[c] = new
+            off[c] = new
+        else:  # nothing visible yet: every score is _NEG, exp(_NEG - BIG) = 0
+            colmax[c] = 0.0
+            off[c] = _BIG
+        run_sum[c] *= colmax[c]
+    _exp_block(s, n, m, off, run_sum)
+
+
+_online_softmax = jit(_online_softmax_py, fastmath=_FASTMATH)
+
+
+def _block_has_key_py(key_mask, b, j0, n):
+    for j in range(j0, j0 + n):
+        if key_mask[b, j]:
+            return True
+    return False
+
+
+_block_has_key = jit(_block_has_key_py)
+
+
+# -- forward ---------------------------------------------------------------------
+
+def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, BQ, BK):
+    """Flash forward into ``out`` (B, H, Tq, D) and ``lse`` (B, H, Tq).
+
+    Parallel over (batch, head, query block); each task walks the key blocks
+    with an online softmax (see the module docstring)."""
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    shift = Tk - Tq
+    nqb = (Tq + BQ - 1) // BQ
+    for task in prange(B * H * nqb):
+        bh = task // nqb
+        b = bh // H
+        h = bh % H
+        i0 = (task % nqb) * BQ
+        m = min(BQ, Tq - i0)
+        qt = np.empty((D, BQ), dtype=q.dtype)  # Q_i^T (D, BQ)
+        st = np.empty((BK, BQ), dtype=q.dtype)  # S^T then P^T (BK, BQ)
+        run_max = np.full(BQ, _NEG, dtype=q.dtype)
+        run_sum = np.zeros(BQ, dtype=q.dtype)
+        off = np.empty(BQ, dtype=q.dtype)
+        rescale = np.empty(BQ, dtype=q.dtype)
+        for c in range(m):
+            for d in range(D):
+                qt[d, c] = q[b, h, i0 + c, d]
+        o = out[b, h, i0:i0 + m]  # (m, D) accumulated in place
+        o[:, :] = 0.0
+        kend = Tk if not causal else min(Tk, i0 + m + shift)  # keys past it are hidden from all m
+        for j0 in range(0, kend, BK):
+            n = min(BK, kend - j0)
+            if has_mask and not _block_has_key(key_mask, b, j0, n):
+                continue
+            # S^T = K_j Q_i^T * scale
+            gemm(k[b, h, j0:j0 + n], qt[:, :m], st[:n, :m], scale, 0.0, False, False)  # (n, m)
+            _mask_block(st, n, m, key_mask, has_mask, causal, b, j0, i0, shift)
+            _online_softmax(st, n, m, run_max, run_sum, off, rescale)
+            for c in range(m):
+                if rescale[c] != 1.0:
+                    for d in range(D):
+                        o[c, d] *= rescale[c]
+            # O_i += P_ij V_j   (P_ij = s^T)
+            gemm(st[:n, :m], v[b, h, j0:j0 + n], o, 1.0, 1.0, True, False)  # (m, D)
+        for c in range(m):
+            if run_sum[c] > 0.0:
+                inv = 1.0 / run_sum[c]
+                for d in range(D):
+                    o[c, d] *= inv
+                lse[b, h, i0 + c] = run_max[c] + math.log(run_sum[c])
+            else:  # no visible key: output 0, and lse = log(0)
+                for d in range(D):
+                    o[c, d] = 0.0
+                lse[b, h, i0 + c] = -np.inf
+
+
+_attention_fwd = jit(_attention_fwd_py, parallel=True, fastmath=_FASTMATH)
+
+
+# -- backward ----------------------------------------------------------------------
+
+def _ds_block_py(p, dp, n, m, delta, scale):
+    """``dp = p * (dp - delta[None, :]) * scale`` on the blocks ``[:n, :m]``, in place
+    (softmax backward; keys x queries, vectorised along the queries)."""
+    for r in range(n):
+        for c in range(m):
+            dp[r, c] = p[r, c] * (dp[r, c] - delta[c]) * scale
+
+
+_ds_block = jit(_ds_block_py, fastmath=_FASTMATH)
+
+
+def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale,
+                      dq, dk, dv, BQ, BK):
+    """Flash backward into dq (B, H, Tq, D), dk, dv (B, H, Tk, D).
+
+    Parallel over (batch, head): a task owns its head's gradients. The
+    probabilities are recomputed block by block from lse, never stored."""
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    shift = Tk - Tq
+    for bh in prange(B * H):
+        b = bh // H
+        h = bh % H
+        qt = np.empty((D, BQ), dtype=q.dtype)  # Q_i^T
+        dot = np.empty((D, BQ), dtype=q.dtype)  # dO_i^T
+        pt = np.empty((BK, BQ), dtype=q.dtype)  # P^T block
+        dpt = np.empty((BK, BQ), dtype=q.dtype)  # dP^T, then dS^T block
+        off = np.empty(BQ, dtype=q.dtype)
+        delta = np.empty(BQ, dtype=q.dtype)
+        unused = np.zeros(BQ, dtype=q.dtype)
+        dq[b, h, :, :] = 0.0
+        dk[b, h, :, :] = 0.0
+        dv[b, h, :, :] = 0.0
+        for i0 in range(0, Tq, BQ):
+            m = min(BQ, Tq - i0)
+            for c in range(m):
+                acc = 0.0
+                for d in range(D):
+                    qt[d, c] = q[b, h, i0 + c, d]
+                    dot[d, c] = dout[b, h, i0 + c, d]
+                    acc += dout[b, h, i0 + c, d] * out[b, h, i0 + c, d]
+                delta[c] = acc  # delta_i = rowsum(dO * out) = rowsum(dP * P)
+                x = lse[b, h, i0 + c]
+                off[c] = x if x > _NEG * 0.5 else _BIG  # fully masked query: P = 0
+            kend = Tk if not causal else min(Tk, i0 + m + shift)
+            q_i = q[b, h, i0:i0 + m]
+            do_i = dout[b, h, i0:i0 + m]
+            dq_i = dq[b, h, i0:i0 + m]
+            for j0 in range(0, kend, BK):
+                n = min(BK, kend - j0)
+                if has_mask and not _block_has_key(key_mask, b, j0, n):
+                    continue
+                k_j = k[b, h, j0:j0 + n]
+                p = pt[:n, :m]
+                dp = dpt[:n, :m]
+                # P^T = exp(K_j Q_i^T * scale - lse)
+                gemm(k_j, qt[:, :m], p, scale, 0.0, False, False)  # (n, m)
+                _mask_block(pt, n, m, key_mask, has_mask, causal, b, j0, i0, shift)
+                _exp_block(pt, n, m, off, unused)
+                # out = P V            ->  dV_j += P^T dO_i
+                gemm(p, do_i, dv[b, h, j0:j0 + n], 1.0, 1.0, False, False)  # (n, D)
+                # dP^T = V_j dO_i^T
+                gemm(v[b, h, j0:j0 + n], dot[:, :m], dp, 1.0, 0.0, False, False)  # (n, m)
+                # P = softmax(S)        ->  dS = P * (dP - delta); S = Q K^T * scale
+                _ds_block(pt, dpt, n, m, delta, scale)
+                gemm(dp, q_i, dk[b, h, j0:j0 + n], 1.0, 1.0, False, False)  # dK_j += dS^T Q_i
+                gemm(dp, k_j, dq_i, 1.0, 1.0, True, False)  # dQ_i += dS K_j  (m, D)
+
+
+_attention_bwd = jit(_attention_bwd_py, parallel=True, fastmath=_FASTMATH)
+
+
+# -- the op pair ----------------------------------------------------------------------
+
+_NO_MASK = np.ones((1, 1), dtype=np.bool_)
+
+
+def _unit_inner(x: np.ndarray) -> np.ndarray:
+    """x when its last axis has unit stride (BLAS reads rows), else a copy."""
+    if x.shape[-1] > 1 and x.strides[-1] != x.itemsize:
+        return np.ascontiguousarray(x)
+    return x
+
+
+def _forward_into(q, k, v, key_mask, causal, scale, out):
+    """Run the fused forward into ``out`` (any (B, H, Tq, D) view with unit inner
+    stride); returns lse (B, H, Tq)."""
+    B, H, Tq, D = q.shape
+    lse = np.empty((B, H, Tq), dtype=q.dtype)
+    if out.size == 0:
+        lse[...] = -np.inf
+        return lse
+    bq, bk = block_sizes(D)
+    mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
+    _attention_fwd(q, k, v, mask, key_mask is not None, bool(causal), scale, out, lse, bq, bk)
+    return lse
+
+
+def attention_forward(q, k, v, key_mask=None, causal=False, scale=None):
+    """``out = softmax(q @ k^T * scale + mask) @ v``, scale = 1/sqrt(D) by default.
+
+    Returns out (B, H, Tq, D) and ``cache = (q, k, v, out, lse, key_mask,
+    causal, scale)`` with lse the per-query log-sum-exp of the scores (B, H, Tq)
+    (-inf for a query that sees no key). Unlike the reference, no (B, H, Tq, Tk)
+    probabilities are kept: the backward recomputes them block by block.
+    """
+    B, H, Tq, Tk, D = check_qkv(q, k, v, key_mask)
+    dt = q.dtype.type
+    scale = dt(1.0 / np.sqrt(D) if scale is None else scale)
+    q, k, v = _unit_inner(q), _unit_inner(k), _unit_inner(v)
+    out = np.empty((B, H, Tq, D), dtype=q.dtype)  # (B, H, Tq, D)
+    lse = _forward_into(q, k, v, key_mask, causal, scale, out)  # (B, H, Tq)
+    return out, (q, k, v, out, lse, key_mask, bool(causal), scale)
+
+
+def _backward_into(dout, cache, dq, dk, dv):
+    """Fused backward into given (B, H, T, D) views (unit inner stride)."""
+    q, k, v, out, lse, key_mask, causal, scale = cache
+    if dq.size == 0 and dk.size == 0:
+        return
+    if dq.size == 0 or dk.size == 0 or q.shape[3] == 0:
+        dq[...] = 0.0
+        dk[...] = 0.0
+        dv[...] = 0.0
+        return
+    bq, bk = block_sizes(q.shape[3])
+    mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
+    _attention_bwd(q, k, v, out, _unit_inner(dout), lse, mask, key_mask is not None, causal,
+                   scale, dq, dk, dv, bq, bk)
+
+
+def attention_backward(dout, cache):
+    """(dq, dk, dv)."""
+    q, k, v, out, lse, key_mask, causal, scale = cache
+    if dout.shape != out.shape or dout.dtype != out.dtype:
+        raise ValueError(f"dout: expected shape {tuple(out.shape)} and dtype {out.dtype} "
+                         f"(the forward's output), got {tuple(dout.shape)} {dout.dtype}")
+    dq = np.empty(q.shape, dtype=q.dtype)  # (B, H, Tq, D)
+    dk = np.empty(k.shape, dtype=q.dtype)  # (B, H, Tk, D)
+    dv = np.empty(v.shape, dtype=q.dtype)  # (B, H, Tk, D)
+    _backward_into(dout, cache, dq, dk, dv)
+    return dq, dk, dv
+
+
+# -- multi-head self-attention with the head split fused away ----------------------
+
+def mha_forward(x, Wqkv, bqkv, Wo, bo, n_heads: int, key_mask=None, causal=False, attention=None):
+    """Multi-head self-attention, as ``numformer.ops.attention.mha_forward``.
+
+    The heads are never copied: q, k, v are strided (B, H, T, D) views of
+    the (B, T, 3C) projection, and the attention writes its output through a
+    (B, H, T, D) view of a (B, T, C) buffer, so the head merge is a reshape.
+    ``attention`` other than this module uses the reference composition.
+    ``cache = (attention, qkv_cache, attn_cache, out_cache, n_heads)``.
+    """
+    if attention is not None and attention is not _this_module():
+        return _ref.mha_forward(x, Wqkv, bqkv, Wo, bo, n_heads, key_mask, causal,
+                                attention=attention)
+    from numformer.ops import _checks as chk
+    chk.float_array("x", x)
+    chk.ndim("x", x, 3, "(B, T, C)")
+    B, T, C = x.shape
+    if n_heads < 1 or C % n_heads:
+        raise ValueError(f"n_heads: expected a divisor of C={C}, got {n_heads}")
+    qkv, qkv_cache = _linear.linear_forward(x, Wqkv, bqkv)  # (B, T, 3C)
+    q, k, v = (split_heads(t, n_heads) for t in np.split(qkv, 3, axis=-1))  # 3 x (B, H, T, D)
+    check_qkv(q, k, v, key_mask)
+    D = C // n_heads
+    scale = x.dtype.type(1.0 / np.sqrt(D))
+    merged = np.empty((B, T, C), dtype=x.dtype)  # (B, T, C)
+    a = split_heads(merged, n_heads)  # (B, H, T, D) view
+    lse = _forward_into(q, k, v, key_mask, causal, scale, a)  # (B, H, T)
+    attn_cache = (q, k, v, a, lse, key_mask, bool(causal), scale)
+    out, out_cache = _linear.linear_forward(merged, Wo, bo)  # (B, T, C)
+    return out, (_this_module(), qkv_cache, attn_cache, out_cache, n_heads)
+
+
+def mha_backward(dout, cache):
+    """(dx, dWqkv, dbqkv, dWo, dbo). The three head gradients are written
+    straight into one (B, T, 3C) buffer (no merge, no concatenate)."""
+    attention, qkv_cache, attn_cache, out_cache, n_heads = cache
+    if attention is not _this_module():
+        return _ref.mha_backward(dout, cache)
+    # out = merge(a) @ Wo + bo
+    dm, dWo, dbo = _linear.linear_backward(dout, out_cache)  # (B, T, C)
+    da = split_heads(dm, n_heads)  # (B, H, T, D) view
+    B, T, C = dm.shape
+    dqkv = np.empty((B, T, 3 * C), dtype=dm.dtype)  # (B, T, 3C)
+    dq, dk, dv = (split_heads(t, n_heads) for t in np.split(dqkv, 3, axis=-1))  # views
+    # a = attention(q, k, v)
+    _backward_into(da, attn_cache, dq, dk, dv)
+    # qkv = x @ Wqkv + bqkv
+    dx, dWqkv, dbqkv = _linear.linear_backward(dqkv, qkv_cache)
+    return dx, dWqkv, dbqkv, dWo, dbo
+
+
+def _this_module():
+    import sys
+    return sys.modules[__name__]

@@ -1,0 +1,200 @@
+"""The fused attention kernel against the NumPy reference (numformer.ops.attention).
+
+Every case runs twice over the blocks: the default block sizes and tiny ones
+(BQ=4, BK=8), so short sequences still cross several query and key blocks,
+end in partial blocks, and exercise the online-softmax rescaling. Runs
+compiled and, with NUMBA_DISABLE_JIT=1, as plain Python (smaller grid).
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from numformer import kernels
+from numformer.gradcheck import check_op
+from numformer.kernels import _jit
+from numformer.kernels import attention as ka
+from numformer.ops import attention as ref
+from numformer.testing import assert_close
+
+DTYPES = [np.float32, np.float64]
+# (B, H, Tq, Tk, D): T=1, equal lengths, Tq < Tk and Tq > Tk (queries aligned
+# with the end of the keys), sizes that are not multiples of any block size.
+SHAPES = [(1, 1, 1, 1, 3), (2, 3, 5, 5, 4), (2, 2, 7, 13, 5), (2, 1, 13, 6, 3), (1, 2, 17, 17, 8)]
+if not _jit.JIT_DISABLED:
+    SHAPES += [(2, 2, 70, 70, 16), (1, 2, 65, 300, 32)]
+BLOCKS = [None, (4, 8)]
+
+
+@pytest.fixture(params=BLOCKS, ids=["default-blocks", "tiny-blocks"])
+def blocks(request, monkeypatch):
+    if request.param is not None:
+        monkeypatch.setattr(ka, "BLOCK_Q", request.param[0])
+        monkeypatch.setattr(ka, "BLOCK_K", request.param[1])
+    return request.param
+
+
+def make_inputs(rng, shape, dtype, masked):
+    B, H, Tq, Tk, D = shape
+    q = rng.standard_normal((B, H, Tq, D)).astype(dtype)
+    k = rng.standard_normal((B, H, Tk, D)).astype(dtype)
+    v = rng.standard_normal((B, H, Tk, D)).astype(dtype)
+    key_mask = None
+    if masked:
+        key_mask = rng.random((B, Tk)) < 0.7
+        key_mask[:, -1] = True
+        key_mask[0] = False  # a fully padded sequence
+        if B > 1:
+            key_mask[1, : (Tk + 1) // 2] = False  # padding in front: early causal rows see nothing
+    return q, k, v, key_mask
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("masked,causal", list(itertools.product([False, True], [False, True])))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_agrees_with_reference(rng, blocks, shape, dtype, masked, causal):
+    q, k, v, key_mask = make_inputs(rng, shape, dtype, masked)
+    out, cache = ka.attention_forward(q, k, v, key_mask=key_mask, causal=causal)
+    out_ref, cache_ref = ref.attention_forward(q, k, v, key_mask=key_mask, causal=causal)
+    assert out.dtype == dtype and out.shape == out_ref.shape
+    assert_close(out, out_ref, dtype, what="attention out")
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    grads = ka.attention_backward(dout, cache)
+    grads_ref = ref.attention_backward(dout, cache_ref)
+    for name, g, g_ref in zip(("dq", "dk", "dv"), grads, grads_ref):
+        assert g.dtype == dtype and g.shape == g_ref.shape
+        assert np.all(np.isfinite(g)), f"{name} has NaN/inf"
+        assert_close(g, g_ref, dtype, what=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fully_masked_rows_give_zeros(rng, blocks, dtype):
+    """A padded sequence and causal queries that precede every key: zeros, never NaN."""
+    q, k, v, _ = make_inputs(rng, (2, 2, 9, 4, 3), dtype, False)
+    key_mask = np.ones((2, 4), bool)
+    key_mask[0] = False
+    out, cache = ka.attention_forward(q, k, v, key_mask=key_mask, causal=True)
+    assert np.all(out[0] == 0)
+    assert np.all(out[1, :, :5] == 0)  # query i sees keys j <= i + (4 - 9)
+    assert np.all(out[1, :, 5:] != 0)
+    grads = ka.attention_backward(np.ones_like(out), cache)
+    for g in grads:
+        assert np.all(np.isfinite(g))
+    assert np.all(grads[0][0] == 0) and np.all(grads[1][0] == 0) and np.all(grads[2][0] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cache_holds_nothing_quadratic(rng, dtype):
+    B, H, Tq, Tk, D = 2, 3, 11, 13, 4
+    q, k, v, key_mask = make_inputs(rng, (B, H, Tq, Tk, D), dtype, True)
+    _, cache = ka.attention_forward(q, k, v, key_mask=key_mask, causal=True)
+    arrays = [x for x in cache if isinstance(x, np.ndarray)]
+    assert not any(x.ndim >= 2 and x.shape[-2:] == (Tq, Tk) for x in arrays)
+    assert max(x.size for x in arrays) <= B * H * max(Tq, Tk) * D
+    total = sum(x.nbytes for x in arrays)
+    assert total <= q.nbytes + k.nbytes + v.nbytes + q.nbytes + B * H * Tq * q.itemsize + key_mask.nbytes
+
+
+def test_scale_argument_and_dtype(rng):
+    q, k, v, _ = make_inputs(rng, (1, 2, 6, 7, 4), np.float32, False)
+    out, cache = ka.attention_forward(q, k, v, scale=0.3)
+    out_ref, cache_ref = ref.attention_forward(q, k, v, scale=0.3)
+    assert_close(out, out_ref, np.float32, what="out with scale=0.3")
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    for g, g_ref in zip(ka.attention_backward(dout, cache), ref.attention_backward(dout, cache_ref)):
+        assert g.dtype == np.float32
+        assert_close(g, g_ref, np.float32, what="grad with scale=0.3")
+
+
+def test_strided_inputs(rng):
+    """Heads split from a (B, T, 3C) buffer (unit inner stride) are read in place;
+    a non-unit inner stride is copied; both give the reference's numbers."""
+    B, T, H, D = 2, 9, 2, 4
+    qkv = rng.standard_normal((B, T, 3 * H * D))
+    q, k, v = (ref.split_heads(t, H) for t in np.split(qkv, 3, axis=-1))
+    assert not q.flags.c_contiguous
+    wide = rng.standard_normal((B, H, T, 2 * D))[..., ::2]  # inner stride 2
+    for args in [(q, k, v), (q, wide, v)]:
+        out, cache = ka.attention_forward(*args, causal=True)
+        out_ref, cache_ref = ref.attention_forward(*args, causal=True)
+        assert_close(out, out_ref, what="out (strided)")
+        dout = rng.standard_normal(out.shape)
+        for g, g_ref in zip(ka.attention_backward(dout, cache),
+                            ref.attention_backward(dout, cache_ref)):
+            assert_close(g, g_ref, what="grad (strided)")
+
+
+def test_gradcheck_kernel(rng, blocks):
+    """The kernel's own backward against finite differences (float64)."""
+    q, k, v, key_mask = make_inputs(rng, (2, 1, 5, 7, 3), np.float64, True)
+    key_mask[0, 2:] = True  # some keys visible in both sequences
+    report = check_op(ka.attention_forward, ka.attention_backward,
+                      {"q": q, "k": k, "v": v}, ["q", "k", "v"],
+                      kwargs={"key_mask": key_mask, "causal": True}, title="kernel attention")
+    report.assert_ok()
+
+
+def test_expf_polynomial(rng):
+    """float32 exp used by the kernel: relative error near float32 rounding on the
+    softmax range, exactly 0 below the float32 normal range and for the masked
+    score."""
+    x = np.concatenate([np.linspace(-87.0, 0.3, 1500), -rng.random(300) * 5,
+                        np.array([0.0, -1e-7, -1e-30])]).astype(np.float32)
+    got = np.array([ka._expf(v) for v in x], dtype=np.float64)
+    want = np.exp(x.astype(np.float64))
+    rel = np.abs(got - want) / want
+    assert rel.max() < 4e-7, f"max relative error {rel.max():.2e} at x={x[rel.argmax()]}"
+    for v in (-87.5, -100.0, -1e30, np.float32(ka._NEG)):
+        assert ka._expf(np.float32(v)) == 0.0
+
+
+def test_validation_errors_match_reference(rng):
+    q, k, v, _ = make_inputs(rng, (2, 2, 4, 5, 3), np.float32, False)
+    bad_cases = [
+        dict(q=q.astype(np.float64), k=k, v=v),
+        dict(q=q, k=k[..., :2], v=v),
+        dict(q=q, k=k, v=v[:, :, :4]),
+        dict(q=q[0], k=k, v=v),
+        dict(q=q, k=k, v=v, key_mask=np.ones((2, 4), bool)),
+        dict(q=q, k=k, v=v, key_mask=np.ones((2, 5), np.int8)),
+        dict(q=q.astype(np.int64), k=k, v=v),
+    ]
+    for case in bad_cases:
+        with pytest.raises(ValueError) as e_ref:
+            ref.attention_forward(**case)
+        with pytest.raises(ValueError) as e_kernel:
+            ka.attention_forward(**case)
+        assert str(e_kernel.value) == str(e_ref.value)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_mha_agrees_with_reference(rng, causal):
+    B, T, C, H = 2, 7, 12, 3
+    x = rng.standard_normal((B, T, C))
+    Wqkv, bqkv = rng.standard_normal((C, 3 * C)) * 0.3, rng.standard_normal(3 * C)
+    Wo, bo = rng.standard_normal((C, C)) * 0.3, rng.standard_normal(C)
+    key_mask = np.ones((B, T), bool)
+    key_mask[1, 5:] = False
+    out, cache = ka.mha_forward(x, Wqkv, bqkv, Wo, bo, H, key_mask, causal)
+    out_ref, cache_ref = ref.mha_forward(x, Wqkv, bqkv, Wo, bo, H, key_mask, causal)
+    assert_close(out, out_ref, what="mha out")
+    dout = rng.standard_normal(out.shape)
+    names = ("dx", "dWqkv", "dbqkv", "dWo", "dbo")
+    for name, g, g_ref in zip(names, ka.mha_backward(dout, cache), ref.mha_backward(dout, cache_ref)):
+        assert_close(g, g_ref, reduced=name != "dx", what=name)  # dW, db: batch-reduced
+    with pytest.raises(ValueError, match="n_heads"):
+        ka.mha_forward(x, Wqkv, bqkv, Wo, bo, 5)
+
+
+def test_backend_switch_uses_the_kernel():
+    assert kernels.op("attention", backend="numba") is ka
+    assert kernels.op("attention", backend="numpy") is ref
+
+
+def test_block_sizes_keep_blas_on_one_thread():
+    from numformer.kernels.matmul import SINGLE_THREAD_MNK
+    for D in (1, 3, 32, 64, 100, 256, 2048):
+        bq, bk = ka.block_sizes(D)
+        assert bq >= 1 and bk >= 1
+        assert bq * bk * D <= SINGLE_THREAD_MNK or (bq == 8 and bk == 16)
