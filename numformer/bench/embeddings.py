@@ -1,0 +1,262 @@
+"""Sentence-embedding throughput of all-MiniLM-L6-v2: numformer against the same
+model in PyTorch (transformers' BertModel), on real sentences.
+
+Both sides do the whole job sentence-transformers does in ``encode``: sort the
+sentences by length, tokenize batches of 32 (numformer: its pure-Python
+WordPiece; PyTorch: the Rust ``tokenizers`` of the model's tokenizer.json,
+truncation at 256 tokens, padding to the longest of the batch), run the
+encoder, mean-pool over the mask and L2-normalise. Before timing, every
+numformer backend's embeddings are checked against PyTorch's (max absolute
+difference <= 1e-4).
+
+Each thread count runs in a fresh process with its thread pools pinned
+before numpy, numba or torch load. Timings: median of repeats of the whole
+set (default 256 SST dev sentences); the first call (numba compiles there)
+is reported apart. A profile of one numformer call gives the share of each
+op, so the slow parts are named.
+
+    python benchmarks/embeddings.py                 # 1 and 2 threads, writes results
+    python benchmarks/embeddings.py --threads 1 --n 64 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+NAME = "embeddings"
+TOLERANCE = 1e-4
+OPS_OF_INTEREST = ("linear_forward", "erf", "gelu_forward", "attention_forward",
+                   "mha_forward", "layernorm_forward", "embedding_forward", "mean_pool_forward",
+                   "_content_ids", "encode")
+
+
+def data_dir() -> Path:
+    env = os.environ.get("NUMFORMER_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def load_sentences(n: int) -> list[str] | None:
+    """The first n sentences of SST-2 dev (labels dropped), or None if absent."""
+    path = data_dir() / "sst" / "stsa.binary.dev"
+    if not path.is_file():
+        return None
+    lines = [ln.split(" ", 1)[1] for ln in path.read_text(encoding="utf-8").split("\n") if ln]
+    return lines[:n]
+
+
+def forward_gflop(token_counts: list[int], batch_size: int, cfg) -> float:
+    """Matmul GFLOP of the encoder over the batches (sorted by length, padded to the
+    longest of each batch), as both implementations run them."""
+    counts = sorted(token_counts, reverse=True)
+    C, F, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    total = 0.0
+    for s in range(0, len(counts), batch_size):
+        B, T = len(counts[s:s + batch_size]), counts[s]
+        per_token = 2 * (4 * C * C + 2 * C * F) + 2 * 2 * T * C  # projections + QK^T, PV
+        total += B * T * L * per_token
+    return total / 1e9
+
+
+def torch_embedder(torch, model_dir: Path, batch_size: int, max_length: int):
+    """sentence-transformers' encode, spelled out: the Rust tokenizer, BertModel, mean
+    pooling over the attention mask, L2 normalisation."""
+    import numpy as np
+    import tokenizers
+    import transformers
+    tok = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.enable_truncation(max_length=max_length)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest of the batch
+    transformers.utils.logging.disable_progress_bar()
+    model = transformers.BertModel.from_pretrained(str(model_dir)).eval()
+
+    def embed(sentences):
+        order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
+        out = np.zeros((len(sentences), model.config.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                idx = order[s:s + batch_size]
+                enc = tok.encode_batch([sentences[i] for i in idx])
+                ids = torch.tensor([e.ids for e in enc])
+                mask = torch.tensor([e.attention_mask for e in enc])
+                h = model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, C)
+                m = mask.unsqueeze(-1).to(h.dtype)
+                pooled = (h * m).sum(1) / torch.clamp(m.sum(1), min=1e-9)  # (B, C)
+                out[idx] = torch.nn.functional.normalize(pooled, p=2, dim=1).numpy()
+        return out
+    return embed, tok
+
+
+def profile_shares(fn) -> dict:
+    """Seconds spent in the named ops (own time, plus erf and gelu as a whole) in one fn()."""
+    import cProfile
+    import pstats
+    prof = cProfile.Profile()
+    prof.enable()
+    fn()
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    total = max(v[3] for v in stats.values())  # cumulative time of the outermost call
+    shares = {}
+    for (_, _, func), (_, _, tottime, cumtime, _) in stats.items():
+        if func in OPS_OF_INTEREST:
+            t = cumtime if func in ("erf", "gelu_forward", "mha_forward", "attention_forward",
+                                    "_content_ids", "encode") else tottime
+            shares[func] = shares.get(func, 0.0) + t
+    return {"total_s": total, **{k: round(v, 4) for k, v in sorted(shares.items())}}
+
+
+def run_child(threads: int, n: int, batch_size: int, repeats: int, out: Path) -> None:
+    from numformer.bench.harness import pin_threads
+    pin_threads(threads)
+    import numpy as np  # noqa: F401  (after pinning)
+    from numformer import kernels, set_backend
+    from numformer.bench.harness import check_against, machine_info, peak_extra_mb, time_call, \
+        torch_or_none
+    from numformer.pretrained import default_model_path, load_bert, sentence_embeddings
+
+    sentences = load_sentences(n)
+    if sentences is None:
+        out.write_text(json.dumps({"skipped": f"no SST data under {data_dir()}"}))
+        return
+    model_dir = default_model_path()
+    model, tok = load_bert(model_dir)
+    counts = [len(tok.encode(s)) for s in sentences]
+    gflop = forward_gflop(counts, batch_size, model.cfg)
+    rows = []
+    backends = ["numpy"]
+    if kernels.numba_available() and kernels.KERNEL_OPS:
+        backends.append("numba")
+        from numformer.kernels._jit import set_num_threads
+        set_num_threads(threads)
+
+    torch = torch_or_none()
+    ref = None
+    if torch is not None:
+        try:
+            embed_t, rust_tok = torch_embedder(torch, model_dir, batch_size, tok.max_length)
+        except ImportError as e:  # transformers or tokenizers missing
+            print(f"  torch reference skipped: {e}", file=sys.stderr)
+            torch = None
+    if torch is not None:
+        ref = embed_t(sentences)
+        t = time_call(lambda: embed_t(sentences), repeats=repeats, warmup=1, min_time=0)
+        tt = time_call(lambda: rust_tok.encode_batch(sentences), repeats=repeats, min_time=0)
+        rows.append(dict(impl=f"torch {torch.__version__} (transformers BertModel)",
+                         threads=threads, ms=t["ms"], first_ms=t["first_ms"],
+                         sentences_per_s=len(sentences) / (t["ms"] * 1e-3),
+                         gflops=gflop / (t["ms"] * 1e-3), tokenize_ms=tt["ms"],
+                         peak_mb=peak_extra_mb(lambda: embed_t(sentences)), max_abs_diff=0.0))
+
+    for backend in backends:
+        set_backend(backend)
+
+        def run():
+            return sentence_embeddings(model, tok, sentences, batch_size=batch_size)
+        first = run()  # compiles the kernels of this backend, if any
+        diff = None
+        if ref is not None:
+            check_against(f"numformer ({backend}) sentence embeddings", first, ref, rtol=0,
+                          atol=TOLERANCE)
+            diff = float(np.abs(first - ref).max())
+        t = time_call(run, repeats=repeats, warmup=1, min_time=0)
+        tt = time_call(lambda: [tok.encode(s) for s in sentences], repeats=repeats, min_time=0)
+        rows.append(dict(impl=f"numformer ({backend})", threads=threads, ms=t["ms"],
+                         first_ms=t["first_ms"], sentences_per_s=len(sentences) / (t["ms"] * 1e-3),
+                         gflops=gflop / (t["ms"] * 1e-3), tokenize_ms=tt["ms"],
+                         peak_mb=peak_extra_mb(run), max_abs_diff=diff,
+                         profile_s=profile_shares(run)))
+    out.write_text(json.dumps({"machine": machine_info(threads), "n": len(sentences),
+                               "batch_size": batch_size, "tokens": sum(counts),
+                               "max_tokens": max(counts), "gflop": gflop, "rows": rows}))
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| threads | implementation | sentences/s | ms per set | first call ms | GFLOP/s "
+             "| tokenize ms | peak extra MB | ms / torch ms | max abs diff vs torch |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for res in results:
+        torch_ms = next((r["ms"] for r in res["rows"] if r["impl"].startswith("torch")), None)
+        for r in res["rows"]:
+            ratio = f"{r['ms'] / torch_ms:.1f}" if torch_ms else "-"
+            diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
+            peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
+            lines.append(f"| {r['threads']} | {r['impl']} | {r['sentences_per_s']:.1f} | "
+                         f"{r['ms']:.0f} | {r['first_ms']:.0f} | {r['gflops']:.1f} | "
+                         f"{r['tokenize_ms']:.1f} | {peak} | {ratio} | {diff} |")
+    lines.append("")
+    for res in results:
+        for r in res["rows"]:
+            if "profile_s" in r:
+                p = dict(r["profile_s"])
+                total = p.pop("total_s")
+                parts = ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in
+                                  sorted(p.items(), key=lambda kv: -kv[1]))
+                lines.append(f"- profile of one call, {r['impl']}, {r['threads']} thread(s), "
+                             f"{total:.2f} s: {parts}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", default="1,2", help="thread counts, comma-separated (a fresh "
+                                                    "process each)")
+    p.add_argument("--n", type=int, default=256, help="sentences (SST-2 dev), default 256")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--child-json", help=argparse.SUPPRESS)
+    p.add_argument("--results", default=None, help="results folder (default benchmarks/results "
+                                                    "or $NUMFORMER_BENCH_RESULTS)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
+    if args.child_json:
+        run_child(int(args.threads), args.n, args.batch_size, args.repeats, Path(args.child_json))
+        return 0
+
+    from numformer.bench.harness import RESULTS, run_per_thread_count
+    counts = [int(t) for t in args.threads.split(",")]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in counts:
+            child = Path(tmp) / f"{n}.json"
+            run_per_thread_count(__file__, [n], ["--n", str(args.n), "--batch-size",
+                                                 str(args.batch_size), "--repeats",
+                                                 str(args.repeats), "--child-json", str(child)])
+            res = json.loads(child.read_text())
+            if "skipped" in res:
+                print(f"embeddings benchmark skipped: {res['skipped']}")
+                return 0
+            results.append(res)
+    md = markdown(results)
+    m = results[0]["machine"]
+    header = (f"{results[0]['n']} SST-2 dev sentences ({results[0]['tokens']} tokens, at most "
+              f"{results[0]['max_tokens']}), batches of {results[0]['batch_size']}, "
+              f"{results[0]['gflop']:.1f} GFLOP of encoder matmuls per set")
+    print(f"{m.get('cpu')}, numpy {m.get('numpy')}, numba {m.get('numba', '-')}, "
+          f"torch {m.get('torch', '-')}\n{header}\n\n{md}")
+    directory = Path(args.results) if args.results else RESULTS
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": NAME, "description": header, "runs": results}
+    path = directory / f"{NAME}.json"
+    tmp_path = path.with_suffix(".json.tmp")
+    tmp_path.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp_path, path)
+    info = ", ".join(f"{k} {v}" for k, v in m.items() if k != "threads")
+    mdp = directory / f"{NAME}.md"
+    tmp_path = mdp.with_suffix(".md.tmp")
+    tmp_path.write_text(f"# Sentence embeddings, all-MiniLM-L6-v2\n\n{info}\n\n{header}; "
+                        f"command: `python benchmarks/embeddings.py --threads {args.threads} "
+                        f"--n {args.n} --repeats {args.repeats}`\n\n{md}\n")
+    os.replace(tmp_path, mdp)
+    print(f"\nwrote {path} and {mdp}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
