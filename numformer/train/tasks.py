@@ -118,7 +118,7 @@ class MLMTask:
     def _texts(self, cfg) -> list[str]:
         ds = cfg.dataset
         if ds in ("", "embedded"):
-            self.name = "embedded Europarl French (2,999 sentences)"
+            self.name = "embedded Europarl French (2,994 non-empty lines)"
             return embedded.europarl_fr(skip_empty=True)
         path = _need_data(cfg)
         self.name = f"{ds} ({path})"
