@@ -1,0 +1,362 @@
+"""Numba twins of ``numformer.ops.softmax``: softmax and log-softmax over the last axis.
+
+Shapes: x (..., N), any leading axes; the kernels see it as R = prod(...) rows
+of N (a C-contiguous (R, N) view, copied only if x is not contiguous).
+
+This module also holds the scalar helpers the other kernels share:
+
+``fast_exp(x)``
+    exp that LLVM can vectorise. numba's ``math.exp`` is a scalar libm call
+    (no vector math library is linked), about ten times slower than a
+    vectorised loop. ``fast_exp`` is plain arithmetic: x = k ln2 + r with
+    |r| <= ln2 / 2 (Cody-Waite, ln2 split in a high and a low part), a Taylor
+    polynomial of e^r (degree 7 in float32, 13 in float64, Horner form) and
+    2^k built from its bits. Below the smallest normal result it returns 0
+    (float32: x < -87.3; float64: x < -708), above the largest it returns inf,
+    and NaN stays NaN. Error: about 2 ulp in float32, 1 ulp in float64.
+    The split of ln2 only works if the compiler keeps the order of the
+    subtractions, so a function that calls ``fast_exp`` must be compiled
+    without ``reassoc`` (``EXACT`` below); sums over its results go in a
+    separate function compiled with ``FAST`` (which may reorder a sum into
+    vector lanes). ``exp_shifted`` is that split.
+``maximum(a, b)``
+    the larger, NaN if either is NaN (LLVM's ``maximum``); the only form of
+    max whose reduction loop LLVM vectorises (about 20 times faster than a
+    compare-and-select loop).
+``like(v, ref)``
+    ``v`` cast to the type of the scalar ``ref``, so float32 kernels stay in
+    float32 vector lanes when they combine a float64 statistic with array
+    elements.
+
+Without numba's compiler (``NUMBA_DISABLE_JIT=1``) they are plain Python
+(``math.exp``, a comparison, ``type(ref)(v)``). Note for developers: numba's on-disk
+cache of a kernel in another module does not notice edits to these helpers;
+clear ``__pycache__/*.nbi`` after changing them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic, overload
+
+from numformer.kernels._jit import jit, prange
+from numformer.ops import _checks as chk
+from numformer.ops import softmax as _ref
+
+# fastmath flag sets: FAST lets LLVM split a sum into vector lanes; EXACT only
+# fuses multiply-adds, which keeps fast_exp's argument reduction in order.
+FAST = {"reassoc", "contract", "nsz"}
+EXACT = {"contract"}
+
+
+# --- fast_exp ----------------------------------------------------------------
+
+@intrinsic
+def _pow2_f32(typingctx, k):
+    """2.0**k as float32 for an int32 k in [-126, 127], from its bits."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        biased = builder.add(args[0], ir.Constant(ir.IntType(32), 127))
+        bits = builder.shl(biased, ir.Constant(ir.IntType(32), 23))
+        return builder.bitcast(bits, ir.FloatType())
+    return sig, codegen
+
+
+@intrinsic
+def _pow2_f64(typingctx, k):
+    """2.0**k as float64 for an int64 k in [-1022, 1023], from its bits."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        biased = builder.add(args[0], ir.Constant(ir.IntType(64), 1023))
+        bits = builder.shl(biased, ir.Constant(ir.IntType(64), 52))
+        return builder.bitcast(bits, ir.DoubleType())
+    return sig, codegen
+
+
+def fast_exp(x):
+    """exp(x); compiled, a vectorisable polynomial (see the module docstring)."""
+    return math.inf if x > 709.0 else math.exp(x)
+
+
+_F32 = np.float32
+_LO32, _HI32 = _F32(-87.33), _F32(88.72)
+_LOG2E32 = _F32(1.4426950408889634)
+_LN2HI32, _LN2LO32 = _F32(0.693359375), _F32(-2.12194440e-4)
+_C32 = tuple(_F32(1.0 / math.factorial(i)) for i in range(8))  # 1/i!, i = 0..7
+_INF32, _ZERO32 = _F32(np.inf), _F32(0.0)
+
+
+def _exp32(x):
+    xx = _LO32 if x < _LO32 else (_HI32 if x > _HI32 else x)
+    k = np.rint(xx * _LOG2E32)
+    r = xx - k * _LN2HI32 - k * _LN2LO32  # |r| <= ln2 / 2
+    q = _C32[7]
+    q = q * r + _C32[6]
+    q = q * r + _C32[5]
+    q = q * r + _C32[4]
+    q = q * r + _C32[3]
+    q = q * r + _C32[2]
+    q = q * r + _C32[1]
+    q = q * r + _C32[0]
+    e = q * _pow2_f32(np.int32(k))
+    return _ZERO32 if x < _LO32 else (_INF32 if x > _HI32 else e)
+
+
+_LO64, _HI64 = -708.0, 709.0
+_LOG2E64 = 1.4426950408889634
+_LN2HI64, _LN2LO64 = 6.93147180369123816490e-01, 1.90821492927058770002e-10
+_C64 = tuple(1.0 / math.factorial(i) for i in range(14))  # 1/i!, i = 0..13
+
+
+def _exp64(x):
+    xx = _LO64 if x < _LO64 else (_HI64 if x > _HI64 else x)
+    k = np.rint(xx * _LOG2E64)
+    r = xx - k * _LN2HI64 - k * _LN2LO64  # |r| <= ln2 / 2
+    q = _C64[13]
+    q = q * r + _C64[12]
+    q = q * r + _C64[11]
+    q = q * r + _C64[10]
+    q = q * r + _C64[9]
+    q = q * r + _C64[8]
+    q = q * r + _C64[7]
+    q = q * r + _C64[6]
+    q = q * r + _C64[5]
+    q = q * r + _C64[4]
+    q = q * r + _C64[3]
+    q = q * r + _C64[2]
+    q = q * r + _C64[1]
+    q = q * r + _C64[0]
+    e = q * _pow2_f64(np.int64(k))
+    return 0.0 if x < _LO64 else (np.inf if x > _HI64 else e)
+
+
+@overload(fast_exp, fastmath=EXACT)
+def _fast_exp_overload(x):
+    if x == types.float32:
+        return _exp32
+    if x == types.float64:
+        return _exp64
+    return None
+
+
+def like(v, ref):
+    """``v`` converted to the type of the scalar ``ref``."""
+    return type(ref)(v)
+
+
+@overload(like)
+def _like_overload(v, ref):
+    if ref == types.float32:
+        return lambda v, ref: np.float32(v)
+    if ref == types.float64:
+        return lambda v, ref: np.float64(v)
+    return None
+
+
+@intrinsic
+def _llvm_maximum(typingctx, a, b):
+    """LLVM's ``maximum``: NaN if either is NaN; a loop reducing with it vectorises
+    without fast-math flags (a compare-and-select max does not)."""
+    if not isinstance(a, types.Float) or a != b:
+        return None
+    sig = a(a, b)
+
+    def codegen(context, builder, signature, args):
+        lt = context.get_value_type(signature.return_type)
+        suffix = "f32" if signature.return_type == types.float32 else "f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lt, [lt, lt]),
+                                            f"llvm.maximum.{suffix}")
+        return builder.call(fn, args)
+    return sig, codegen
+
+
+def maximum(a, b):
+    """The larger of two floats, NaN if either is NaN."""
+    if a != a or b != b:
+        return a + b
+    return a if a > b else b
+
+
+@overload(maximum)
+def _maximum_overload(a, b):
+    if isinstance(a, types.Float) and a == b:
+        return lambda a, b: _llvm_maximum(a, b)
+    return None
+
+
+def _exp_shifted_py(src, shift, dst):
+    """dst[j] = exp(src[j] - shift) for 1-D arrays; vectorised, no reordering."""
+    for j in range(src.shape[0]):
+        dst[j] = fast_exp(src[j] - shift)
+
+
+exp_shifted = jit(_exp_shifted_py, fastmath=EXACT)
+
+
+def _row_max_py(a):
+    """Max of a non-empty 1-D array (NaN if it holds a NaN), vectorised."""
+    m = a[0]
+    for j in range(1, a.shape[0]):
+        m = maximum(m, a[j])
+    return m
+
+
+row_max = jit(_row_max_py, fastmath=FAST)
+
+
+def _row_sum_py(a):
+    """Sum of a 1-D array, accumulated in float64 (vector lanes, reordered)."""
+    s = 0.0
+    for j in range(a.shape[0]):
+        s += a[j]
+    return s
+
+
+row_sum = jit(_row_sum_py, fastmath=FAST)
+
+
+def _sub2_py(src, a, b, dst):
+    """dst[j] = (src[j] - a) - b, in that order (log-softmax keeps x - max exact
+    before subtracting log sum, which reassociation would undo)."""
+    for j in range(src.shape[0]):
+        dst[j] = (src[j] - a) - b
+
+
+_sub2 = jit(_sub2_py, fastmath=EXACT)
+
+
+# --- softmax -----------------------------------------------------------------
+
+def _softmax_rows_py(x, p):
+    """p[i] = softmax(x[i]) for the rows of x (R, N)."""
+    for i in prange(x.shape[0]):
+        xi = x[i]  # (N,)
+        pi = p[i]  # (N,)
+        exp_shifted(xi, row_max(xi), pi)
+        inv = like(1.0 / row_sum(pi), xi[0])
+        for j in range(pi.shape[0]):
+            pi[j] *= inv
+
+
+_softmax_rows = jit(_softmax_rows_py, parallel=True, fastmath=FAST)
+
+
+def _log_softmax_rows_py(x, logp, p):
+    """logp[i] = x[i] - logsumexp(x[i]), p[i] = softmax(x[i]) for the rows of x (R, N)."""
+    for i in prange(x.shape[0]):
+        xi = x[i]  # (N,)
+        pi = p[i]  # (N,)
+        li = logp[i]  # (N,)
+        m = row_max(xi)
+        exp_shifted(xi, m, pi)
+        s = row_sum(pi)
+        inv = like(1.0 / s, xi[0])
+        logs = like(math.log(s), xi[0])
+        for j in range(pi.shape[0]):
+            pi[j] *= inv
+        _sub2(xi, m, logs, li)
+
+
+_log_softmax_rows = jit(_log_softmax_rows_py, parallel=True, fastmath=FAST)
+
+
+def _softmax_backward_rows_py(dp, p, dx):
+    """dx[i] = p[i] * (dp[i] - sum(dp[i] * p[i])) for the rows (R, N)."""
+    for i in prange(p.shape[0]):
+        pi = p[i]  # (N,)
+        di = dp[i]  # (N,)
+        s = 0.0
+        for j in range(pi.shape[0]):
+            s += di[j] * pi[j]
+        c = like(s, pi[0])
+        oi = dx[i]  # (N,)
+        for j in range(pi.shape[0]):
+            oi[j] = pi[j] * (di[j] - c)
+
+
+_softmax_backward_rows = jit(_softmax_backward_rows_py, parallel=True, fastmath=FAST)
+
+
+def _log_softmax_backward_rows_py(dlogp, p, dx):
+    """dx[i] = dlogp[i] - p[i] * sum(dlogp[i]) for the rows (R, N)."""
+    for i in prange(p.shape[0]):
+        pi = p[i]  # (N,)
+        di = dlogp[i]  # (N,)
+        c = like(row_sum(di), pi[0])
+        oi = dx[i]  # (N,)
+        for j in range(pi.shape[0]):
+            oi[j] = di[j] - pi[j] * c
+
+
+_log_softmax_backward_rows = jit(_log_softmax_backward_rows_py, parallel=True, fastmath=FAST)
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1, a.shape[-1])  # (R, N)
+
+
+def _same(a, like_arr) -> bool:
+    return (isinstance(a, np.ndarray) and a.shape == like_arr.shape
+            and a.dtype == like_arr.dtype and a.size > 0)
+
+
+def softmax_forward(x: np.ndarray):
+    """``p = softmax(x)`` over the last axis; ``cache = p`` (as the reference).
+
+    Fast: one parallel loop over rows; per row a max pass, one vectorised
+    exp pass that writes e into p (``fast_exp``), a sum over p while it is
+    still in cache and one scaling pass by 1/sum. No temporaries beyond p.
+    """
+    chk.float_array("x", x)
+    chk.min_ndim("x", x, 1, "(..., N)")
+    if x.size == 0:
+        return _ref.softmax_forward(x)
+    x2 = _rows(x)  # (R, N)
+    p = np.empty_like(x2)  # (R, N)
+    _softmax_rows(x2, p)
+    p = p.reshape(x.shape)  # (..., N)
+    return p, p
+
+
+def softmax_backward(dp: np.ndarray, cache) -> np.ndarray:
+    """dx = p * (dp - sum(dp * p)), one parallel loop over rows, two passes per row."""
+    p = cache
+    if not (_same(dp, p) and isinstance(p, np.ndarray)):
+        return _ref.softmax_backward(dp, cache)
+    p2 = _rows(p)  # (R, N)
+    dx = np.empty_like(p2)  # (R, N)
+    _softmax_backward_rows(_rows(dp), p2, dx)
+    return dx.reshape(p.shape)  # (..., N)
+
+
+def log_softmax_forward(x: np.ndarray):
+    """``x - logsumexp(x)`` over the last axis; ``cache = p`` (as the reference).
+
+    Fast: as ``softmax_forward``, the final pass writing both p and log p.
+    """
+    chk.float_array("x", x)
+    chk.min_ndim("x", x, 1, "(..., N)")
+    if x.size == 0:
+        return _ref.log_softmax_forward(x)
+    x2 = _rows(x)  # (R, N)
+    p = np.empty_like(x2)  # (R, N)
+    logp = np.empty_like(x2)  # (R, N)
+    _log_softmax_rows(x2, logp, p)
+    return logp.reshape(x.shape), p.reshape(x.shape)
+
+
+def log_softmax_backward(dlogp: np.ndarray, cache) -> np.ndarray:
+    """dx = dlogp - p * sum(dlogp), one parallel loop over rows."""
+    p = cache
+    if not (_same(dlogp, p) and isinstance(p, np.ndarray)):
+        return _ref.log_softmax_backward(dlogp, cache)
+    p2 = _rows(p)  # (R, N)
+    dx = np.empty_like(p2)  # (R, N)
+    _log_softmax_backward_rows(_rows(dlogp), p2, dx)
+    return dx.reshape(p.shape)  # (..., N)
