@@ -1,0 +1,158 @@
+"""Numba twin of ``numformer.ops.losses``: softmax cross-entropy fused over the vocabulary.
+
+Shapes: logits (..., V) seen as N rows of V; targets (...) integer class ids,
+flattened to (N,); positions whose target equals ``ignore_index`` are not
+counted. The cache is the reference's, ``(p, targets, counted, n, eps, shape)``,
+so either backward accepts either forward's cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from numformer.kernels._jit import jit, prange
+from numformer.kernels.softmax import FAST, exp_shifted, like, row_max, row_sum
+from numformer.ops import _checks as chk
+from numformer.ops import losses as _ref
+
+# A row is read in blocks of this many logits (8 KiB of float32, a quarter of
+# L1): the block's max, exp and sums all run on data already in L1.
+BLOCK = 2048
+
+
+def _cross_entropy_rows_py(x, t, counted, eps, p, per, block_max):
+    """Per row, one pass over the vocabulary in blocks (online softmax): the
+    running max m and the running sum s of exp(x - m) (s rescaled by
+    exp(m_old - m_new) when a block raises the max), with exp(x - m) written
+    into p as it goes and the block's m kept; then p is scaled per block by
+    exp(m_block - m) / s, and the row's loss is taken from m, log s, the
+    target logit and (with label smoothing) the row sum of x."""
+    N, V = x.shape
+    nb = block_max.shape[1]
+    for i in prange(N):
+        xi = x[i]  # (V,)
+        pi = p[i]  # (V,)
+        m = -math.inf
+        s = 0.0
+        sx = 0.0
+        for b in range(nb):
+            lo = b * BLOCK
+            hi = min(V, lo + BLOCK)
+            xb = xi[lo:hi]  # (block,)
+            pb = pi[lo:hi]  # (block,)
+            mb = row_max(xb)
+            if mb > m:
+                s *= math.exp(m - mb)
+                m = mb
+            exp_shifted(xb, like(m, xi[0]), pb)
+            s += row_sum(pb)
+            if eps > 0.0:
+                sx += row_sum(xb)
+            block_max[i, b] = m
+        for b in range(nb):
+            lo = b * BLOCK
+            hi = min(V, lo + BLOCK)
+            f = like(math.exp(block_max[i, b] - m) / s, xi[0])
+            for j in range(lo, hi):
+                pi[j] *= f
+        if counted[i]:
+            lse = m + math.log(s)  # logsumexp of the row
+            nll = lse - xi[t[i]]
+            if eps > 0.0:
+                per[i] = (1.0 - eps) * nll + eps * (lse - sx / V)
+            else:
+                per[i] = nll
+        else:
+            per[i] = 0.0
+
+
+_cross_entropy_rows = jit(_cross_entropy_rows_py, parallel=True, fastmath=FAST)
+
+
+def _cross_entropy_backward_rows_py(p, t, counted, scale, smooth, hit, dx):
+    """dx[i] = scale * (p[i] - smooth) with scale * hit more off the target,
+    for counted rows; 0 for the others. One pass, no temporaries."""
+    N, V = p.shape
+    for i in prange(N):
+        oi = dx[i]  # (V,)
+        if counted[i]:
+            pi = p[i]  # (V,)
+            for j in range(V):
+                oi[j] = (pi[j] - smooth) * scale
+            oi[t[i]] -= hit * scale
+        else:
+            for j in range(V):
+                oi[j] = 0.0
+
+
+_cross_entropy_backward_rows = jit(_cross_entropy_backward_rows_py, parallel=True,
+                                   fastmath=FAST)
+
+
+def _validate(logits, targets, ignore_index, label_smoothing):
+    """The reference's checks, in its order and with its messages."""
+    chk.float_array("logits", logits)
+    chk.min_ndim("logits", logits, 1, "(..., V)")
+    V = logits.shape[-1]
+    if not isinstance(targets, np.ndarray) or not np.issubdtype(targets.dtype, np.integer):
+        got = targets.dtype if isinstance(targets, np.ndarray) else type(targets).__name__
+        raise ValueError(f"targets: expected an integer numpy array, got {got}")
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"targets: expected shape {tuple(logits.shape[:-1])} (logits without "
+                         f"its last axis), got {tuple(targets.shape)}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing}")
+    t = targets.reshape(-1)  # (N,)
+    counted = t != ignore_index  # (N,)
+    tc = t[counted]
+    if tc.size and (tc.min() < 0 or tc.max() >= V):
+        bad = int(tc.min()) if tc.min() < 0 else int(tc.max())
+        raise ValueError(f"targets: expected class ids in [0, {V}) or ignore_index="
+                         f"{ignore_index}, got {bad}")
+    return t, counted
+
+
+def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index: int = -100,
+                          label_smoothing: float = 0.0):
+    """Mean over counted positions of ``-sum_c q_c log p_c`` (see the reference),
+    returning the loss in the logits' dtype and the reference's cache.
+
+    Fast: one parallel loop over rows; each row is read from memory once (in
+    L1-sized blocks: online max and sum of exp, vectorised ``fast_exp``), p
+    is written once and scaled while in cache, and the loss comes from the
+    row's logsumexp without forming log p. NumPy makes about eight passes
+    over (N, V) and three (N, V) temporaries.
+    """
+    t, counted = _validate(logits, targets, ignore_index, label_smoothing)
+    V = logits.shape[-1]
+    if logits.size == 0:
+        return _ref.cross_entropy_forward(logits, targets, ignore_index, label_smoothing)
+    x = np.ascontiguousarray(logits).reshape(-1, V)  # (N, V)
+    N = x.shape[0]
+    n = int(counted.sum())
+    p = np.empty_like(x)  # (N, V)
+    per = np.empty(N)  # (N,) float64
+    block_max = np.empty((N, -(-V // BLOCK)))  # (N, blocks) float64
+    _cross_entropy_rows(x, t.astype(np.int64), counted, float(label_smoothing), p, per, block_max)
+    dt = logits.dtype.type
+    loss = dt(per.sum() / n) if n else dt(0.0)
+    return loss, (p, t, counted, n, label_smoothing, logits.shape)
+
+
+def cross_entropy_backward(dloss, cache) -> np.ndarray:
+    """dlogits = dloss * (p - q) / n on counted positions, 0 elsewhere (logits' shape).
+
+    Fast: one parallel pass that reads p once and writes dlogits once.
+    """
+    p, t, counted, n, eps, shape = cache
+    if n == 0 or p.size == 0:
+        return _ref.cross_entropy_backward(dloss, cache)
+    p2 = np.ascontiguousarray(p)  # (N, V)
+    V = p2.shape[-1]
+    dt = p2.dtype.type
+    dx = np.empty_like(p2)  # (N, V)
+    _cross_entropy_backward_rows(p2, np.asarray(t, dtype=np.int64), counted,
+                                 dt(dt(dloss) / n), dt(eps / V), dt(1.0 - eps), dx)
+    return dx.reshape(shape)  # (..., V)
