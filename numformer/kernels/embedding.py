@@ -1,0 +1,90 @@
+"""Numba twin of ``numformer.ops.embedding``: the embedding gather and its scatter-add.
+
+Shapes: B batch, T sequence, C channels (d_model), V vocabulary, N = the
+number of ids (B * T). The cache is the reference's ``(ids, W.shape, W.dtype)``.
+The positional ops (``sinusoidal_table``, ``position_forward``,
+``position_backward``) are single NumPy broadcasts with nothing to fuse, so
+this module re-exports the reference's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numformer.kernels._jit import jit, prange
+from numformer.ops import _checks as chk
+from numformer.ops import embedding as _ref
+from numformer.ops.embedding import (position_backward, position_forward,  # noqa: F401
+                                     sinusoidal_table)
+
+# Columns per block of the scatter's parallel loop: a whole 64-byte cache line
+# of float32, so two threads never write the same line.
+COL_BLOCK = 16
+
+
+def _gather_py(ids, W, out):
+    """out[i] = W[ids[i]], rows copied in parallel."""
+    C = W.shape[1]
+    for i in prange(ids.shape[0]):
+        r = ids[i]
+        for j in range(C):
+            out[i, j] = W[r, j]
+
+
+_gather = jit(_gather_py, parallel=True)
+
+
+def _scatter_add_py(ids, dout, dW):
+    """dW[ids[i]] += dout[i] for every i, repeated ids accumulating.
+
+    Parallel over blocks of columns: each thread owns whole column blocks of
+    dW and walks all N ids for them, so no two threads ever add into the same
+    element (no races, no atomics) and every element sums its ids in the order
+    they come, whatever the thread count."""
+    N, C = dout.shape
+    nblocks = (C + COL_BLOCK - 1) // COL_BLOCK
+    for b in prange(nblocks):
+        lo = b * COL_BLOCK
+        hi = min(C, lo + COL_BLOCK)
+        for i in range(N):
+            r = ids[i]
+            for j in range(lo, hi):
+                dW[r, j] += dout[i, j]
+
+
+_scatter_add = jit(_scatter_add_py, parallel=True)
+
+
+def embedding_forward(ids: np.ndarray, W: np.ndarray):
+    """Gather rows of ``W`` (V, C) at integer ``ids`` (any shape, usually (B, T)).
+
+    Returns ``out`` of shape ids.shape + (C,) and the reference's cache.
+    Fast: a parallel row copy (NumPy's fancy index is one thread).
+    """
+    chk.float_array("W", W)
+    chk.ndim("W", W, 2, "(V, C)")
+    chk.int_ids("ids", ids, W.shape[0])
+    if ids.size == 0 or W.shape[1] == 0:
+        return _ref.embedding_forward(ids, W)
+    flat = np.ascontiguousarray(ids).reshape(-1)  # (N,)
+    out = np.empty((flat.size, W.shape[1]), dtype=W.dtype)  # (N, C)
+    _gather(flat.astype(np.int64, copy=False), np.ascontiguousarray(W), out)
+    return out.reshape(ids.shape + (W.shape[1],)), (ids, W.shape, W.dtype)  # (B, T, C)
+
+
+def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
+    """dW: scatter-add of ``dout`` rows into the rows named by ``ids``, repeated ids
+    accumulating (as ``np.add.at``, which runs one element at a time).
+
+    Fast: column blocks in parallel, each a plain add loop over the ids;
+    dW starts as ``np.zeros`` (pages the ids never touch are never written).
+    """
+    ids, wshape, dtype = cache
+    V, C = wshape
+    if not (isinstance(dout, np.ndarray) and dout.dtype == dtype
+            and dout.shape == ids.shape + (C,) and dout.size > 0):
+        return _ref.embedding_backward(dout, cache)
+    dW = np.zeros(wshape, dtype=dtype)  # (V, C)
+    _scatter_add(np.ascontiguousarray(ids).reshape(-1).astype(np.int64, copy=False),
+                 np.ascontiguousarray(dout).reshape(-1, C), dW)
+    return dW
