@@ -1,0 +1,311 @@
+"""Attention forward and forward+backward: numformer (NumPy reference, fused Numba
+kernel) against PyTorch on the CPU (scaled_dot_product_attention, and eager
+``softmax(q k^T * scale) v``), at B=32, H=4, D=32, float32, for a range of T.
+
+Each thread count runs in a fresh process with every thread pool pinned
+before numpy, numba or torch load (and glibc's mmap threshold fixed, so
+freed buffers go back to the OS and the memory peaks are comparable). In
+each process, for each T:
+
+- every implementation's output and gradients are checked against the
+  NumPy reference before it is timed;
+- the first call of the Numba kernel (JIT compile into an empty cache) is
+  timed and reported apart;
+- times are medians of repeats (fast calls looped to 50 ms per sample);
+- GFLOP/s counts the useful work, 4*B*H*T^2*D forward and 12*B*H*T^2*D
+  forward+backward, for every implementation (the fused kernel does
+  14*B*H*T^2*D: its backward recomputes the scores);
+- peak extra memory is the rise of resident memory above the level before
+  the call (inputs already allocated), outputs and caches included.
+
+    python benchmarks/attention.py                          # 1 and 2 threads, all T
+    python benchmarks/attention.py --quick                  # 1 thread, T=64,256, 2 repeats
+    numformer bench attention --threads 1 --T 128,512 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+NAME = "attention"
+B, H, D = 32, 4, 32
+DEFAULT_T = (20, 64, 128, 256, 512, 1024)
+IMPLS = ("numformer numpy", "numformer numba", "torch SDPA", "torch eager math")
+PASSES = ("forward", "forward+backward")
+BASELINE = "torch SDPA"
+
+
+def gflop(T: int, what: str) -> float:
+    return (4 if what == "forward" else 12) * B * H * T * T * D / 1e9
+
+
+def _implementations(np, torch, q, k, v, dout, causal):
+    """name -> (forward(), forward_backward(), result() -> (out, dq, dk, dv) as NumPy)."""
+    from numformer.kernels import attention as ka
+    from numformer.ops import attention as ref
+    impls = {}
+    for name, mod in (("numformer numpy", ref), ("numformer numba", ka)):
+        def fwd(mod=mod):
+            return mod.attention_forward(q, k, v, causal=causal)
+
+        def fwd_bwd(mod=mod):
+            out, cache = mod.attention_forward(q, k, v, causal=causal)
+            return out, mod.attention_backward(dout, cache)
+
+        def result(fwd_bwd=fwd_bwd):
+            out, grads = fwd_bwd()
+            return (out, *grads)
+        impls[name] = (fwd, fwd_bwd, result)
+    if torch is None:
+        return impls
+    F = torch.nn.functional
+    tq, tk, tv = (torch.from_numpy(x).requires_grad_(True) for x in (q, k, v))
+    tdout = torch.from_numpy(dout)
+    scale = 1.0 / D ** 0.5
+
+    def sdpa(a, b_, c):
+        return F.scaled_dot_product_attention(a, b_, c, is_causal=causal)
+
+    def eager(a, b_, c):
+        s = (a @ b_.transpose(-2, -1)) * scale  # (B, H, T, T)
+        if causal:
+            T = s.shape[-1]
+            s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        return torch.softmax(s, dim=-1) @ c
+
+    for name, f in (("torch SDPA", sdpa), ("torch eager math", eager)):
+        def fwd(f=f):
+            return f(tq, tk, tv)  # autograd on: the training forward
+
+        def fwd_bwd(f=f):
+            out = f(tq, tk, tv)
+            return out, torch.autograd.grad(out, (tq, tk, tv), tdout)
+
+        def result(fwd_bwd=fwd_bwd):
+            out, grads = fwd_bwd()
+            return tuple(t.detach().numpy() for t in (out, *grads))
+        impls[name] = (fwd, fwd_bwd, result)
+    return impls
+
+
+def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Path) -> None:
+    from numformer.bench.harness import pin_threads
+    pin_threads(threads)
+    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numformer-bench-jit-")  # compile for real
+    import time
+
+    import numpy as np
+    from numformer.bench.harness import check_against, machine_info, peak_extra_mb, time_call, \
+        torch_or_none
+    from numformer.kernels._jit import set_num_threads
+    from numformer.testing import REDUCED_FACTOR, tolerance
+    set_num_threads(threads)
+    torch = torch_or_none() if any(n.startswith("torch") for n in impl_names) else None
+    rtol, atol = tolerance(np.float32, reduced=True)  # sums over up to T=1024 keys
+    rng = np.random.default_rng(0)
+    rows, compile_ms = [], {}
+    for T in Ts:
+        q, k, v, dout = (rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(4))
+        impls = _implementations(np, torch, q, k, v, dout, causal)
+        expected = impls["numformer numpy"][2]()
+        for name in impl_names:
+            if name not in impls:
+                continue
+            fwd, fwd_bwd, result = impls[name]
+            if name == "numformer numba" and not compile_ms:
+                t0 = time.perf_counter()
+                fwd()
+                compile_ms["forward"] = 1e3 * (time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                fwd_bwd()
+                compile_ms["forward+backward"] = 1e3 * (time.perf_counter() - t0)
+            got = result()
+            diff = 0.0
+            for label, g, e in zip(("out", "dq", "dk", "dv"), got, expected):
+                check_against(f"{name} {label} (T={T})", g, e, rtol, atol)
+                diff = max(diff, float(np.abs(g - e).max()))
+            del got
+            for what, fn in zip(PASSES, (fwd, fwd_bwd)):
+                t = time_call(fn, repeats=repeats, warmup=1, min_time=0.05)
+                rows.append(dict(threads=threads, T=T, what=what, impl=name, ms=t["ms"],
+                                 min_ms=t["min_ms"], gflops=gflop(T, what) / (t["ms"] * 1e-3),
+                                 peak_mb=peak_extra_mb(fn), max_abs_diff=diff))
+            print(f"  threads={threads} T={T} {name}: "
+                  + ", ".join(f"{r['what']} {r['ms']:.2f} ms" for r in rows[-2:]), flush=True)
+        del impls, expected
+    for r in rows:
+        base = next((x["ms"] for x in rows if x["impl"] == BASELINE and x["T"] == r["T"]
+                     and x["what"] == r["what"]), None)
+        r["ratio"] = r["ms"] / base if base else None
+    out.write_text(json.dumps({"machine": machine_info(threads), "compile_ms": compile_ms,
+                               "check": {"rtol": rtol, "atol": atol,
+                                         "note": f"float32 table x{REDUCED_FACTOR:g}"},
+                               "rows": rows}))
+
+
+# -- reporting ------------------------------------------------------------------------
+
+def _fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+def markdown(runs: list[dict]) -> str:
+    lines = []
+    for run in runs:
+        threads = run["machine"]["threads"]
+        cms = run.get("compile_ms") or {}
+        lines += [f"### {threads} thread{'s' if threads > 1 else ''}", ""]
+        if cms:
+            lines += [f"numba first call (JIT compile into an empty cache, excluded from the "
+                      f"times): forward {cms['forward'] / 1e3:.1f} s, then forward+backward "
+                      f"{cms['forward+backward'] / 1e3:.1f} s", ""]
+        lines += ["| T | pass | implementation | ms | GFLOP/s | peak extra MB | ms / torch SDPA ms |",
+                  "|---:|---|---|---:|---:|---:|---:|"]
+        for r in run["rows"]:
+            lines.append(f"| {r['T']} | {r['what']} | {r['impl']} | {r['ms']:.2f} | "
+                         f"{r['gflops']:.1f} | {_fmt(r['peak_mb'], '.1f')} | "
+                         f"{_fmt(r['ratio'], '.2f')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def targets(runs: list[dict]) -> str:
+    """The issue's targets, read off the 1-thread run."""
+    run = next((r for r in runs if r["machine"]["threads"] == 1), None)
+    if run is None:
+        return ""
+
+    def get(impl, T, what="forward+backward", key="ms"):
+        return next((r[key] for r in run["rows"]
+                     if r["impl"] == impl and r["T"] == T and r["what"] == what), None)
+    lines = ["### Targets (1 thread, forward+backward)", "",
+             "| T | numba ms | torch SDPA ms | numba <= SDPA | numpy ms | numba <= numpy / 2 |",
+             "|---:|---:|---:|---|---:|---|"]
+    Ts = sorted({r["T"] for r in run["rows"]})
+    for T in Ts:
+        nb, sd, npy = (get(i, T) for i in ("numformer numba", BASELINE, "numformer numpy"))
+        ok1 = "-" if nb is None or sd is None or not 64 <= T <= 512 else \
+            ("yes" if nb <= sd else "no")
+        ok2 = "-" if nb is None or npy is None or T < 64 else ("yes" if nb <= npy / 2 else "no")
+        lines.append(f"| {T} | {_fmt(nb, '.2f')} | {_fmt(sd, '.2f')} | {ok1} | "
+                     f"{_fmt(npy, '.2f')} | {ok2} |")
+    Tmax = max(Ts)
+    mn, ms = get("numformer numba", Tmax, key="peak_mb"), get(BASELINE, Tmax, key="peak_mb")
+    if mn is not None and ms is not None:
+        lines += ["", f"Peak extra memory at T={Tmax}, forward+backward: numba {mn:.1f} MB, "
+                      f"torch SDPA {ms:.1f} MB ({'at most' if mn <= ms else 'more than'} SDPA)."]
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", file=sys.stderr)
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    colors = dict(zip(IMPLS, ("tab:gray", "tab:blue", "tab:red", "tab:orange")))
+    for ax, what in zip(axes, PASSES):
+        for run in runs:
+            n = run["machine"]["threads"]
+            for impl in IMPLS:
+                pts = sorted((r["T"], r["ms"]) for r in run["rows"]
+                             if r["impl"] == impl and r["what"] == what)
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", color=colors[impl],
+                            linestyle="-" if n == 1 else "--", label=f"{impl}, {n} thr")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("T")
+        ax.set_ylabel("ms (median)")
+        ax.set_title(f"attention {what}, B={B} H={H} D={D} float32")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="numformer bench attention",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", default="1,2", help="thread counts, comma-separated (a fresh "
+                                                    "process each); default 1,2")
+    p.add_argument("--T", default=",".join(map(str, DEFAULT_T)),
+                   help="sequence lengths, comma-separated; default %(default)s")
+    p.add_argument("--repeats", type=int, default=5, help="timed samples per case (median)")
+    p.add_argument("--impls", default=",".join(IMPLS),
+                   help="implementations, comma-separated (the NumPy reference always runs "
+                        "to check the others)")
+    p.add_argument("--causal", action="store_true", help="causal attention")
+    p.add_argument("--quick", action="store_true", help="1 thread, T=64,256, 2 repeats")
+    p.add_argument("--results", default=None, help="results folder (default benchmarks/results "
+                                                    "or $NUMFORMER_BENCH_RESULTS)")
+    p.add_argument("--child-json", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.threads, args.T, args.repeats = "1", "64,256", 2
+    Ts = [int(t) for t in args.T.split(",")]
+    impl_names = [s.strip() for s in args.impls.split(",")]
+    unknown = [n for n in impl_names if n not in IMPLS]
+    if unknown:
+        p.error(f"--impls: unknown {unknown}; choose from {', '.join(IMPLS)}")
+    if args.child_json:
+        run_child(int(args.threads), Ts, args.repeats, impl_names, args.causal,
+                  Path(args.child_json))
+        return 0
+
+    from numformer.bench.harness import RESULTS, run_per_thread_count
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 17))  # big buffers: mmap, freed to the OS
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(t) for t in args.threads.split(",")):
+            child = Path(tmp) / f"{n}.json"
+            extra = ["--T", args.T, "--repeats", str(args.repeats), "--impls", args.impls,
+                     "--child-json", str(child)] + (["--causal"] if args.causal else [])
+            run_per_thread_count(__file__, [n], extra)
+            runs.append(json.loads(child.read_text()))
+    m = runs[0]["machine"]
+    command = "python benchmarks/attention.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]))
+    info = ", ".join(f"{k} {v}" for k, v in m.items() if k != "threads")
+    chk = runs[0]["check"]
+    header = (f"# Attention, B={B}, H={H}, D={D}, float32{', causal' if args.causal else ''}\n\n"
+              f"{info}\n\ncommand: `{command.strip()}`\n\n"
+              f"Every implementation matched the NumPy reference (out, dq, dk, dv) within "
+              f"rtol={chk['rtol']:g}, atol={chk['atol']:g} ({chk['note']}) before timing. "
+              f"Times: medians of {args.repeats} samples. GFLOP/s: 4BHT^2D forward, "
+              f"12BHT^2D forward+backward.\n")
+    md = f"{header}\n{markdown(runs)}\n{targets(runs)}\n"
+    print("\n" + md)
+    directory = Path(args.results) if args.results else RESULTS
+    directory.mkdir(parents=True, exist_ok=True)
+    name = NAME + ("_causal" if args.causal else "")
+    _write(directory / f"{name}.json", json.dumps({"benchmark": name, "B": B, "H": H, "D": D,
+                                                    "causal": args.causal, "command": command,
+                                                    "runs": runs}, indent=1))
+    _write(directory / f"{name}.md", md)
+    wrote = [f"{name}.json", f"{name}.md"]
+    if plot(runs, directory / f"{name}.png"):
+        wrote.append(f"{name}.png")
+    print(f"wrote {', '.join(wrote)} under {directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
