@@ -71,8 +71,7 @@ def test_committed_without_outputs(path):
     dirty = [i for i, c in enumerate(nb.cells)
              if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
     assert not dirty, (f"{path.name}: code cells {dirty} carry outputs or execution counts; "
-                       f"clear them before committing (e.g. jupyter nbconvert "
-                       f"--clear-output --inplace {path.name})")
+                       f"clear them before committing (see notebooks/README.md)")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
