@@ -71,6 +71,7 @@ def get_backend() -> str:
 # kernels land; an op not listed always uses the reference.
 KERNEL_OPS: set[str] = set()
 KERNEL_OPS.update({"attention", "matmul"})
+KERNEL_OPS.update({"activations", "adam", "embedding", "layernorm", "losses", "softmax"})
 
 
 def op(name: str, backend: str | None = None) -> ModuleType:
