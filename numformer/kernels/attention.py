@@ -8,18 +8,18 @@ visible key gets an output of zero, never NaN.
 
 What the kernels do
 -------------------
-Forward: for each (batch, head, block of BQ queries) -- the ``prange`` tasks --
-walk over the keys in blocks of BK with an online softmax: keep for each
-query the running maximum and the running sum of exponentials, rescale the
-partial output when the maximum grows, add ``P_block @ V_block``. The
-(Tq, Tk) score matrix never exists; a task holds one (BK, BQ) block.
+Forward: for each (batch, head, block of BQ queries) -- the tasks of a
+``prange`` -- walk over the keys in blocks of BK with an online softmax: for
+each query a running sum of exponentials taken against an offset, and the
+partial output ``sum_j P_ij V_j``, both rescaled when the offset has to move.
+The (Tq, Tk) score matrix never exists; a task holds one (BK, BQ) block.
 The cache keeps q, k, v, out and the per-query log-sum-exp ``lse``
 (B, H, Tq): nothing of size T x T.
 
 Backward: for each (batch, head) -- the ``prange`` tasks, so each task owns
 dq, dk, dv of its head and no two threads write the same row -- walk over
 blocks of queries and keys, recompute the probabilities of the block from
-``lse`` (``P = exp(S - lse)``, one pass, no max or sum), and accumulate
+``lse`` (``P = exp(S - lse)``: no max, no sum), and accumulate
 ``dV += P^T dO``, ``dS = P * (dP - delta)`` with ``delta = rowsum(dO * out)``,
 ``dQ += dS K``, ``dK += dS^T Q`` straight into the gradient arrays.
 
@@ -33,10 +33,16 @@ What makes them fast
   that the per-query max and sum are *column* reductions: the inner loop runs
   along a contiguous row of queries and the compiler vectorises max, exp and
   sum across 16 queries at a time; no per-key horizontal reduction. Q and dO
-  are transposed once per query block (D x BQ), which makes all five
-  backward products plain NN/TN calls.
-- float32 exp is a short polynomial with an exponent bit trick
-  (``_expf``), which the compiler vectorises; libm's ``exp`` would be a
+  are transposed once per query block (D x BQ), which makes every product a
+  plain NN or TN call.
+- One pass over a block does all the element-wise work: forward max, exp
+  and sum together (the offset is not the block's max but a value that
+  only moves when the max drifts more than WINDOW away, so the exponentials
+  never wait for a max pass and the partial output is almost never
+  rescaled); backward P and dS together.
+- Scores are in base 2 (log2(e) rides in the BLAS alpha) and float32 exp2 is
+  a degree-5 polynomial with the exponent written into the float's bits
+  (``_exp2f``), which the compiler vectorises; libm's ``exp`` would be a
   scalar call per score. float64 (used by the gradient checks) keeps
   ``math.exp``.
 - Key blocks that are all padding, and blocks above the causal diagonal,
@@ -52,7 +58,7 @@ import math
 
 import numpy as np
 
-from numformer.kernels._jit import jit, prange
+from numformer.kernels._jit import get_num_threads, jit, prange
 from numformer.kernels.matmul import SINGLE_THREAD_MNK, gemm
 from numformer.ops import attention as _ref
 from numformer.ops import linear as _linear
@@ -60,12 +66,19 @@ from numformer.ops.attention import check_qkv, merge_heads, split_heads  # noqa:
 
 # Inside the kernels a masked score is this finite number rather than the
 # reference's MASKED_SCORE = -inf, so no infinity ever enters a vectorised
-# loop (``exp`` of it underflows to exactly 0 all the same). Scores are far
+# loop (its exp underflows to exactly 0 all the same). Real scores are far
 # above it; a running maximum still at _NEG means "no visible key yet".
 _NEG = -1.0e30
-_BIG = 1.0e30
+# Scores are kept in base-2 units, s2 = s * log2(e) (folded into the BLAS
+# alpha), so the softmax needs exp2, which is cheaper to build than exp.
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+# The forward's exponent offset per query is only moved when the running
+# max leaves [offset - WINDOW, offset + WINDOW] (base 2): exp2 of anything in
+# that window, summed over many keys, stays far inside float32's range.
+WINDOW = 50.0
 # fast-math without "no NaN / no inf" assumptions: reassociation lets the
-# compiler vectorise sums; lse may hold -inf for fully masked rows.
+# compiler vectorise sums and maxima; NaN inputs still give NaN outputs.
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 BLOCK_Q = 64    # queries per block (columns of a score block)
@@ -83,34 +96,30 @@ def block_sizes(D: int) -> tuple[int, int]:
     return bq, bk
 
 
-# -- element-wise pieces ------------------------------------------------------------
+# -- element-wise pieces ----------------------------------------------------------------
 
-def _expf_py(x):
-    """float32 exp for softmax arguments (x <= ~0.3; anything below -87.3 gives 0).
+def _exp2f_py(x):
+    """float32 2**x: 0 below -126 (and for _NEG), NaN for NaN.
 
-    exp(x) = 2^k * exp(r), k = round(x / ln 2), r = x - k ln 2 in [-ln2/2, ln2/2]
-    (ln 2 split in two parts so r is exact), exp(r) by a degree-7 polynomial
-    (Cephes expf coefficients, relative error ~1e-7), 2^k built in the exponent
-    bits. No branches and no calls, so a loop of it vectorises."""
+    2**x = 2**k * 2**r with k = round(x), r = x - k in [-1/2, 1/2]; 2**r by a
+    degree-5 polynomial (least-squares fit of the relative error, max 7.5e-8,
+    2.1e-7 after float32 rounding), 2**k written straight into the exponent
+    bits. No branch and no call, so a loop of it vectorises."""
     f32 = np.float32
-    v = max(x, f32(-87.3))
-    t = v * f32(1.44269504088896341)
-    k = np.int32(t - f32(0.5))  # round to nearest for t <= 0.5 (truncation towards 0)
-    kf = f32(k)
-    r = v - kf * f32(0.693359375)
-    r = r - kf * f32(-2.12194440e-4)
-    p = f32(1.9875691500e-4)
-    p = p * r + f32(1.3981999507e-3)
-    p = p * r + f32(8.3334519073e-3)
-    p = p * r + f32(4.1665795894e-2)
-    p = p * r + f32(1.6666665459e-1)
-    p = p * r + f32(5.0000001201e-1)
-    p = p * r * r + r + f32(1.0)
-    two_k = np.int32((k + np.int32(127)) << np.int32(23)).view(np.float32)
-    return p * two_k if x > f32(-87.3) else f32(0.0)
+    v = min(max(x, f32(-126.0)), f32(126.0))
+    kf = np.floor(v + f32(0.5))
+    r = v - kf
+    p = f32(1.3276472055e-3)
+    p = p * r + f32(9.6755414641e-3)
+    p = p * r + f32(5.5507132744e-2)
+    p = p * r + f32(2.4022119721e-1)
+    p = p * r + f32(6.9314696706e-1)
+    p = p * r + f32(1.0000000717)
+    two_k = np.int32((np.int32(kf) + np.int32(127)) << np.int32(23)).view(np.float32)
+    return f32(0.0) if x < f32(-126.0) else p * two_k
 
 
-_expf = jit(_expf_py, fastmath=_FASTMATH, inline="always")
+_exp2f = jit(_exp2f_py, fastmath=_FASTMATH, inline="always")
 
 
 def _mask_block_py(s, n, m, key_mask, has_mask, causal, b, j0, i0, shift):
@@ -131,56 +140,56 @@ def _mask_block_py(s, n, m, key_mask, has_mask, causal, b, j0, i0, shift):
 _mask_block = jit(_mask_block_py, fastmath=_FASTMATH)
 
 
-def _exp_block_py(s, n, m, off, colsum):
-    """``s = exp(s - off[None, :])`` on the block ``s[:n, :m]``, in place, and
-    ``colsum += s.sum(0)``. Rows run along the queries: vectorised.
+def _exp2_sum_max_py(s, n, m, off, colsum, colmax):
+    """On the block ``s[:n, :m]`` (keys x queries), in place: ``s = 2**(s - off)``
+    per query (column), ``colsum += s.sum(0)``, ``colmax = max(s before)``.
 
-    Blocks are passed whole (C-contiguous, rows of BQ) with their used size
-    (n, m): a sliced view would be typed as non-contiguous and the compiler
-    could not vectorise the rows."""
+    One pass; the inner loop runs along a row of queries, so max, exp2 and sum
+    are vectorised across queries. Blocks are passed whole (C-contiguous,
+    rows of BQ) with their used size: a sliced view would be typed as
+    non-contiguous and the compiler could not vectorise the rows."""
+    for c in range(m):
+        colmax[c] = _NEG
     if s.itemsize == 4:
         for r in range(n):
             for c in range(m):
-                e = _expf(s[r, c] - off[c])
+                x = s[r, c]
+                colmax[c] = max(colmax[c], x)
+                e = _exp2f(x - off[c])
                 s[r, c] = e
                 colsum[c] += e
     else:
         for r in range(n):
             for c in range(m):
-                e = math.exp(s[r, c] - off[c])
+                x = s[r, c]
+                colmax[c] = max(colmax[c], x)
+                e = math.exp((x - off[c]) * LN2)
                 s[r, c] = e
                 colsum[c] += e
 
 
-_exp_block = jit(_exp_block_py, fastmath=_FASTMATH)
+_exp2_sum_max = jit(_exp2_sum_max_py, fastmath=_FASTMATH)
 
 
-def _online_softmax_py(s, n, m, run_max, run_sum, off, colmax):
-    """One key block of the online softmax, in place on ``s[:n, :m]`` (keys x queries).
-
-    Updates each query's running max, turns the block into ``exp(s - max)``,
-    adds its column sums to ``run_sum`` rescaled by ``exp(old_max - new_max)``,
-    and leaves that rescale factor in ``colmax`` for the caller to apply to
-    the partial output."""
-    for c in range(m):
-        colmax[c] = s[0, c]
-    for r in range(1, n):  # column max: vectorised over queries
-        for c in range(m):
-            colmax[c] = max(colmax[c], s[r, c])
-    for c in range(m):
-        new = max(run_max[c], colmax[c])
-        if new > _NEG * 0.5:
-            colmax[c] = math.exp(run_max[c] - new) if run_max[c] > _NEG * 0.5 else 0.0
-            run_max[c] = new
-            off[c] = new
-        else:  # nothing visible yet: every score is _NEG, exp(_NEG - BIG) = 0
-            colmax[c] = 0.0
-            off[c] = _BIG
-        run_sum[c] *= colmax[c]
-    _exp_block(s, n, m, off, run_sum)
+def _probs_and_ds_py(s, dp, n, m, off, delta, scale):
+    """Backward on a block (keys x queries), one pass, in place:
+    ``P = 2**(s - off)`` into s (off = lse in base 2) and
+    ``dS = P * (dP - delta) * scale`` into dp."""
+    if s.itemsize == 4:
+        for r in range(n):
+            for c in range(m):
+                p = _exp2f(s[r, c] - off[c])
+                s[r, c] = p
+                dp[r, c] = p * (dp[r, c] - delta[c]) * scale
+    else:
+        for r in range(n):
+            for c in range(m):
+                p = math.exp((s[r, c] - off[c]) * LN2)
+                s[r, c] = p
+                dp[r, c] = p * (dp[r, c] - delta[c]) * scale
 
 
-_online_softmax = jit(_online_softmax_py, fastmath=_FASTMATH)
+_probs_and_ds = jit(_probs_and_ds_py, fastmath=_FASTMATH)
 
 
 def _block_has_key_py(key_mask, b, j0, n):
@@ -193,96 +202,112 @@ def _block_has_key_py(key_mask, b, j0, n):
 _block_has_key = jit(_block_has_key_py)
 
 
-# -- forward ---------------------------------------------------------------------
+# -- forward ---------------------------------------------------------------------------
 
-def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, BQ, BK):
+def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, BQ, BK, W):
     """Flash forward into ``out`` (B, H, Tq, D) and ``lse`` (B, H, Tq).
 
-    Parallel over (batch, head, query block); each task walks the key blocks
-    with an online softmax (see the module docstring)."""
+    Tasks are (batch, head, query block), dealt round-robin to W workers (the
+    ``prange``), each with its own scratch blocks. A task walks the key
+    blocks with an online softmax whose per-query offset moves only when the
+    running max leaves the WINDOW around it, so a block usually costs one
+    fused pass (max, exp2, sum) and no rescaling of the partial output."""
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
-    shift = Tk - Tq
+    shift = Tk - Tq  # causal: query i sees keys j <= i + shift
     nqb = (Tq + BQ - 1) // BQ
-    for task in prange(B * H * nqb):
-        bh = task // nqb
-        b = bh // H
-        h = bh % H
-        i0 = (task % nqb) * BQ
-        m = min(BQ, Tq - i0)
+    ntasks = B * H * nqb
+    alpha = scale * LOG2E  # scores in base 2
+    for w in prange(W):
         qt = np.empty((D, BQ), dtype=q.dtype)  # Q_i^T (D, BQ)
-        st = np.empty((BK, BQ), dtype=q.dtype)  # S^T then P^T (BK, BQ)
-        run_max = np.full(BQ, _NEG, dtype=q.dtype)
-        run_sum = np.zeros(BQ, dtype=q.dtype)
-        off = np.empty(BQ, dtype=q.dtype)
-        rescale = np.empty(BQ, dtype=q.dtype)
-        for c in range(m):
-            for d in range(D):
-                qt[d, c] = q[b, h, i0 + c, d]
-        o = out[b, h, i0:i0 + m]  # (m, D) accumulated in place
-        o[:, :] = 0.0
-        kend = Tk if not causal else min(Tk, i0 + m + shift)  # keys past it are hidden from all m
-        for j0 in range(0, kend, BK):
-            n = min(BK, kend - j0)
-            if has_mask and not _block_has_key(key_mask, b, j0, n):
-                continue
-            # S^T = K_j Q_i^T * scale
-            gemm(k[b, h, j0:j0 + n], qt[:, :m], st[:n, :m], scale, 0.0, False, False)  # (n, m)
-            _mask_block(st, n, m, key_mask, has_mask, causal, b, j0, i0, shift)
-            _online_softmax(st, n, m, run_max, run_sum, off, rescale)
+        st = np.empty((BK, BQ), dtype=q.dtype)  # S^T, then P^T (BK, BQ)
+        off = np.empty(BQ, dtype=q.dtype)  # exponent offset per query
+        run_max = np.empty(BQ, dtype=q.dtype)
+        run_sum = np.empty(BQ, dtype=q.dtype)
+        blk_max = np.empty(BQ, dtype=q.dtype)
+        saved = np.empty(BQ, dtype=q.dtype)
+        for task in range(w, ntasks, W):
+            bh = task // nqb
+            b = bh // H
+            h = bh % H
+            i0 = (task % nqb) * BQ
+            m = min(BQ, Tq - i0)
             for c in range(m):
-                if rescale[c] != 1.0:
+                for d in range(D):
+                    qt[d, c] = q[b, h, i0 + c, d]
+                off[c] = 0.0
+                run_max[c] = _NEG
+                run_sum[c] = 0.0
+            o = out[b, h, i0:i0 + m]  # (m, D) accumulated in place
+            o[:, :] = 0.0
+            kend = Tk if not causal else min(Tk, i0 + m + shift)  # later keys hidden from all m
+            for j0 in range(0, kend, BK):
+                n = min(BK, kend - j0)
+                if has_mask and not _block_has_key(key_mask, b, j0, n):
+                    continue
+                for c in range(m):
+                    saved[c] = run_sum[c]
+                for attempt in range(2):
+                    # S2^T = K_j Q_i^T * scale * log2(e)
+                    gemm(k[b, h, j0:j0 + n], qt[:, :m], st[:n, :m], alpha, 0.0, False, False)
+                    _mask_block(st, n, m, key_mask, has_mask, causal, b, j0, i0, shift)
+                    _exp2_sum_max(st, n, m, off, run_sum, blk_max)
+                    moved = False
+                    for c in range(m):
+                        run_max[c] = max(run_max[c], blk_max[c])
+                        if run_max[c] > _NEG * 0.5 and abs(run_max[c] - off[c]) > WINDOW:
+                            moved = True
+                    if not moved:
+                        break
+                    # rare: move the offsets, rescale what came before, redo the block
+                    for c in range(m):
+                        run_sum[c] = saved[c]
+                        if run_max[c] > _NEG * 0.5 and abs(run_max[c] - off[c]) > WINDOW:
+                            f = 2.0 ** (off[c] - run_max[c])
+                            run_sum[c] *= f
+                            for d in range(D):
+                                o[c, d] *= f
+                            off[c] = run_max[c]
+                # O_i += P_ij V_j   (P_ij = st^T)
+                gemm(st[:n, :m], v[b, h, j0:j0 + n], o, 1.0, 1.0, True, False)  # (m, D)
+            for c in range(m):
+                if run_sum[c] > 0.0:
+                    inv = 1.0 / run_sum[c]
                     for d in range(D):
-                        o[c, d] *= rescale[c]
-            # O_i += P_ij V_j   (P_ij = s^T)
-            gemm(st[:n, :m], v[b, h, j0:j0 + n], o, 1.0, 1.0, True, False)  # (m, D)
-        for c in range(m):
-            if run_sum[c] > 0.0:
-                inv = 1.0 / run_sum[c]
-                for d in range(D):
-                    o[c, d] *= inv
-                lse[b, h, i0 + c] = run_max[c] + math.log(run_sum[c])
-            else:  # no visible key: output 0, and lse = log(0)
-                for d in range(D):
-                    o[c, d] = 0.0
-                lse[b, h, i0 + c] = -np.inf
+                        o[c, d] *= inv
+                    lse[b, h, i0 + c] = (off[c] + math.log2(run_sum[c])) * LN2
+                else:  # no visible key: output 0, and lse = log(0)
+                    for d in range(D):
+                        o[c, d] = 0.0
+                    lse[b, h, i0 + c] = -np.inf
 
 
 _attention_fwd = jit(_attention_fwd_py, parallel=True, fastmath=_FASTMATH)
 
 
-# -- backward ----------------------------------------------------------------------
-
-def _ds_block_py(p, dp, n, m, delta, scale):
-    """``dp = p * (dp - delta[None, :]) * scale`` on the blocks ``[:n, :m]``, in place
-    (softmax backward; keys x queries, vectorised along the queries)."""
-    for r in range(n):
-        for c in range(m):
-            dp[r, c] = p[r, c] * (dp[r, c] - delta[c]) * scale
-
-
-_ds_block = jit(_ds_block_py, fastmath=_FASTMATH)
-
+# -- backward ----------------------------------------------------------------------------
 
 def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale,
                       dq, dk, dv, BQ, BK):
     """Flash backward into dq (B, H, Tq, D), dk, dv (B, H, Tk, D).
 
     Parallel over (batch, head): a task owns its head's gradients. The
-    probabilities are recomputed block by block from lse, never stored."""
+    probabilities are recomputed block by block from lse, never stored; per
+    block, two products (S and dP), one fused pass (P and dS), three products
+    accumulating into dV, dK, dQ."""
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
     shift = Tk - Tq
+    alpha = scale * LOG2E
     for bh in prange(B * H):
         b = bh // H
         h = bh % H
         qt = np.empty((D, BQ), dtype=q.dtype)  # Q_i^T
         dot = np.empty((D, BQ), dtype=q.dtype)  # dO_i^T
-        pt = np.empty((BK, BQ), dtype=q.dtype)  # P^T block
+        pt = np.empty((BK, BQ), dtype=q.dtype)  # S^T, then P^T block
         dpt = np.empty((BK, BQ), dtype=q.dtype)  # dP^T, then dS^T block
-        off = np.empty(BQ, dtype=q.dtype)
+        off = np.empty(BQ, dtype=q.dtype)  # lse in base 2
         delta = np.empty(BQ, dtype=q.dtype)
-        unused = np.zeros(BQ, dtype=q.dtype)
         dq[b, h, :, :] = 0.0
         dk[b, h, :, :] = 0.0
         dv[b, h, :, :] = 0.0
@@ -296,7 +321,7 @@ def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale
                     acc += dout[b, h, i0 + c, d] * out[b, h, i0 + c, d]
                 delta[c] = acc  # delta_i = rowsum(dO * out) = rowsum(dP * P)
                 x = lse[b, h, i0 + c]
-                off[c] = x if x > _NEG * 0.5 else _BIG  # fully masked query: P = 0
+                off[c] = x * LOG2E if x > _NEG * 0.5 else -_NEG  # no visible key: P = 0
             kend = Tk if not causal else min(Tk, i0 + m + shift)
             q_i = q[b, h, i0:i0 + m]
             do_i = dout[b, h, i0:i0 + m]
@@ -306,20 +331,17 @@ def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale
                 if has_mask and not _block_has_key(key_mask, b, j0, n):
                     continue
                 k_j = k[b, h, j0:j0 + n]
-                p = pt[:n, :m]
-                dp = dpt[:n, :m]
-                # P^T = exp(K_j Q_i^T * scale - lse)
-                gemm(k_j, qt[:, :m], p, scale, 0.0, False, False)  # (n, m)
+                # S2^T = K_j Q_i^T * scale * log2(e);  dP^T = V_j dO_i^T
+                gemm(k_j, qt[:, :m], pt[:n, :m], alpha, 0.0, False, False)  # (n, m)
+                gemm(v[b, h, j0:j0 + n], dot[:, :m], dpt[:n, :m], 1.0, 0.0, False, False)
                 _mask_block(pt, n, m, key_mask, has_mask, causal, b, j0, i0, shift)
-                _exp_block(pt, n, m, off, unused)
-                # out = P V            ->  dV_j += P^T dO_i
-                gemm(p, do_i, dv[b, h, j0:j0 + n], 1.0, 1.0, False, False)  # (n, D)
-                # dP^T = V_j dO_i^T
-                gemm(v[b, h, j0:j0 + n], dot[:, :m], dp, 1.0, 0.0, False, False)  # (n, m)
-                # P = softmax(S)        ->  dS = P * (dP - delta); S = Q K^T * scale
-                _ds_block(pt, dpt, n, m, delta, scale)
-                gemm(dp, q_i, dk[b, h, j0:j0 + n], 1.0, 1.0, False, False)  # dK_j += dS^T Q_i
-                gemm(dp, k_j, dq_i, 1.0, 1.0, True, False)  # dQ_i += dS K_j  (m, D)
+                # P = softmax(S) = 2**(S2 - lse2)  ->  dS = P * (dP - delta), times scale
+                _probs_and_ds(pt, dpt, n, m, off, delta, scale)
+                # out = P V  ->  dV_j += P^T dO_i
+                gemm(pt[:n, :m], do_i, dv[b, h, j0:j0 + n], 1.0, 1.0, False, False)  # (n, D)
+                # S = Q K^T * scale  ->  dK_j += dS^T Q_i,  dQ_i += dS K_j
+                gemm(dpt[:n, :m], q_i, dk[b, h, j0:j0 + n], 1.0, 1.0, False, False)  # (n, D)
+                gemm(dpt[:n, :m], k_j, dq_i, 1.0, 1.0, True, False)  # (m, D)
 
 
 _attention_bwd = jit(_attention_bwd_py, parallel=True, fastmath=_FASTMATH)
@@ -347,7 +369,8 @@ def _forward_into(q, k, v, key_mask, causal, scale, out):
         return lse
     bq, bk = block_sizes(D)
     mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
-    _attention_fwd(q, k, v, mask, key_mask is not None, bool(causal), scale, out, lse, bq, bk)
+    _attention_fwd(q, k, v, mask, key_mask is not None, bool(causal), scale, out, lse, bq, bk,
+                   get_num_threads())
     return lse
 
 

@@ -135,18 +135,19 @@ def test_gradcheck_kernel(rng, blocks):
     report.assert_ok()
 
 
-def test_expf_polynomial(rng):
-    """float32 exp used by the kernel: relative error near float32 rounding on the
-    softmax range, exactly 0 below the float32 normal range and for the masked
-    score."""
-    x = np.concatenate([np.linspace(-87.0, 0.3, 1500), -rng.random(300) * 5,
-                        np.array([0.0, -1e-7, -1e-30])]).astype(np.float32)
-    got = np.array([ka._expf(v) for v in x], dtype=np.float64)
-    want = np.exp(x.astype(np.float64))
+def test_exp2f_polynomial(rng):
+    """float32 2**x used by the kernel: relative error near float32 rounding over the
+    whole range it sees (the forward's offsets allow up to +WINDOW), exactly 0
+    below the float32 normal range and for the masked score, NaN for NaN."""
+    x = np.concatenate([np.linspace(-125.9, ka.WINDOW + 1, 3000), -rng.random(300) * 5,
+                        np.array([0.0, -1e-7, 0.5, -0.5, 1.5])]).astype(np.float32)
+    got = np.array([ka._exp2f(v) for v in x], dtype=np.float64)
+    want = np.exp2(x.astype(np.float64))
     rel = np.abs(got - want) / want
     assert rel.max() < 4e-7, f"max relative error {rel.max():.2e} at x={x[rel.argmax()]}"
-    for v in (-87.5, -100.0, -1e30, np.float32(ka._NEG)):
-        assert ka._expf(np.float32(v)) == 0.0
+    for v in (-126.5, -200.0, -1e30, ka._NEG):
+        assert ka._exp2f(np.float32(v)) == 0.0
+    assert np.isnan(ka._exp2f(np.float32(np.nan)))
 
 
 def test_validation_errors_match_reference(rng):
