@@ -239,7 +239,7 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, BQ, 
                 run_max[c] = _NEG
                 run_sum[c] = 0.0
             o = out[b, h, i0:i0 + m]  # (m, D) accumulated in place
-            o[:, :] = 0.0
+            o_beta = 0.0  # the first product overwrites o: no zeroing pass
             kend = Tk if not causal else min(Tk, i0 + m + shift)  # later keys hidden from all m
             for j0 in range(0, kend, BK):
                 n = min(BK, kend - j0)
@@ -265,11 +265,13 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, BQ, 
                         if run_max[c] > _NEG * 0.5 and abs(run_max[c] - off[c]) > WINDOW:
                             f = 2.0 ** (off[c] - run_max[c])
                             run_sum[c] *= f
-                            for d in range(D):
-                                o[c, d] *= f
+                            if o_beta != 0.0:
+                                for d in range(D):
+                                    o[c, d] *= f
                             off[c] = run_max[c]
                 # O_i += P_ij V_j   (P_ij = st^T)
-                gemm(st[:n, :m], v[b, h, j0:j0 + n], o, 1.0, 1.0, True, False)  # (m, D)
+                gemm(st[:n, :m], v[b, h, j0:j0 + n], o, 1.0, o_beta, True, False)  # (m, D)
+                o_beta = 1.0
             for c in range(m):
                 if run_sum[c] > 0.0:
                     inv = 1.0 / run_sum[c]
@@ -308,29 +310,40 @@ def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale
         dpt = np.empty((BK, BQ), dtype=q.dtype)  # dP^T, then dS^T block
         off = np.empty(BQ, dtype=q.dtype)  # lse in base 2
         delta = np.empty(BQ, dtype=q.dtype)
-        dq[b, h, :, :] = 0.0
-        dk[b, h, :, :] = 0.0
-        dv[b, h, :, :] = 0.0
+        # the first product into a block of dk/dv/dq overwrites it (beta = 0):
+        # no zeroing pass. kv_rows[jb]: rows of key block jb written so far
+        # (causal blocks grow with the queries); rows never reached are zeroed
+        # at the end
+        kv_rows = np.zeros((Tk + BK - 1) // BK, dtype=np.int64)
         for i0 in range(0, Tq, BQ):
             m = min(BQ, Tq - i0)
             for c in range(m):
                 acc = 0.0
                 for d in range(D):
-                    qt[d, c] = q[b, h, i0 + c, d]
-                    dot[d, c] = dout[b, h, i0 + c, d]
                     acc += dout[b, h, i0 + c, d] * out[b, h, i0 + c, d]
                 delta[c] = acc  # delta_i = rowsum(dO * out) = rowsum(dP * P)
                 x = lse[b, h, i0 + c]
                 off[c] = x * LOG2E if x > _NEG * 0.5 else -_NEG  # no visible key: P = 0
+            for d in range(D):
+                for c in range(m):
+                    qt[d, c] = q[b, h, i0 + c, d]
+                    dot[d, c] = dout[b, h, i0 + c, d]
             kend = Tk if not causal else min(Tk, i0 + m + shift)
             q_i = q[b, h, i0:i0 + m]
             do_i = dout[b, h, i0:i0 + m]
             dq_i = dq[b, h, i0:i0 + m]
+            dq_beta = 0.0
             for j0 in range(0, kend, BK):
                 n = min(BK, kend - j0)
                 if has_mask and not _block_has_key(key_mask, b, j0, n):
                     continue
                 k_j = k[b, h, j0:j0 + n]
+                done = kv_rows[j0 // BK]
+                kv_beta = 1.0 if done > 0 else 0.0
+                if 0 < done < n:
+                    dk[b, h, j0 + done:j0 + n, :] = 0.0
+                    dv[b, h, j0 + done:j0 + n, :] = 0.0
+                kv_rows[j0 // BK] = max(done, n)
                 # S2^T = K_j Q_i^T * scale * log2(e);  dP^T = V_j dO_i^T
                 gemm(k_j, qt[:, :m], pt[:n, :m], alpha, 0.0, False, False)  # (n, m)
                 gemm(v[b, h, j0:j0 + n], dot[:, :m], dpt[:n, :m], 1.0, 0.0, False, False)
@@ -338,10 +351,16 @@ def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale
                 # P = softmax(S) = 2**(S2 - lse2)  ->  dS = P * (dP - delta), times scale
                 _probs_and_ds(pt, dpt, n, m, off, delta, scale)
                 # out = P V  ->  dV_j += P^T dO_i
-                gemm(pt[:n, :m], do_i, dv[b, h, j0:j0 + n], 1.0, 1.0, False, False)  # (n, D)
+                gemm(pt[:n, :m], do_i, dv[b, h, j0:j0 + n], 1.0, kv_beta, False, False)  # (n, D)
                 # S = Q K^T * scale  ->  dK_j += dS^T Q_i,  dQ_i += dS K_j
-                gemm(dpt[:n, :m], q_i, dk[b, h, j0:j0 + n], 1.0, 1.0, False, False)  # (n, D)
-                gemm(dpt[:n, :m], k_j, dq_i, 1.0, 1.0, True, False)  # (m, D)
+                gemm(dpt[:n, :m], q_i, dk[b, h, j0:j0 + n], 1.0, kv_beta, False, False)  # (n, D)
+                gemm(dpt[:n, :m], k_j, dq_i, 1.0, dq_beta, True, False)  # (m, D)
+                dq_beta = 1.0
+            if dq_beta == 0.0:  # these queries see no key
+                dq_i[:, :] = 0.0
+        for jb in range(kv_rows.size):  # keys no query sees
+            dk[b, h, jb * BK + kv_rows[jb]:min(Tk, jb * BK + BK), :] = 0.0
+            dv[b, h, jb * BK + kv_rows[jb]:min(Tk, jb * BK + BK), :] = 0.0
 
 
 _attention_bwd = jit(_attention_bwd_py, parallel=True, fastmath=_FASTMATH)
