@@ -5,8 +5,8 @@ output has the input's shape and dtype. The caches are the reference's:
 ReLU ``mask`` (bool), GELU ``(x, approximate, phi)`` for "none" and
 ``(x, approximate, tanh(u))`` for "tanh".
 
-What makes them fast: each op is one parallel pass over the elements with
-no temporaries (NumPy's GELU makes about ten passes, and its float64 erf
+What makes them fast: each op is one pass over the elements (in parallel
+chunks for large inputs) with no temporaries (NumPy's GELU makes about ten passes, and its float64 erf
 sums a 36-term series over the whole array). ``math.erf`` and ``math.tanh``
 are scalar libm calls, so the GELU forwards are bound by them; the exact
 backward's exp(-x^2 / 2) uses the vectorised ``fast_exp``.
@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import EXACT, fast_exp
+from numformer.kernels.softmax import EXACT, chunk_bounds, fast_exp, run_rows
 from numformer.ops import _checks as chk
 from numformer.ops import activations as _ref
 from numformer.ops.activations import GELU_APPROXIMATIONS
@@ -30,73 +30,127 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_TANH_CUBIC = 0.044715
 
 
-def _relu_py(x, zero, out, mask):
+def _relu_py(x, zero, out, mask, lo, hi):
     """out = x * (x > 0) (so NaN stays NaN, as in the reference), mask = x > 0."""
-    for i in prange(x.shape[0]):
+    for i in range(lo, hi):
         xi = x[i]
         mk = xi > zero
         mask[i] = mk
         out[i] = xi if mk else xi * zero
 
 
-_relu = jit(_relu_py, parallel=True)
+_relu = jit(_relu_py)
 
 
-def _relu_backward_py(dout, mask, zero, dx):
+def _relu_par_py(x, zero, out, mask, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, x.shape[0])
+        _relu(x, zero, out, mask, lo, hi)
+
+
+_relu_par = jit(_relu_par_py, parallel=True)
+
+
+def _relu_backward_py(dout, mask, zero, dx, lo, hi):
     """dx = dout * mask."""
-    for i in prange(dout.shape[0]):
+    for i in range(lo, hi):
         di = dout[i]
         dx[i] = di if mask[i] else di * zero
 
 
-_relu_backward = jit(_relu_backward_py, parallel=True)
+_relu_backward = jit(_relu_backward_py)
 
 
-def _gelu_erf_py(x, out, phi):
+def _relu_backward_par_py(dout, mask, zero, dx, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, dout.shape[0])
+        _relu_backward(dout, mask, zero, dx, lo, hi)
+
+
+_relu_backward_par = jit(_relu_backward_par_py, parallel=True)
+
+
+def _gelu_erf_py(x, out, phi, lo, hi):
     """phi = (1 + erf(x / sqrt 2)) / 2 in float64, out = x * phi."""
-    for i in prange(x.shape[0]):
+    for i in range(lo, hi):
         xi = x[i]
         phi[i] = 0.5 * (1.0 + math.erf(xi * _INV_SQRT_2))
         out[i] = xi * phi[i]
 
 
-_gelu_erf = jit(_gelu_erf_py, parallel=True, fastmath=EXACT)
+_gelu_erf = jit(_gelu_erf_py, fastmath=EXACT)
 
 
-def _gelu_erf_backward_py(dout, x, phi, half, c, dx):
-    """dx = dout * (phi + x * pdf(x)), pdf(x) = c * exp(-x^2 / 2) (``half`` = -1/2)."""
-    for i in prange(x.shape[0]):
+def _gelu_erf_par_py(x, out, phi, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, x.shape[0])
+        _gelu_erf(x, out, phi, lo, hi)
+
+
+_gelu_erf_par = jit(_gelu_erf_par_py, parallel=True)
+
+
+def _gelu_erf_backward_py(dout, x, phi, half, coef, dx, lo, hi):
+    """dx = dout * (phi + x * pdf(x)), pdf(x) = coef * exp(-x^2 / 2) (``half`` = -1/2)."""
+    for i in range(lo, hi):
         xi = x[i]
-        pdf = c * fast_exp(half * xi * xi)
+        pdf = coef * fast_exp(half * xi * xi)
         dx[i] = dout[i] * (phi[i] + xi * pdf)
 
 
-_gelu_erf_backward = jit(_gelu_erf_backward_py, parallel=True, fastmath=EXACT)
+_gelu_erf_backward = jit(_gelu_erf_backward_py, fastmath=EXACT)
 
 
-def _gelu_tanh_py(x, out, th):
+def _gelu_erf_backward_par_py(dout, x, phi, half, coef, dx, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, x.shape[0])
+        _gelu_erf_backward(dout, x, phi, half, coef, dx, lo, hi)
+
+
+_gelu_erf_backward_par = jit(_gelu_erf_backward_par_py, parallel=True)
+
+
+def _gelu_tanh_py(x, out, th, lo, hi):
     """th = tanh(sqrt(2/pi) (x + 0.044715 x^3)) in float64, out = x (1 + th) / 2."""
-    for i in prange(x.shape[0]):
+    for i in range(lo, hi):
         xi = x[i]
         x64 = 1.0 * xi
         th[i] = math.tanh(_SQRT_2_OVER_PI * (x64 + _GELU_TANH_CUBIC * x64 * x64 * x64))
         out[i] = xi * (0.5 * (1.0 + th[i]))
 
 
-_gelu_tanh = jit(_gelu_tanh_py, parallel=True, fastmath=EXACT)
+_gelu_tanh = jit(_gelu_tanh_py, fastmath=EXACT)
 
 
-def _gelu_tanh_backward_py(dout, x, th, half, one, k, k3, dx):
+def _gelu_tanh_par_py(x, out, th, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, x.shape[0])
+        _gelu_tanh(x, out, th, lo, hi)
+
+
+_gelu_tanh_par = jit(_gelu_tanh_par_py, parallel=True)
+
+
+def _gelu_tanh_backward_py(dout, x, th, half, one, k, k3, dx, lo, hi):
     """dx = dout * ((1 + th) / 2 + x (1 - th^2) du / 2), du = k (1 + 3 * 0.044715 x^2)
     (``k3`` = k * 3 * 0.044715), all in the input's dtype."""
-    for i in prange(x.shape[0]):
+    for i in range(lo, hi):
         xi = x[i]
         t = th[i]
         du = k + k3 * xi * xi
         dx[i] = dout[i] * (half * (one + t) + half * xi * (one - t * t) * du)
 
 
-_gelu_tanh_backward = jit(_gelu_tanh_backward_py, parallel=True, fastmath=EXACT)
+_gelu_tanh_backward = jit(_gelu_tanh_backward_py, fastmath=EXACT)
+
+
+def _gelu_tanh_backward_par_py(dout, x, th, half, one, k, k3, dx, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, x.shape[0])
+        _gelu_tanh_backward(dout, x, th, half, one, k, k3, dx, lo, hi)
+
+
+_gelu_tanh_backward_par = jit(_gelu_tanh_backward_par_py, parallel=True)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -109,32 +163,34 @@ def _same(a, ref: np.ndarray) -> bool:
 
 
 def relu_forward(x: np.ndarray):
-    """``max(x, 0)``. ``cache = x > 0`` (the mask). One parallel pass writing both."""
+    """``max(x, 0)``. ``cache = x > 0`` (the mask). One pass writing both."""
     chk.float_array("x", x)
     if x.size == 0:
         return _ref.relu_forward(x)
     out = np.empty(x.shape, dtype=x.dtype)
     mask = np.empty(x.shape, dtype=np.bool_)
-    _relu(_flat(x), x.dtype.type(0), out.reshape(-1), mask.reshape(-1))
+    run_rows(_relu, _relu_par, x.size, x.size, _flat(x), x.dtype.type(0), out.reshape(-1),
+             mask.reshape(-1))
     return out, mask
 
 
 def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
-    """dout where the mask is set, 0 elsewhere; one parallel pass."""
+    """dout where the mask is set, 0 elsewhere; one pass."""
     mask = cache
     if not (isinstance(dout, np.ndarray) and dout.dtype in chk.FLOAT_DTYPES
             and isinstance(mask, np.ndarray) and mask.dtype == np.bool_
             and dout.shape == mask.shape and dout.size > 0):
         return _ref.relu_backward(dout, cache)
     dx = np.empty(dout.shape, dtype=dout.dtype)
-    _relu_backward(_flat(dout), _flat(mask), dout.dtype.type(0), dx.reshape(-1))
+    run_rows(_relu_backward, _relu_backward_par, dout.size, dout.size, _flat(dout), _flat(mask),
+             dout.dtype.type(0), dx.reshape(-1))
     return dx
 
 
 def gelu_forward(x: np.ndarray, approximate: str = "none"):
     """GELU ``x * Phi(x)`` (see the reference), with the reference's cache.
 
-    One parallel pass writing out and the cached phi (or tanh u); erf and
+    One pass writing out and the cached phi (or tanh u); erf and
     tanh are evaluated in float64 and stored in the input's dtype, as the
     reference does.
     """
@@ -145,23 +201,23 @@ def gelu_forward(x: np.ndarray, approximate: str = "none"):
         return _ref.gelu_forward(x, approximate)
     out = np.empty(x.shape, dtype=x.dtype)
     saved = np.empty(x.shape, dtype=x.dtype)
-    kernel = _gelu_erf if approximate == "none" else _gelu_tanh
-    kernel(_flat(x), out.reshape(-1), saved.reshape(-1))
+    kernels = (_gelu_erf, _gelu_erf_par) if approximate == "none" else (_gelu_tanh, _gelu_tanh_par)
+    run_rows(*kernels, x.size, x.size, _flat(x), out.reshape(-1), saved.reshape(-1))
     return out, (x, approximate, saved)
 
 
 def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
-    """dx for either form, one parallel pass in the input's dtype."""
+    """dx for either form, one pass in the input's dtype."""
     x, approximate, saved = cache
     if not (_same(dout, x) and _same(saved, x)):
         return _ref.gelu_backward(dout, cache)
     dt = x.dtype.type
     dx = np.empty(x.shape, dtype=x.dtype)
     if approximate == "none":
-        _gelu_erf_backward(_flat(dout), _flat(x), _flat(saved), dt(-0.5), dt(_INV_SQRT_2PI),
-                           dx.reshape(-1))
+        run_rows(_gelu_erf_backward, _gelu_erf_backward_par, x.size, x.size, _flat(dout),
+                 _flat(x), _flat(saved), dt(-0.5), dt(_INV_SQRT_2PI), dx.reshape(-1))
     else:
-        _gelu_tanh_backward(_flat(dout), _flat(x), _flat(saved), dt(0.5), dt(1.0),
-                            dt(_SQRT_2_OVER_PI), dt(_SQRT_2_OVER_PI * 3 * _GELU_TANH_CUBIC),
-                            dx.reshape(-1))
+        run_rows(_gelu_tanh_backward, _gelu_tanh_backward_par, x.size, x.size, _flat(dout),
+                 _flat(x), _flat(saved), dt(0.5), dt(1.0), dt(_SQRT_2_OVER_PI),
+                 dt(_SQRT_2_OVER_PI * 3 * _GELU_TANH_CUBIC), dx.reshape(-1))
     return dx

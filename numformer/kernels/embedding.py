@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
+from numformer.kernels.softmax import chunk_bounds, run_rows
 from numformer.ops import _checks as chk
 from numformer.ops import embedding as _ref
 from numformer.ops.embedding import (position_backward, position_forward,  # noqa: F401
@@ -22,28 +23,32 @@ from numformer.ops.embedding import (position_backward, position_forward,  # noq
 COL_BLOCK = 16
 
 
-def _gather_py(ids, W, out):
-    """out[i] = W[ids[i]], rows copied in parallel."""
+def _gather_py(ids, W, out, lo, hi):
+    """out[i] = W[ids[i]] for i in lo..hi-1."""
     C = W.shape[1]
-    for i in prange(ids.shape[0]):
+    for i in range(lo, hi):
         r = ids[i]
         for j in range(C):
             out[i, j] = W[r, j]
 
 
-_gather = jit(_gather_py, parallel=True)
+_gather = jit(_gather_py)
 
 
-def _scatter_add_py(ids, dout, dW):
-    """dW[ids[i]] += dout[i] for every i, repeated ids accumulating.
+def _gather_par_py(ids, W, out, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, ids.shape[0])
+        _gather(ids, W, out, lo, hi)
 
-    Parallel over blocks of columns: each thread owns whole column blocks of
-    dW and walks all N ids for them, so no two threads ever add into the same
-    element (no races, no atomics) and every element sums its ids in the order
-    they come, whatever the thread count."""
+
+_gather_par = jit(_gather_par_py, parallel=True)
+
+
+def _scatter_add_py(ids, dout, dW, b0, b1):
+    """dW[ids[i], cols] += dout[i, cols] for every i and the columns of column
+    blocks b0..b1-1, repeated ids accumulating in the order they come."""
     N, C = dout.shape
-    nblocks = (C + COL_BLOCK - 1) // COL_BLOCK
-    for b in prange(nblocks):
+    for b in range(b0, b1):
         lo = b * COL_BLOCK
         hi = min(C, lo + COL_BLOCK)
         for i in range(N):
@@ -52,14 +57,29 @@ def _scatter_add_py(ids, dout, dW):
                 dW[r, j] += dout[i, j]
 
 
-_scatter_add = jit(_scatter_add_py, parallel=True)
+_scatter_add = jit(_scatter_add_py)
+
+
+def _scatter_add_par_py(ids, dout, dW, nchunks):
+    """Parallel over blocks of columns: each thread owns whole column blocks of
+    dW and walks all N ids for them, so no two threads ever add into the same
+    element (no races, no atomics), and every element sums its ids in the same
+    order whatever the thread count."""
+    nblocks = (dout.shape[1] + COL_BLOCK - 1) // COL_BLOCK
+    for c in prange(nchunks):
+        b0, b1 = chunk_bounds(c, nchunks, nblocks)
+        _scatter_add(ids, dout, dW, b0, b1)
+
+
+_scatter_add_par = jit(_scatter_add_par_py, parallel=True)
 
 
 def embedding_forward(ids: np.ndarray, W: np.ndarray):
     """Gather rows of ``W`` (V, C) at integer ``ids`` (any shape, usually (B, T)).
 
     Returns ``out`` of shape ids.shape + (C,) and the reference's cache.
-    Fast: a parallel row copy (NumPy's fancy index is one thread).
+    Fast: a row copy, in parallel for large inputs (NumPy's fancy index is
+    one thread).
     """
     chk.float_array("W", W)
     chk.ndim("W", W, 2, "(V, C)")
@@ -68,7 +88,8 @@ def embedding_forward(ids: np.ndarray, W: np.ndarray):
         return _ref.embedding_forward(ids, W)
     flat = np.ascontiguousarray(ids).reshape(-1)  # (N,)
     out = np.empty((flat.size, W.shape[1]), dtype=W.dtype)  # (N, C)
-    _gather(flat.astype(np.int64, copy=False), np.ascontiguousarray(W), out)
+    run_rows(_gather, _gather_par, flat.size, out.size, flat.astype(np.int64, copy=False),
+             np.ascontiguousarray(W), out)
     return out.reshape(ids.shape + (W.shape[1],)), (ids, W.shape, W.dtype)  # (B, T, C)
 
 
@@ -76,7 +97,8 @@ def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
     """dW: scatter-add of ``dout`` rows into the rows named by ``ids``, repeated ids
     accumulating (as ``np.add.at``, which runs one element at a time).
 
-    Fast: column blocks in parallel, each a plain add loop over the ids;
+    Fast: column blocks in parallel (for large inputs), each a plain add
+    loop over the ids;
     dW starts as ``np.zeros`` (pages the ids never touch are never written).
     """
     ids, wshape, dtype = cache
@@ -85,6 +107,7 @@ def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
             and dout.shape == ids.shape + (C,) and dout.size > 0):
         return _ref.embedding_backward(dout, cache)
     dW = np.zeros(wshape, dtype=dtype)  # (V, C)
-    _scatter_add(np.ascontiguousarray(ids).reshape(-1).astype(np.int64, copy=False),
-                 np.ascontiguousarray(dout).reshape(-1, C), dW)
+    run_rows(_scatter_add, _scatter_add_par, -(-C // COL_BLOCK), dout.size,
+             np.ascontiguousarray(ids).reshape(-1).astype(np.int64, copy=False),
+             np.ascontiguousarray(dout).reshape(-1, C), dW)
     return dW

@@ -13,23 +13,23 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import FAST, like
+from numformer.kernels.softmax import FAST, chunk_bounds, like, parallel_chunks, run_rows
 from numformer.ops import _checks as chk
 from numformer.ops import layernorm as _ref
 
-# Rows per chunk of the backward's parallel loop: each chunk keeps its own
-# partial dgamma/dbeta, summed at the end. A fixed chunking (not one chunk
-# per thread) makes the result independent of the thread count.
+# Chunks of rows in the backward: each keeps its own partial dgamma/dbeta,
+# summed at the end. The chunking depends on R only (not on the thread count
+# or on running serially), so the result does not either.
 _MAX_CHUNKS = 64
 _MIN_ROWS_PER_CHUNK = 16
 
 
-def _layernorm_rows_py(x, gamma, beta, eps, out, xhat, rstd):
-    """One row at a time: mean, variance (two passes over the row, in cache,
-    sums in the input's dtype spread over vector lanes), then xhat and out
-    written in one pass."""
+def _layernorm_rows_py(x, gamma, beta, eps, out, xhat, rstd, lo, hi):
+    """Rows lo..hi-1, one at a time: mean, variance (two passes over the row,
+    in cache, sums in the input's dtype spread over vector lanes), then xhat
+    and out written in one pass."""
     C = x.shape[1]
-    for i in prange(x.shape[0]):
+    for i in range(lo, hi):
         xi = x[i]  # (C,)
         s = like(0.0, xi[0])
         for j in range(C):
@@ -41,27 +41,35 @@ def _layernorm_rows_py(x, gamma, beta, eps, out, xhat, rstd):
             ss += d * d
         rstd[i] = 1.0 / math.sqrt(ss / C + eps)
         r = rstd[i]
-        hi = xhat[i]  # (C,)
+        hrow = xhat[i]  # (C,)
         oi = out[i]  # (C,)
         for j in range(C):
             h = (xi[j] - mu) * r
-            hi[j] = h
+            hrow[j] = h
             oi[j] = h * gamma[j] + beta[j]
 
 
-_layernorm_rows = jit(_layernorm_rows_py, parallel=True, fastmath=FAST)
+_layernorm_rows = jit(_layernorm_rows_py, fastmath=FAST)
 
 
-def _layernorm_backward_rows_py(dout, xhat, gamma, rstd, dx, dgamma_part, dbeta_part):
-    """Chunks of rows in parallel. Per row: the two row means (of dxhat and
+def _layernorm_rows_par_py(x, gamma, beta, eps, out, xhat, rstd, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, x.shape[0])
+        _layernorm_rows(x, gamma, beta, eps, out, xhat, rstd, lo, hi)
+
+
+_layernorm_rows_par = jit(_layernorm_rows_par_py, parallel=True)
+
+
+def _layernorm_backward_chunks_py(dout, xhat, gamma, rstd, dx, dgamma_part, dbeta_part, c0, c1):
+    """Chunks c0..c1-1 of the rows. Per row: the two row means (of dxhat and
     dxhat * xhat) in one pass, dx in a second; the first pass also adds the
-    row into the chunk's partial dgamma and dbeta (a chunk sums at most
+    row into its chunk's partial dgamma and dbeta (a chunk sums at most
     R / 64 rows, so those partials stay accurate in float32)."""
     R, C = xhat.shape
     nchunks = dgamma_part.shape[0]
-    for c in prange(nchunks):
-        lo = c * R // nchunks
-        hi = (c + 1) * R // nchunks
+    for c in range(c0, c1):
+        lo, hi = chunk_bounds(c, nchunks, R)
         pg = dgamma_part[c]  # (C,)
         pb = dbeta_part[c]  # (C,)
         for i in range(lo, hi):
@@ -83,16 +91,25 @@ def _layernorm_backward_rows_py(dout, xhat, gamma, rstd, dx, dgamma_part, dbeta_
                 oi[j] = r * (di[j] * gamma[j] - ma - hrow[j] * mb)
 
 
-_layernorm_backward_rows = jit(_layernorm_backward_rows_py, parallel=True, fastmath=FAST)
+_layernorm_backward_chunks = jit(_layernorm_backward_chunks_py, fastmath=FAST)
+
+
+def _layernorm_backward_chunks_par_py(dout, xhat, gamma, rstd, dx, dgamma_part, dbeta_part):
+    for c in prange(dgamma_part.shape[0]):
+        _layernorm_backward_chunks(dout, xhat, gamma, rstd, dx, dgamma_part, dbeta_part,
+                                   c, c + 1)
+
+
+_layernorm_backward_chunks_par = jit(_layernorm_backward_chunks_par_py, parallel=True)
 
 
 def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5):
     """``out = (x - mean) * rstd * gamma + beta`` with the reference's cache
     ``(xhat, gamma, rstd)``.
 
-    Fast: one parallel loop over rows; each row (C values, in L1) is read
-    three times from cache and its out and xhat written once, with the sums
-    spread over vector lanes. NumPy makes about eight full passes and four
+    Fast: rows in parallel (for large inputs); each row (C values, in L1)
+    is read three times from cache and its out and xhat written once, with
+    the sums spread over vector lanes. NumPy makes about eight full passes and four
     temporaries of the whole (..., C) array.
     """
     chk.float_array("x", x)
@@ -111,8 +128,8 @@ def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: f
     out = np.empty_like(x2)  # (R, C)
     xhat = np.empty_like(x2)  # (R, C)
     rstd = np.empty(R, dtype=x.dtype)  # (R,)
-    _layernorm_rows(x2, np.ascontiguousarray(gamma), np.ascontiguousarray(beta), float(eps),
-                    out, xhat, rstd)
+    run_rows(_layernorm_rows, _layernorm_rows_par, R, x2.size, x2, np.ascontiguousarray(gamma),
+             np.ascontiguousarray(beta), float(eps), out, xhat, rstd)
     lead = x.shape[:-1]
     return (out.reshape(x.shape),
             (xhat.reshape(x.shape), gamma, rstd.reshape(lead + (1,))))  # (..., C), (..., 1)
@@ -121,7 +138,7 @@ def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: f
 def layernorm_backward(dout: np.ndarray, cache):
     """(dx, dgamma, dbeta), dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
 
-    Fast: one parallel loop over chunks of rows, two passes per row in cache
+    Fast: chunks of rows in parallel (for large inputs), two passes per row in cache
     (no (..., C) temporaries); dgamma and dbeta are reduced in the same
     passes into per-chunk partials (summed in float64 at the end).
     """
@@ -137,8 +154,11 @@ def layernorm_backward(dout: np.ndarray, cache):
     dt = xhat.dtype
     dgamma_part = np.zeros((nchunks, C), dtype=dt)  # (chunks, C)
     dbeta_part = np.zeros((nchunks, C), dtype=dt)  # (chunks, C)
-    _layernorm_backward_rows(np.ascontiguousarray(dout).reshape(-1, C), h2,
-                             np.ascontiguousarray(gamma),
-                             np.ascontiguousarray(rstd).reshape(-1), dx, dgamma_part, dbeta_part)
+    args = (np.ascontiguousarray(dout).reshape(-1, C), h2, np.ascontiguousarray(gamma),
+            np.ascontiguousarray(rstd).reshape(-1), dx, dgamma_part, dbeta_part)
+    if parallel_chunks(nchunks, h2.size) == 1:
+        _layernorm_backward_chunks(*args, 0, nchunks)
+    else:
+        _layernorm_backward_chunks_par(*args)
     return (dx.reshape(xhat.shape), dgamma_part.sum(axis=0, dtype=np.float64).astype(dt),
             dbeta_part.sum(axis=0, dtype=np.float64).astype(dt))  # (..., C), (C,), (C,)

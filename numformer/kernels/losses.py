@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import FAST, exp_shifted, like, row_max, row_sum
+from numformer.kernels.softmax import (FAST, chunk_bounds, exp_shifted, like, row_max, row_sum,
+                                       run_rows)
 from numformer.ops import _checks as chk
 from numformer.ops import losses as _ref
 
@@ -22,26 +23,26 @@ from numformer.ops import losses as _ref
 BLOCK = 2048
 
 
-def _cross_entropy_rows_py(x, t, counted, eps, p, per, block_max):
+def _cross_entropy_rows_py(x, t, counted, eps, p, per, block_max, lo, hi):
     """Per row, one pass over the vocabulary in blocks (online softmax): the
     running max m and the running sum s of exp(x - m) (s rescaled by
     exp(m_old - m_new) when a block raises the max), with exp(x - m) written
     into p as it goes and the block's m kept; then p is scaled per block by
     exp(m_block - m) / s, and the row's loss is taken from m, log s, the
-    target logit and (with label smoothing) the row sum of x."""
+    target logit and (with label smoothing) the row sum of x. Rows lo..hi-1."""
     N, V = x.shape
     nb = block_max.shape[1]
-    for i in prange(N):
+    for i in range(lo, hi):
         xi = x[i]  # (V,)
         pi = p[i]  # (V,)
         m = -math.inf
         s = 0.0
         sx = 0.0
         for b in range(nb):
-            lo = b * BLOCK
-            hi = min(V, lo + BLOCK)
-            xb = xi[lo:hi]  # (block,)
-            pb = pi[lo:hi]  # (block,)
+            j0 = b * BLOCK
+            j1 = min(V, j0 + BLOCK)
+            xb = xi[j0:j1]  # (block,)
+            pb = pi[j0:j1]  # (block,)
             mb = row_max(xb)
             if mb > m:
                 s *= math.exp(m - mb)
@@ -52,10 +53,8 @@ def _cross_entropy_rows_py(x, t, counted, eps, p, per, block_max):
                 sx += row_sum(xb)
             block_max[i, b] = m
         for b in range(nb):
-            lo = b * BLOCK
-            hi = min(V, lo + BLOCK)
             f = like(math.exp(block_max[i, b] - m) / s, xi[0])
-            for j in range(lo, hi):
+            for j in range(b * BLOCK, min(V, (b + 1) * BLOCK)):
                 pi[j] *= f
         if counted[i]:
             lse = m + math.log(s)  # logsumexp of the row
@@ -68,14 +67,23 @@ def _cross_entropy_rows_py(x, t, counted, eps, p, per, block_max):
             per[i] = 0.0
 
 
-_cross_entropy_rows = jit(_cross_entropy_rows_py, parallel=True, fastmath=FAST)
+_cross_entropy_rows = jit(_cross_entropy_rows_py, fastmath=FAST)
 
 
-def _cross_entropy_backward_rows_py(p, t, counted, scale, smooth, hit, dx):
+def _cross_entropy_rows_par_py(x, t, counted, eps, p, per, block_max, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, x.shape[0])
+        _cross_entropy_rows(x, t, counted, eps, p, per, block_max, lo, hi)
+
+
+_cross_entropy_rows_par = jit(_cross_entropy_rows_par_py, parallel=True)
+
+
+def _cross_entropy_backward_rows_py(p, t, counted, scale, smooth, hit, dx, lo, hi):
     """dx[i] = scale * (p[i] - smooth) with scale * hit more off the target,
-    for counted rows; 0 for the others. One pass, no temporaries."""
+    for counted rows; 0 for the others. One pass, no temporaries. Rows lo..hi-1."""
     N, V = p.shape
-    for i in prange(N):
+    for i in range(lo, hi):
         oi = dx[i]  # (V,)
         if counted[i]:
             pi = p[i]  # (V,)
@@ -87,8 +95,16 @@ def _cross_entropy_backward_rows_py(p, t, counted, scale, smooth, hit, dx):
                 oi[j] = 0.0
 
 
-_cross_entropy_backward_rows = jit(_cross_entropy_backward_rows_py, parallel=True,
-                                   fastmath=FAST)
+_cross_entropy_backward_rows = jit(_cross_entropy_backward_rows_py, fastmath=FAST)
+
+
+def _cross_entropy_backward_rows_par_py(p, t, counted, scale, smooth, hit, dx, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, p.shape[0])
+        _cross_entropy_backward_rows(p, t, counted, scale, smooth, hit, dx, lo, hi)
+
+
+_cross_entropy_backward_rows_par = jit(_cross_entropy_backward_rows_par_py, parallel=True)
 
 
 def _validate(logits, targets, ignore_index, label_smoothing):
@@ -119,7 +135,7 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index:
     """Mean over counted positions of ``-sum_c q_c log p_c`` (see the reference),
     returning the loss in the logits' dtype and the reference's cache.
 
-    Fast: one parallel loop over rows; each row is read from memory once (in
+    Fast: rows in parallel (for large inputs); each row is read from memory once (in
     L1-sized blocks: online max and sum of exp, vectorised ``fast_exp``), p
     is written once and scaled while in cache, and the loss comes from the
     row's logsumexp without forming log p. NumPy makes about eight passes
@@ -135,7 +151,8 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index:
     p = np.empty_like(x)  # (N, V)
     per = np.empty(N)  # (N,) float64
     block_max = np.empty((N, -(-V // BLOCK)))  # (N, blocks) float64
-    _cross_entropy_rows(x, t.astype(np.int64), counted, float(label_smoothing), p, per, block_max)
+    run_rows(_cross_entropy_rows, _cross_entropy_rows_par, N, x.size, x, t.astype(np.int64),
+             counted, float(label_smoothing), p, per, block_max)
     dt = logits.dtype.type
     loss = dt(per.sum() / n) if n else dt(0.0)
     return loss, (p, t, counted, n, label_smoothing, logits.shape)
@@ -144,7 +161,8 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index:
 def cross_entropy_backward(dloss, cache) -> np.ndarray:
     """dlogits = dloss * (p - q) / n on counted positions, 0 elsewhere (logits' shape).
 
-    Fast: one parallel pass that reads p once and writes dlogits once.
+    Fast: one pass (rows in parallel for large inputs) that reads p once and
+    writes dlogits once.
     """
     p, t, counted, n, eps, shape = cache
     if n == 0 or p.size == 0:
@@ -153,6 +171,7 @@ def cross_entropy_backward(dloss, cache) -> np.ndarray:
     V = p2.shape[-1]
     dt = p2.dtype.type
     dx = np.empty_like(p2)  # (N, V)
-    _cross_entropy_backward_rows(p2, np.asarray(t, dtype=np.int64), counted,
-                                 dt(dt(dloss) / n), dt(eps / V), dt(1.0 - eps), dx)
+    run_rows(_cross_entropy_backward_rows, _cross_entropy_backward_rows_par, p2.shape[0],
+             p2.size, p2, np.asarray(t, dtype=np.int64), counted, dt(dt(dloss) / n),
+             dt(eps / V), dt(1.0 - eps), dx)
     return dx.reshape(shape)  # (..., V)

@@ -43,7 +43,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 
-from numformer.kernels._jit import jit, prange
+from numformer.kernels._jit import get_num_threads, jit, prange
 from numformer.ops import _checks as chk
 from numformer.ops import softmax as _ref
 
@@ -231,11 +231,37 @@ def _sub2_py(src, a, b, dst):
 _sub2 = jit(_sub2_py, fastmath=EXACT)
 
 
-# --- softmax -----------------------------------------------------------------
+# --- when to run in parallel ---------------------------------------------------
 
-def _softmax_rows_py(x, p):
-    """p[i] = softmax(x[i]) for the rows of x (R, N)."""
-    for i in prange(x.shape[0]):
+# Below this many elements of work a kernel runs on the calling thread: a
+# parallel region costs microseconds when both cores are free and can cost
+# milliseconds when another process (or a spinning BLAS thread) holds one.
+PARALLEL_MIN_WORK = 1 << 17
+
+
+def parallel_chunks(n_items: int, work: int) -> int:
+    """How many chunks of ``n_items`` rows (or elements) the parallel driver of
+    a kernel should run for ``work`` elements in all; 1 means run serially."""
+    if work < PARALLEL_MIN_WORK or n_items < 2:
+        return 1
+    return min(n_items, max(2, get_num_threads()))
+
+
+def _chunk_bounds_py(c, nchunks, n):
+    """Rows [lo, hi) of chunk ``c`` out of ``nchunks`` over ``n`` rows."""
+    return c * n // nchunks, (c + 1) * n // nchunks
+
+
+chunk_bounds = jit(_chunk_bounds_py)
+
+
+# --- softmax -----------------------------------------------------------------
+# Every kernel below is a serial function over rows [lo, hi) plus a parallel
+# driver that splits the rows into chunks (``prange``) and calls it per chunk.
+
+def _softmax_rows_py(x, p, lo, hi):
+    """p[i] = softmax(x[i]) for rows lo..hi-1 of x (R, N)."""
+    for i in range(lo, hi):
         xi = x[i]  # (N,)
         pi = p[i]  # (N,)
         exp_shifted(xi, row_max(xi), pi)
@@ -244,31 +270,47 @@ def _softmax_rows_py(x, p):
             pi[j] *= inv
 
 
-_softmax_rows = jit(_softmax_rows_py, parallel=True, fastmath=FAST)
+_softmax_rows = jit(_softmax_rows_py, fastmath=FAST)
 
 
-def _log_softmax_rows_py(x, logp, p):
-    """logp[i] = x[i] - logsumexp(x[i]), p[i] = softmax(x[i]) for the rows of x (R, N)."""
-    for i in prange(x.shape[0]):
+def _softmax_rows_par_py(x, p, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, x.shape[0])
+        _softmax_rows(x, p, lo, hi)
+
+
+_softmax_rows_par = jit(_softmax_rows_par_py, parallel=True)
+
+
+def _log_softmax_rows_py(x, logp, p, lo, hi):
+    """logp[i] = x[i] - logsumexp(x[i]), p[i] = softmax(x[i]) for rows lo..hi-1."""
+    for i in range(lo, hi):
         xi = x[i]  # (N,)
         pi = p[i]  # (N,)
-        li = logp[i]  # (N,)
         m = row_max(xi)
         exp_shifted(xi, m, pi)
         s = row_sum(pi)
         inv = like(1.0 / s, xi[0])
-        logs = like(math.log(s), xi[0])
         for j in range(pi.shape[0]):
             pi[j] *= inv
-        _sub2(xi, m, logs, li)
+        _sub2(xi, m, like(math.log(s), xi[0]), logp[i])
 
 
-_log_softmax_rows = jit(_log_softmax_rows_py, parallel=True, fastmath=FAST)
+_log_softmax_rows = jit(_log_softmax_rows_py, fastmath=FAST)
 
 
-def _softmax_backward_rows_py(dp, p, dx):
-    """dx[i] = p[i] * (dp[i] - sum(dp[i] * p[i])) for the rows (R, N)."""
-    for i in prange(p.shape[0]):
+def _log_softmax_rows_par_py(x, logp, p, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, x.shape[0])
+        _log_softmax_rows(x, logp, p, lo, hi)
+
+
+_log_softmax_rows_par = jit(_log_softmax_rows_par_py, parallel=True)
+
+
+def _softmax_backward_rows_py(dp, p, dx, lo, hi):
+    """dx[i] = p[i] * (dp[i] - sum(dp[i] * p[i])) for rows lo..hi-1."""
+    for i in range(lo, hi):
         pi = p[i]  # (N,)
         di = dp[i]  # (N,)
         s = 0.0
@@ -280,12 +322,21 @@ def _softmax_backward_rows_py(dp, p, dx):
             oi[j] = pi[j] * (di[j] - c)
 
 
-_softmax_backward_rows = jit(_softmax_backward_rows_py, parallel=True, fastmath=FAST)
+_softmax_backward_rows = jit(_softmax_backward_rows_py, fastmath=FAST)
 
 
-def _log_softmax_backward_rows_py(dlogp, p, dx):
-    """dx[i] = dlogp[i] - p[i] * sum(dlogp[i]) for the rows (R, N)."""
-    for i in prange(p.shape[0]):
+def _softmax_backward_rows_par_py(dp, p, dx, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, p.shape[0])
+        _softmax_backward_rows(dp, p, dx, lo, hi)
+
+
+_softmax_backward_rows_par = jit(_softmax_backward_rows_par_py, parallel=True)
+
+
+def _log_softmax_backward_rows_py(dlogp, p, dx, lo, hi):
+    """dx[i] = dlogp[i] - p[i] * sum(dlogp[i]) for rows lo..hi-1."""
+    for i in range(lo, hi):
         pi = p[i]  # (N,)
         di = dlogp[i]  # (N,)
         c = like(row_sum(di), pi[0])
@@ -294,7 +345,25 @@ def _log_softmax_backward_rows_py(dlogp, p, dx):
             oi[j] = di[j] - pi[j] * c
 
 
-_log_softmax_backward_rows = jit(_log_softmax_backward_rows_py, parallel=True, fastmath=FAST)
+_log_softmax_backward_rows = jit(_log_softmax_backward_rows_py, fastmath=FAST)
+
+
+def _log_softmax_backward_rows_par_py(dlogp, p, dx, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, p.shape[0])
+        _log_softmax_backward_rows(dlogp, p, dx, lo, hi)
+
+
+_log_softmax_backward_rows_par = jit(_log_softmax_backward_rows_par_py, parallel=True)
+
+
+def run_rows(serial, parallel, n_rows: int, work: int, *args) -> None:
+    """``serial(*args, 0, n_rows)`` for small work, else ``parallel(*args, nchunks)``."""
+    nchunks = parallel_chunks(n_rows, work)
+    if nchunks == 1:
+        serial(*args, 0, n_rows)
+    else:
+        parallel(*args, nchunks)
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -309,9 +378,10 @@ def _same(a, like_arr) -> bool:
 def softmax_forward(x: np.ndarray):
     """``p = softmax(x)`` over the last axis; ``cache = p`` (as the reference).
 
-    Fast: one parallel loop over rows; per row a max pass, one vectorised
-    exp pass that writes e into p (``fast_exp``), a sum over p while it is
-    still in cache and one scaling pass by 1/sum. No temporaries beyond p.
+    Fast: rows in parallel (for large inputs); per row a vectorised max
+    pass, one vectorised exp pass that writes e into p (``fast_exp``), a sum
+    over p while it is still in cache and one scaling pass by 1/sum. No
+    temporaries beyond p.
     """
     chk.float_array("x", x)
     chk.min_ndim("x", x, 1, "(..., N)")
@@ -319,26 +389,27 @@ def softmax_forward(x: np.ndarray):
         return _ref.softmax_forward(x)
     x2 = _rows(x)  # (R, N)
     p = np.empty_like(x2)  # (R, N)
-    _softmax_rows(x2, p)
+    run_rows(_softmax_rows, _softmax_rows_par, x2.shape[0], x2.size, x2, p)
     p = p.reshape(x.shape)  # (..., N)
     return p, p
 
 
 def softmax_backward(dp: np.ndarray, cache) -> np.ndarray:
-    """dx = p * (dp - sum(dp * p)), one parallel loop over rows, two passes per row."""
+    """dx = p * (dp - sum(dp * p)): rows in parallel, two passes per row in cache."""
     p = cache
     if not (_same(dp, p) and isinstance(p, np.ndarray)):
         return _ref.softmax_backward(dp, cache)
     p2 = _rows(p)  # (R, N)
     dx = np.empty_like(p2)  # (R, N)
-    _softmax_backward_rows(_rows(dp), p2, dx)
+    run_rows(_softmax_backward_rows, _softmax_backward_rows_par, p2.shape[0], p2.size,
+             _rows(dp), p2, dx)
     return dx.reshape(p.shape)  # (..., N)
 
 
 def log_softmax_forward(x: np.ndarray):
     """``x - logsumexp(x)`` over the last axis; ``cache = p`` (as the reference).
 
-    Fast: as ``softmax_forward``, the final pass writing both p and log p.
+    Fast: as ``softmax_forward``, the final passes writing both p and log p.
     """
     chk.float_array("x", x)
     chk.min_ndim("x", x, 1, "(..., N)")
@@ -347,16 +418,17 @@ def log_softmax_forward(x: np.ndarray):
     x2 = _rows(x)  # (R, N)
     p = np.empty_like(x2)  # (R, N)
     logp = np.empty_like(x2)  # (R, N)
-    _log_softmax_rows(x2, logp, p)
+    run_rows(_log_softmax_rows, _log_softmax_rows_par, x2.shape[0], x2.size, x2, logp, p)
     return logp.reshape(x.shape), p.reshape(x.shape)
 
 
 def log_softmax_backward(dlogp: np.ndarray, cache) -> np.ndarray:
-    """dx = dlogp - p * sum(dlogp), one parallel loop over rows."""
+    """dx = dlogp - p * sum(dlogp): rows in parallel, two passes per row in cache."""
     p = cache
     if not (_same(dlogp, p) and isinstance(p, np.ndarray)):
         return _ref.log_softmax_backward(dlogp, cache)
     p2 = _rows(p)  # (R, N)
     dx = np.empty_like(p2)  # (R, N)
-    _log_softmax_backward_rows(_rows(dlogp), p2, dx)
+    run_rows(_log_softmax_backward_rows, _log_softmax_backward_rows_par, p2.shape[0], p2.size,
+             _rows(dlogp), p2, dx)
     return dx.reshape(p.shape)  # (..., N)

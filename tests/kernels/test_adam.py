@@ -11,9 +11,18 @@ from numformer.testing import assert_close
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1,), (37, 5), (2, 3, 7)]
 if not JIT_DISABLED:
-    SHAPES += [(3, K.CHUNK + 11)]  # several chunks of the parallel loop, the last partial
+    SHAPES += [(3, 70001)]  # large enough for the parallel driver
 # (weight_decay, decoupled): none, Adam with L2, AdamW
 DECAYS = [(0.0, False), (0.0, True), (0.1, False), (0.1, True)]
+
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def run_path(request, monkeypatch):
+    """Run every test through the serial kernels and through their parallel
+    drivers (the threshold that picks one is moved out of the way)."""
+    from numformer.kernels import softmax as _helpers
+    monkeypatch.setattr(_helpers, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
+    return request.param
+
 
 
 def _run(rng, shape, dtype, weight_decay, decoupled, steps=5, lr=1e-2):

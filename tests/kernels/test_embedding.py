@@ -18,6 +18,15 @@ CASES = [(1, 1, (1, 1)), (5, 3, (2, 1)), (11, 17, (3, 7)), (40, 33, (4, 9)), (7,
 if not JIT_DISABLED:
     CASES += [(1000, 128, (8, 64)), (30, 200, (2, 3, 5))]
 
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def run_path(request, monkeypatch):
+    """Run every test through the serial kernels and through their parallel
+    drivers (the threshold that picks one is moved out of the way)."""
+    from numformer.kernels import softmax as _helpers
+    monkeypatch.setattr(_helpers, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
+    return request.param
+
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("V, C, ids_shape", CASES)

@@ -18,6 +18,15 @@ SHAPES = [(1, 1, 1), (1, 1, 8), (2, 1, 5), (3, 7, 33), (2, 5, 17), (1100, 3)]
 if not JIT_DISABLED:
     SHAPES += [(2, 9, 129), (4, 300, 64), (7, 768)]
 
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def run_path(request, monkeypatch):
+    """Run every test through the serial kernels and through their parallel
+    drivers (the threshold that picks one is moved out of the way)."""
+    from numformer.kernels import softmax as _helpers
+    monkeypatch.setattr(_helpers, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
+    return request.param
+
+
 
 def _inputs(rng, shape, dtype):
     C = shape[-1]

@@ -14,6 +14,15 @@ SHAPES = [(1, 1), (1, 5), (3, 1, 7), (2, 5, 33), (3, 2049), (2, 4100)]
 if not JIT_DISABLED:
     SHAPES += [(4, 8, 130), (7, 6001)]
 
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def run_path(request, monkeypatch):
+    """Run every test through the serial kernels and through their parallel
+    drivers (the threshold that picks one is moved out of the way)."""
+    from numformer.kernels import softmax as _helpers
+    monkeypatch.setattr(_helpers, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
+    return request.param
+
+
 
 def _inputs(rng, shape, dtype, ignore_every=3, ignore_index=-100):
     x = (rng.standard_normal(shape) * 3).astype(dtype)

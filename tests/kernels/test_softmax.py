@@ -16,6 +16,15 @@ SHAPES = [(1, 1), (1, 7), (3, 5), (2, 1, 9), (2, 3, 33), (4, 2049)]
 if not JIT_DISABLED:
     SHAPES += [(3, 2, 130), (5, 4100)]
 
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def run_path(request, monkeypatch):
+    """Run every test through the serial kernels and through their parallel
+    drivers (the threshold that picks one is moved out of the way)."""
+    from numformer.kernels import softmax as _helpers
+    monkeypatch.setattr(_helpers, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
+    return request.param
+
+
 
 def _x(rng, shape, dtype, scale=3.0):
     return (rng.standard_normal(shape) * scale).astype(dtype)
