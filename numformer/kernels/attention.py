@@ -55,10 +55,11 @@ Everything the kernels need is passed in: no hidden state, and with
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
-from numformer.kernels._jit import get_num_threads, jit, prange
+from numformer.kernels._jit import JIT_DISABLED, get_num_threads, jit, prange
 from numformer.kernels.matmul import SINGLE_THREAD_MNK, gemm
 from numformer.ops import attention as _ref
 from numformer.ops import linear as _linear
@@ -119,7 +120,25 @@ def _exp2f_py(x):
     return f32(0.0) if x < f32(-126.0) else p * two_k
 
 
+def _exp2(x):
+    """2**x for the softmax: float32 by ``_exp2f``, float64 by ``math.exp``
+    (the gradient checks run in float64 and want every digit). Compiled code
+    picks the implementation by type at compile time (the overload below)."""
+    if isinstance(x, np.float32):
+        return _exp2f_py(x)
+    return math.exp(x * LN2)
+
+
 _exp2f = jit(_exp2f_py, fastmath=_FASTMATH, inline="always")
+if not JIT_DISABLED:
+    from numba.core import types as _types
+    from numba.extending import overload
+
+    @overload(_exp2, inline="always", jit_options={"fastmath": _FASTMATH})
+    def _exp2_by_type(x):
+        if x == _types.float32:
+            return _exp2f_py
+        return lambda x: math.exp(x * LN2)
 
 
 def _mask_block_py(s, n, m, key_mask, has_mask, causal, b, j0, i0, shift):
@@ -150,22 +169,13 @@ def _exp2_sum_max_py(s, n, m, off, colsum, colmax):
     non-contiguous and the compiler could not vectorise the rows."""
     for c in range(m):
         colmax[c] = _NEG
-    if s.itemsize == 4:
-        for r in range(n):
-            for c in range(m):
-                x = s[r, c]
-                colmax[c] = max(colmax[c], x)
-                e = _exp2f(x - off[c])
-                s[r, c] = e
-                colsum[c] += e
-    else:
-        for r in range(n):
-            for c in range(m):
-                x = s[r, c]
-                colmax[c] = max(colmax[c], x)
-                e = math.exp((x - off[c]) * LN2)
-                s[r, c] = e
-                colsum[c] += e
+    for r in range(n):
+        for c in range(m):
+            x = s[r, c]
+            colmax[c] = max(colmax[c], x)
+            e = _exp2(x - off[c])
+            s[r, c] = e
+            colsum[c] += e
 
 
 _exp2_sum_max = jit(_exp2_sum_max_py, fastmath=_FASTMATH)
@@ -175,18 +185,11 @@ def _probs_and_ds_py(s, dp, n, m, off, delta, scale):
     """Backward on a block (keys x queries), one pass, in place:
     ``P = 2**(s - off)`` into s (off = lse in base 2) and
     ``dS = P * (dP - delta) * scale`` into dp."""
-    if s.itemsize == 4:
-        for r in range(n):
-            for c in range(m):
-                p = _exp2f(s[r, c] - off[c])
-                s[r, c] = p
-                dp[r, c] = p * (dp[r, c] - delta[c]) * scale
-    else:
-        for r in range(n):
-            for c in range(m):
-                p = math.exp((s[r, c] - off[c]) * LN2)
-                s[r, c] = p
-                dp[r, c] = p * (dp[r, c] - delta[c]) * scale
+    for r in range(n):
+        for c in range(m):
+            p = _exp2(s[r, c] - off[c])
+            s[r, c] = p
+            dp[r, c] = p * (dp[r, c] - delta[c]) * scale
 
 
 _probs_and_ds = jit(_probs_and_ds_py, fastmath=_FASTMATH)
@@ -202,15 +205,15 @@ def _block_has_key_py(key_mask, b, j0, n):
 _block_has_key = jit(_block_has_key_py)
 
 
-# -- forward ---------------------------------------------------------------------------
+# -- forward ------------------------------------------------------------------------------
 
 def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, BQ, BK, W):
     """Flash forward into ``out`` (B, H, Tq, D) and ``lse`` (B, H, Tq).
 
     Tasks are (batch, head, query block), dealt round-robin to W workers (the
-    ``prange``), each with its own scratch blocks. A task walks the key
-    blocks with an online softmax whose per-query offset moves only when the
-    running max leaves the WINDOW around it, so a block usually costs one
+    ``prange``), each with its scratch blocks allocated once. A task walks the
+    key blocks with an online softmax whose per-query offset moves only when
+    the running max leaves the WINDOW around it, so a block usually costs one
     fused pass (max, exp2, sum) and no rescaling of the partial output."""
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
@@ -232,9 +235,10 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, BQ, 
             h = bh % H
             i0 = (task % nqb) * BQ
             m = min(BQ, Tq - i0)
-            for c in range(m):
-                for d in range(D):
+            for d in range(D):
+                for c in range(m):
                     qt[d, c] = q[b, h, i0 + c, d]
+            for c in range(m):
                 off[c] = 0.0
                 run_max[c] = _NEG
                 run_sum[c] = 0.0
@@ -287,83 +291,115 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, BQ, 
 _attention_fwd = jit(_attention_fwd_py, parallel=True, fastmath=_FASTMATH)
 
 
-# -- backward ----------------------------------------------------------------------------
+# -- backward --------------------------------------------------------------------------------
 
 def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale,
-                      dq, dk, dv, BQ, BK):
+                      dq, dk, dv, BQ, BK, W):
     """Flash backward into dq (B, H, Tq, D), dk, dv (B, H, Tk, D).
 
-    Parallel over (batch, head): a task owns its head's gradients. The
-    probabilities are recomputed block by block from lse, never stored; per
-    block, two products (S and dP), one fused pass (P and dS), three products
-    accumulating into dV, dK, dQ."""
+    The (batch, head) pairs are dealt round-robin to W workers (the
+    ``prange``): a worker owns its heads' gradients, so no two threads write
+    the same row. The probabilities are recomputed block by block from lse,
+    never stored; per block: two products (S and dP), one fused pass (P and
+    dS), three products accumulating into dV, dK, dQ."""
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
     shift = Tk - Tq
     alpha = scale * LOG2E
-    for bh in prange(B * H):
-        b = bh // H
-        h = bh % H
+    for w in prange(W):
         qt = np.empty((D, BQ), dtype=q.dtype)  # Q_i^T
         dot = np.empty((D, BQ), dtype=q.dtype)  # dO_i^T
         pt = np.empty((BK, BQ), dtype=q.dtype)  # S^T, then P^T block
         dpt = np.empty((BK, BQ), dtype=q.dtype)  # dP^T, then dS^T block
         off = np.empty(BQ, dtype=q.dtype)  # lse in base 2
         delta = np.empty(BQ, dtype=q.dtype)
-        # the first product into a block of dk/dv/dq overwrites it (beta = 0):
-        # no zeroing pass. kv_rows[jb]: rows of key block jb written so far
-        # (causal blocks grow with the queries); rows never reached are zeroed
-        # at the end
-        kv_rows = np.zeros((Tk + BK - 1) // BK, dtype=np.int64)
-        for i0 in range(0, Tq, BQ):
-            m = min(BQ, Tq - i0)
-            for c in range(m):
-                acc = 0.0
-                for d in range(D):
-                    acc += dout[b, h, i0 + c, d] * out[b, h, i0 + c, d]
-                delta[c] = acc  # delta_i = rowsum(dO * out) = rowsum(dP * P)
-                x = lse[b, h, i0 + c]
-                off[c] = x * LOG2E if x > _NEG * 0.5 else -_NEG  # no visible key: P = 0
-            for d in range(D):
+        # kv_rows[jb]: rows of key block jb written so far. The first product
+        # into a block of dk/dv/dq overwrites it (beta = 0), so there is no
+        # zeroing pass; causal blocks grow with the queries; rows never reached
+        # are zeroed at the end.
+        kv_rows = np.empty((Tk + BK - 1) // BK, dtype=np.int64)
+        for bh in range(w, B * H, W):
+            b = bh // H
+            h = bh % H
+            kv_rows[:] = 0
+            for i0 in range(0, Tq, BQ):
+                m = min(BQ, Tq - i0)
                 for c in range(m):
-                    qt[d, c] = q[b, h, i0 + c, d]
-                    dot[d, c] = dout[b, h, i0 + c, d]
-            kend = Tk if not causal else min(Tk, i0 + m + shift)
-            q_i = q[b, h, i0:i0 + m]
-            do_i = dout[b, h, i0:i0 + m]
-            dq_i = dq[b, h, i0:i0 + m]
-            dq_beta = 0.0
-            for j0 in range(0, kend, BK):
-                n = min(BK, kend - j0)
-                if has_mask and not _block_has_key(key_mask, b, j0, n):
-                    continue
-                k_j = k[b, h, j0:j0 + n]
-                done = kv_rows[j0 // BK]
-                kv_beta = 1.0 if done > 0 else 0.0
-                if 0 < done < n:
-                    dk[b, h, j0 + done:j0 + n, :] = 0.0
-                    dv[b, h, j0 + done:j0 + n, :] = 0.0
-                kv_rows[j0 // BK] = max(done, n)
-                # S2^T = K_j Q_i^T * scale * log2(e);  dP^T = V_j dO_i^T
-                gemm(k_j, qt[:, :m], pt[:n, :m], alpha, 0.0, False, False)  # (n, m)
-                gemm(v[b, h, j0:j0 + n], dot[:, :m], dpt[:n, :m], 1.0, 0.0, False, False)
-                _mask_block(pt, n, m, key_mask, has_mask, causal, b, j0, i0, shift)
-                # P = softmax(S) = 2**(S2 - lse2)  ->  dS = P * (dP - delta), times scale
-                _probs_and_ds(pt, dpt, n, m, off, delta, scale)
-                # out = P V  ->  dV_j += P^T dO_i
-                gemm(pt[:n, :m], do_i, dv[b, h, j0:j0 + n], 1.0, kv_beta, False, False)  # (n, D)
-                # S = Q K^T * scale  ->  dK_j += dS^T Q_i,  dQ_i += dS K_j
-                gemm(dpt[:n, :m], q_i, dk[b, h, j0:j0 + n], 1.0, kv_beta, False, False)  # (n, D)
-                gemm(dpt[:n, :m], k_j, dq_i, 1.0, dq_beta, True, False)  # (m, D)
-                dq_beta = 1.0
-            if dq_beta == 0.0:  # these queries see no key
-                dq_i[:, :] = 0.0
-        for jb in range(kv_rows.size):  # keys no query sees
-            dk[b, h, jb * BK + kv_rows[jb]:min(Tk, jb * BK + BK), :] = 0.0
-            dv[b, h, jb * BK + kv_rows[jb]:min(Tk, jb * BK + BK), :] = 0.0
+                    acc = 0.0
+                    for d in range(D):
+                        acc += dout[b, h, i0 + c, d] * out[b, h, i0 + c, d]
+                    delta[c] = acc  # delta_i = rowsum(dO * out) = rowsum(dP * P)
+                    x = lse[b, h, i0 + c]
+                    off[c] = x * LOG2E if x > _NEG * 0.5 else -_NEG  # no visible key: P = 0
+                for d in range(D):
+                    for c in range(m):
+                        qt[d, c] = q[b, h, i0 + c, d]
+                        dot[d, c] = dout[b, h, i0 + c, d]
+                kend = Tk if not causal else min(Tk, i0 + m + shift)
+                q_i = q[b, h, i0:i0 + m]
+                do_i = dout[b, h, i0:i0 + m]
+                dq_i = dq[b, h, i0:i0 + m]
+                dq_beta = 0.0
+                for j0 in range(0, kend, BK):
+                    n = min(BK, kend - j0)
+                    if has_mask and not _block_has_key(key_mask, b, j0, n):
+                        continue
+                    k_j = k[b, h, j0:j0 + n]
+                    done = kv_rows[j0 // BK]
+                    kv_beta = 1.0 if done > 0 else 0.0
+                    if 0 < done < n:
+                        dk[b, h, j0 + done:j0 + n, :] = 0.0
+                        dv[b, h, j0 + done:j0 + n, :] = 0.0
+                    kv_rows[j0 // BK] = max(done, n)
+                    # S2^T = K_j Q_i^T * scale * log2(e);  dP^T = V_j dO_i^T
+                    gemm(k_j, qt[:, :m], pt[:n, :m], alpha, 0.0, False, False)  # (n, m)
+                    gemm(v[b, h, j0:j0 + n], dot[:, :m], dpt[:n, :m], 1.0, 0.0, False, False)
+                    _mask_block(pt, n, m, key_mask, has_mask, causal, b, j0, i0, shift)
+                    # P = softmax(S) = 2**(S2 - lse2)  ->  dS = P * (dP - delta), times scale
+                    _probs_and_ds(pt, dpt, n, m, off, delta, scale)
+                    # out = P V  ->  dV_j += P^T dO_i
+                    gemm(pt[:n, :m], do_i, dv[b, h, j0:j0 + n], 1.0, kv_beta, False, False)
+                    # S = Q K^T * scale  ->  dK_j += dS^T Q_i,  dQ_i += dS K_j
+                    gemm(dpt[:n, :m], q_i, dk[b, h, j0:j0 + n], 1.0, kv_beta, False, False)
+                    gemm(dpt[:n, :m], k_j, dq_i, 1.0, dq_beta, True, False)  # (m, D)
+                    dq_beta = 1.0
+                if dq_beta == 0.0:  # these queries see no key
+                    dq_i[:, :] = 0.0
+            for jb in range(kv_rows.size):  # keys no query sees
+                dk[b, h, jb * BK + kv_rows[jb]:min(Tk, jb * BK + BK), :] = 0.0
+                dv[b, h, jb * BK + kv_rows[jb]:min(Tk, jb * BK + BK), :] = 0.0
 
 
 _attention_bwd = jit(_attention_bwd_py, parallel=True, fastmath=_FASTMATH)
+
+
+# -- one compiled kernel per dtype -----------------------------------------------------------
+
+_compile_lock = threading.Lock()
+
+
+def _run_strided(kernel, *args):
+    """Call ``kernel`` through its signature with every array typed as strided
+    (layout "A"), compiling that signature on first use.
+
+    Numba would otherwise compile a kernel once per combination of contiguous
+    and strided arguments (contiguous arrays from ``attention_forward``, head
+    views of a (B, T, 3C) buffer from ``mha_forward``), each time generating
+    the whole kernel again. With compilation on call disabled, numba passes a
+    contiguous array to the strided signature as it is."""
+    if JIT_DISABLED:
+        return kernel(*args)
+    import numba
+    sig = tuple(t.copy(layout="A") if isinstance(t, numba.types.Array) else t
+                for t in (numba.typeof(a) for a in args))
+    if sig not in kernel.overloads:
+        with _compile_lock:
+            kernel.disable_compile(False)
+            try:
+                kernel.compile(sig)
+            finally:
+                kernel.disable_compile(True)
+    return kernel(*args)
 
 
 # -- the op pair ----------------------------------------------------------------------
@@ -388,8 +424,8 @@ def _forward_into(q, k, v, key_mask, causal, scale, out):
         return lse
     bq, bk = block_sizes(D)
     mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
-    _attention_fwd(q, k, v, mask, key_mask is not None, bool(causal), scale, out, lse, bq, bk,
-                   get_num_threads())
+    _run_strided(_attention_fwd, q, k, v, mask, key_mask is not None, bool(causal), scale, out,
+                 lse, bq, bk, get_num_threads())
     return lse
 
 
@@ -422,8 +458,8 @@ def _backward_into(dout, cache, dq, dk, dv):
         return
     bq, bk = block_sizes(q.shape[3])
     mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
-    _attention_bwd(q, k, v, out, _unit_inner(dout), lse, mask, key_mask is not None, causal,
-                   scale, dq, dk, dv, bq, bk)
+    _run_strided(_attention_bwd, q, k, v, out, _unit_inner(dout), lse, mask, key_mask is not None,
+                 causal, scale, dq, dk, dv, bq, bk, get_num_threads())
 
 
 def attention_backward(dout, cache):
