@@ -376,6 +376,7 @@ _attention_bwd = jit(_attention_bwd_py, parallel=True, fastmath=_FASTMATH)
 # -- one compiled kernel per dtype -----------------------------------------------------------
 
 _compile_lock = threading.Lock()
+_compiled: set = set()
 
 
 def _run_strided(kernel, *args):
@@ -386,19 +387,24 @@ def _run_strided(kernel, *args):
     and strided arguments (contiguous arrays from ``attention_forward``, head
     views of a (B, T, 3C) buffer from ``mha_forward``), each time generating
     the whole kernel again. With compilation on call disabled, numba passes a
-    contiguous array to the strided signature as it is."""
+    contiguous array to the strided signature as it is. The callers pass the
+    same Python types every time, so the signature depends on the dtype only
+    (typing 13 arguments costs more than a small attention)."""
     if JIT_DISABLED:
         return kernel(*args)
-    import numba
-    sig = tuple(t.copy(layout="A") if isinstance(t, numba.types.Array) else t
-                for t in (numba.typeof(a) for a in args))
-    if sig not in kernel.overloads:
+    key = (kernel, args[0].dtype)
+    if key not in _compiled:
+        import numba
+        sig = tuple(t.copy(layout="A") if isinstance(t, numba.types.Array) else t
+                    for t in (numba.typeof(a) for a in args))
         with _compile_lock:
-            kernel.disable_compile(False)
-            try:
-                kernel.compile(sig)
-            finally:
-                kernel.disable_compile(True)
+            if sig not in kernel.overloads:
+                kernel.disable_compile(False)
+                try:
+                    kernel.compile(sig)
+                finally:
+                    kernel.disable_compile(True)
+            _compiled.add(key)
     return kernel(*args)
 
 
