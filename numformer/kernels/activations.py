@@ -19,7 +19,8 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import EXACT, chunk_bounds, fast_exp, run_rows
+from numformer.kernels.softmax import (EXACT_OPTS, PARALLEL_OPTS, PLAIN_OPTS, chunk_bounds,
+                                       fast_exp, run_flat)
 from numformer.ops import _checks as chk
 from numformer.ops import activations as _ref
 from numformer.ops.activations import GELU_APPROXIMATIONS
@@ -30,127 +31,130 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_TANH_CUBIC = 0.044715
 
 
-def _relu_py(x, zero, out, mask, lo, hi):
+# Each kernel is a serial loop over whole flat arrays plus a parallel driver that
+# runs it on slices (chunks) of them; ``run_flat`` picks one by size.
+
+def _relu_py(x, zero, out, mask):
     """out = x * (x > 0) (so NaN stays NaN, as in the reference), mask = x > 0."""
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         xi = x[i]
         mk = xi > zero
         mask[i] = mk
         out[i] = xi if mk else xi * zero
 
 
-_relu = jit(_relu_py)
+_relu = jit(_relu_py, **PLAIN_OPTS)
 
 
 def _relu_par_py(x, zero, out, mask, nchunks):
     for c in prange(nchunks):
         lo, hi = chunk_bounds(c, nchunks, x.shape[0])
-        _relu(x, zero, out, mask, lo, hi)
+        _relu(x[lo:hi], zero, out[lo:hi], mask[lo:hi])
 
 
-_relu_par = jit(_relu_par_py, parallel=True)
+_relu_par = jit(_relu_par_py, **PARALLEL_OPTS)
 
 
-def _relu_backward_py(dout, mask, zero, dx, lo, hi):
+def _relu_backward_py(dout, mask, zero, dx):
     """dx = dout * mask."""
-    for i in range(lo, hi):
+    for i in range(dout.shape[0]):
         di = dout[i]
         dx[i] = di if mask[i] else di * zero
 
 
-_relu_backward = jit(_relu_backward_py)
+_relu_backward = jit(_relu_backward_py, **PLAIN_OPTS)
 
 
 def _relu_backward_par_py(dout, mask, zero, dx, nchunks):
     for c in prange(nchunks):
         lo, hi = chunk_bounds(c, nchunks, dout.shape[0])
-        _relu_backward(dout, mask, zero, dx, lo, hi)
+        _relu_backward(dout[lo:hi], mask[lo:hi], zero, dx[lo:hi])
 
 
-_relu_backward_par = jit(_relu_backward_par_py, parallel=True)
+_relu_backward_par = jit(_relu_backward_par_py, **PARALLEL_OPTS)
 
 
-def _gelu_erf_py(x, out, phi, lo, hi):
+def _gelu_erf_py(x, out, phi):
     """phi = (1 + erf(x / sqrt 2)) / 2 in float64, out = x * phi."""
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         xi = x[i]
         phi[i] = 0.5 * (1.0 + math.erf(xi * _INV_SQRT_2))
         out[i] = xi * phi[i]
 
 
-_gelu_erf = jit(_gelu_erf_py, fastmath=EXACT)
+_gelu_erf = jit(_gelu_erf_py, **EXACT_OPTS)
 
 
 def _gelu_erf_par_py(x, out, phi, nchunks):
     for c in prange(nchunks):
         lo, hi = chunk_bounds(c, nchunks, x.shape[0])
-        _gelu_erf(x, out, phi, lo, hi)
+        _gelu_erf(x[lo:hi], out[lo:hi], phi[lo:hi])
 
 
-_gelu_erf_par = jit(_gelu_erf_par_py, parallel=True)
+_gelu_erf_par = jit(_gelu_erf_par_py, **PARALLEL_OPTS)
 
 
-def _gelu_erf_backward_py(dout, x, phi, half, coef, dx, lo, hi):
+def _gelu_erf_backward_py(dout, x, phi, half, coef, dx):
     """dx = dout * (phi + x * pdf(x)), pdf(x) = coef * exp(-x^2 / 2) (``half`` = -1/2)."""
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         xi = x[i]
         pdf = coef * fast_exp(half * xi * xi)
         dx[i] = dout[i] * (phi[i] + xi * pdf)
 
 
-_gelu_erf_backward = jit(_gelu_erf_backward_py, fastmath=EXACT)
+_gelu_erf_backward = jit(_gelu_erf_backward_py, **EXACT_OPTS)
 
 
 def _gelu_erf_backward_par_py(dout, x, phi, half, coef, dx, nchunks):
     for c in prange(nchunks):
         lo, hi = chunk_bounds(c, nchunks, x.shape[0])
-        _gelu_erf_backward(dout, x, phi, half, coef, dx, lo, hi)
+        _gelu_erf_backward(dout[lo:hi], x[lo:hi], phi[lo:hi], half, coef, dx[lo:hi])
 
 
-_gelu_erf_backward_par = jit(_gelu_erf_backward_par_py, parallel=True)
+_gelu_erf_backward_par = jit(_gelu_erf_backward_par_py, **PARALLEL_OPTS)
 
 
-def _gelu_tanh_py(x, out, th, lo, hi):
+def _gelu_tanh_py(x, out, th):
     """th = tanh(sqrt(2/pi) (x + 0.044715 x^3)) in float64, out = x (1 + th) / 2."""
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         xi = x[i]
         x64 = 1.0 * xi
         th[i] = math.tanh(_SQRT_2_OVER_PI * (x64 + _GELU_TANH_CUBIC * x64 * x64 * x64))
         out[i] = xi * (0.5 * (1.0 + th[i]))
 
 
-_gelu_tanh = jit(_gelu_tanh_py, fastmath=EXACT)
+_gelu_tanh = jit(_gelu_tanh_py, **EXACT_OPTS)
 
 
 def _gelu_tanh_par_py(x, out, th, nchunks):
     for c in prange(nchunks):
         lo, hi = chunk_bounds(c, nchunks, x.shape[0])
-        _gelu_tanh(x, out, th, lo, hi)
+        _gelu_tanh(x[lo:hi], out[lo:hi], th[lo:hi])
 
 
-_gelu_tanh_par = jit(_gelu_tanh_par_py, parallel=True)
+_gelu_tanh_par = jit(_gelu_tanh_par_py, **PARALLEL_OPTS)
 
 
-def _gelu_tanh_backward_py(dout, x, th, half, one, k, k3, dx, lo, hi):
+def _gelu_tanh_backward_py(dout, x, th, half, one, k, k3, dx):
     """dx = dout * ((1 + th) / 2 + x (1 - th^2) du / 2), du = k (1 + 3 * 0.044715 x^2)
     (``k3`` = k * 3 * 0.044715), all in the input's dtype."""
-    for i in range(lo, hi):
+    for i in range(x.shape[0]):
         xi = x[i]
         t = th[i]
         du = k + k3 * xi * xi
         dx[i] = dout[i] * (half * (one + t) + half * xi * (one - t * t) * du)
 
 
-_gelu_tanh_backward = jit(_gelu_tanh_backward_py, fastmath=EXACT)
+_gelu_tanh_backward = jit(_gelu_tanh_backward_py, **EXACT_OPTS)
 
 
 def _gelu_tanh_backward_par_py(dout, x, th, half, one, k, k3, dx, nchunks):
     for c in prange(nchunks):
         lo, hi = chunk_bounds(c, nchunks, x.shape[0])
-        _gelu_tanh_backward(dout, x, th, half, one, k, k3, dx, lo, hi)
+        _gelu_tanh_backward(dout[lo:hi], x[lo:hi], th[lo:hi], half, one, k, k3, dx[lo:hi])
 
 
-_gelu_tanh_backward_par = jit(_gelu_tanh_backward_par_py, parallel=True)
+_gelu_tanh_backward_par = jit(_gelu_tanh_backward_par_py, **PARALLEL_OPTS)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -169,7 +173,7 @@ def relu_forward(x: np.ndarray):
         return _ref.relu_forward(x)
     out = np.empty(x.shape, dtype=x.dtype)
     mask = np.empty(x.shape, dtype=np.bool_)
-    run_rows(_relu, _relu_par, x.size, x.size, _flat(x), x.dtype.type(0), out.reshape(-1),
+    run_flat(_relu, _relu_par, x.size, _flat(x), x.dtype.type(0), out.reshape(-1),
              mask.reshape(-1))
     return out, mask
 
@@ -182,7 +186,7 @@ def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
             and dout.shape == mask.shape and dout.size > 0):
         return _ref.relu_backward(dout, cache)
     dx = np.empty(dout.shape, dtype=dout.dtype)
-    run_rows(_relu_backward, _relu_backward_par, dout.size, dout.size, _flat(dout), _flat(mask),
+    run_flat(_relu_backward, _relu_backward_par, dout.size, _flat(dout), _flat(mask),
              dout.dtype.type(0), dx.reshape(-1))
     return dx
 
@@ -202,7 +206,7 @@ def gelu_forward(x: np.ndarray, approximate: str = "none"):
     out = np.empty(x.shape, dtype=x.dtype)
     saved = np.empty(x.shape, dtype=x.dtype)
     kernels = (_gelu_erf, _gelu_erf_par) if approximate == "none" else (_gelu_tanh, _gelu_tanh_par)
-    run_rows(*kernels, x.size, x.size, _flat(x), out.reshape(-1), saved.reshape(-1))
+    run_flat(*kernels, x.size, _flat(x), out.reshape(-1), saved.reshape(-1))
     return out, (x, approximate, saved)
 
 
@@ -214,10 +218,10 @@ def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
     dt = x.dtype.type
     dx = np.empty(x.shape, dtype=x.dtype)
     if approximate == "none":
-        run_rows(_gelu_erf_backward, _gelu_erf_backward_par, x.size, x.size, _flat(dout),
+        run_flat(_gelu_erf_backward, _gelu_erf_backward_par, x.size, _flat(dout),
                  _flat(x), _flat(saved), dt(-0.5), dt(_INV_SQRT_2PI), dx.reshape(-1))
     else:
-        run_rows(_gelu_tanh_backward, _gelu_tanh_backward_par, x.size, x.size, _flat(dout),
+        run_flat(_gelu_tanh_backward, _gelu_tanh_backward_par, x.size, _flat(dout),
                  _flat(x), _flat(saved), dt(0.5), dt(1.0), dt(_SQRT_2_OVER_PI),
                  dt(_SQRT_2_OVER_PI * 3 * _GELU_TANH_CUBIC), dx.reshape(-1))
     return dx

@@ -13,20 +13,20 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import chunk_bounds, run_rows
+from numformer.kernels.softmax import PARALLEL_OPTS, PLAIN_OPTS, chunk_bounds, run_flat
 from numformer.ops import adam as _ref
 from numformer.ops._checks import FLOAT_DTYPES
 
 def _adam_py(p, g, m, v, use_l2, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
-             step_size, bc2, eps, lo, hi):
-    """The whole update of elements lo..hi-1 in one pass: each element of
-    p, g, m, v is read once and p, m, v written once.
-    ``use_l2``/``l2`` add wd * p to the gradient (Adam with weight decay),
-    ``decay`` is 1 - lr * wd for AdamW and 1 otherwise, so one loop serves
-    both (the compiler hoists the test on ``use_l2`` out of the loop). The
-    operations are the reference's, in its order (no fast-math, no fused
-    multiply-add), so the result equals NumPy's to the last bit."""
-    for i in range(lo, hi):
+             step_size, bc2, eps):
+    """The whole update in one pass: each element of p, g, m, v is read once
+    and p, m, v written once, vectorised. ``use_l2``/``l2`` add wd * p to the
+    gradient (Adam with weight decay), ``decay`` is 1 - lr * wd for AdamW and
+    1 otherwise, so one loop serves both (the compiler hoists the test on
+    ``use_l2`` out of the loop). The operations are the reference's, in its
+    order (no fast-math, no fused multiply-add), so the result equals
+    NumPy's to the last bit."""
+    for i in range(p.shape[0]):
         pi = p[i]
         gi = g[i] + l2 * pi if use_l2 else g[i]
         mi = beta1 * m[i] + one_minus_beta1 * gi
@@ -36,19 +36,19 @@ def _adam_py(p, g, m, v, use_l2, l2, decay, beta1, one_minus_beta1, beta2, one_m
         p[i] = pi * decay - (step_size * mi) / (math.sqrt(vi / bc2) + eps)
 
 
-_adam = jit(_adam_py)
+_adam = jit(_adam_py, **PLAIN_OPTS)
 
 
 def _adam_par_py(p, g, m, v, use_l2, l2, decay, beta1, one_minus_beta1, beta2,
                  one_minus_beta2, step_size, bc2, eps, nchunks):
-    """Chunks of the flat arrays in parallel."""
+    """Chunks (slices) of the flat arrays in parallel."""
     for c in prange(nchunks):
         lo, hi = chunk_bounds(c, nchunks, p.shape[0])
-        _adam(p, g, m, v, use_l2, l2, decay, beta1, one_minus_beta1, beta2, one_minus_beta2,
-              step_size, bc2, eps, lo, hi)
+        _adam(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], use_l2, l2, decay, beta1,
+              one_minus_beta1, beta2, one_minus_beta2, step_size, bc2, eps)
 
 
-_adam_par = jit(_adam_par_py, parallel=True)
+_adam_par = jit(_adam_par_py, **PARALLEL_OPTS)
 
 
 def _kernel_ok(p, g, m, v) -> bool:
@@ -81,6 +81,6 @@ def adam_step(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *, lr:
     decay = 1.0 - lr * weight_decay if (weight_decay and decoupled) else 1.0
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
-    run_rows(_adam, _adam_par, p.size, p.size, p.reshape(-1), g.reshape(-1),
+    run_flat(_adam, _adam_par, p.size, p.reshape(-1), g.reshape(-1),
              m.reshape(-1), v.reshape(-1), use_l2, dt(l2), dt(decay), dt(beta1),
              dt(1.0 - beta1), dt(beta2), dt(1.0 - beta2), dt(lr / bc1), dt(bc2), dt(eps))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import chunk_bounds, run_rows
+from numformer.kernels.softmax import PARALLEL_OPTS, PLAIN_OPTS, chunk_bounds, run_rows
 from numformer.ops import _checks as chk
 from numformer.ops import embedding as _ref
 from numformer.ops.embedding import (position_backward, position_forward,  # noqa: F401
@@ -32,7 +32,7 @@ def _gather_py(ids, W, out, lo, hi):
             out[i, j] = W[r, j]
 
 
-_gather = jit(_gather_py)
+_gather = jit(_gather_py, **PLAIN_OPTS)
 
 
 def _gather_par_py(ids, W, out, nchunks):
@@ -41,7 +41,7 @@ def _gather_par_py(ids, W, out, nchunks):
         _gather(ids, W, out, lo, hi)
 
 
-_gather_par = jit(_gather_par_py, parallel=True)
+_gather_par = jit(_gather_par_py, **PARALLEL_OPTS)
 
 
 def _scatter_add_py(ids, dout, dW, b0, b1):
@@ -52,12 +52,13 @@ def _scatter_add_py(ids, dout, dW, b0, b1):
         lo = b * COL_BLOCK
         hi = min(C, lo + COL_BLOCK)
         for i in range(N):
-            r = ids[i]
-            for j in range(lo, hi):
-                dW[r, j] += dout[i, j]
+            w = dW[ids[i], lo:hi]  # (block,)
+            d = dout[i, lo:hi]  # (block,)
+            for j in range(w.shape[0]):
+                w[j] += d[j]
 
 
-_scatter_add = jit(_scatter_add_py)
+_scatter_add = jit(_scatter_add_py, **PLAIN_OPTS)
 
 
 def _scatter_add_par_py(ids, dout, dW, nchunks):
@@ -71,7 +72,7 @@ def _scatter_add_par_py(ids, dout, dW, nchunks):
         _scatter_add(ids, dout, dW, b0, b1)
 
 
-_scatter_add_par = jit(_scatter_add_par_py, parallel=True)
+_scatter_add_par = jit(_scatter_add_par_py, **PARALLEL_OPTS)
 
 
 def embedding_forward(ids: np.ndarray, W: np.ndarray):

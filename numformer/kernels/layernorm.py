@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import FAST, chunk_bounds, like, parallel_chunks, run_rows
+from numformer.kernels.softmax import (FAST_OPTS, PARALLEL_OPTS, chunk_bounds, like,
+                                       parallel_chunks, run_rows)
 from numformer.ops import _checks as chk
 from numformer.ops import layernorm as _ref
 
@@ -49,7 +50,7 @@ def _layernorm_rows_py(x, gamma, beta, eps, out, xhat, rstd, lo, hi):
             oi[j] = h * gamma[j] + beta[j]
 
 
-_layernorm_rows = jit(_layernorm_rows_py, fastmath=FAST)
+_layernorm_rows = jit(_layernorm_rows_py, **FAST_OPTS)
 
 
 def _layernorm_rows_par_py(x, gamma, beta, eps, out, xhat, rstd, nchunks):
@@ -58,7 +59,7 @@ def _layernorm_rows_par_py(x, gamma, beta, eps, out, xhat, rstd, nchunks):
         _layernorm_rows(x, gamma, beta, eps, out, xhat, rstd, lo, hi)
 
 
-_layernorm_rows_par = jit(_layernorm_rows_par_py, parallel=True)
+_layernorm_rows_par = jit(_layernorm_rows_par_py, **PARALLEL_OPTS)
 
 
 def _layernorm_backward_chunks_py(dout, xhat, gamma, rstd, dx, dgamma_part, dbeta_part, c0, c1):
@@ -91,7 +92,7 @@ def _layernorm_backward_chunks_py(dout, xhat, gamma, rstd, dx, dgamma_part, dbet
                 oi[j] = r * (di[j] * gamma[j] - ma - hrow[j] * mb)
 
 
-_layernorm_backward_chunks = jit(_layernorm_backward_chunks_py, fastmath=FAST)
+_layernorm_backward_chunks = jit(_layernorm_backward_chunks_py, **FAST_OPTS)
 
 
 def _layernorm_backward_chunks_par_py(dout, xhat, gamma, rstd, dx, dgamma_part, dbeta_part):
@@ -100,7 +101,7 @@ def _layernorm_backward_chunks_par_py(dout, xhat, gamma, rstd, dx, dgamma_part, 
                                    c, c + 1)
 
 
-_layernorm_backward_chunks_par = jit(_layernorm_backward_chunks_par_py, parallel=True)
+_layernorm_backward_chunks_par = jit(_layernorm_backward_chunks_par_py, **PARALLEL_OPTS)
 
 
 def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5):

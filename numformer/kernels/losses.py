@@ -13,8 +13,8 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import (FAST, chunk_bounds, exp_shifted, like, row_max, row_sum,
-                                       run_rows)
+from numformer.kernels.softmax import (FAST_OPTS, PARALLEL_OPTS, chunk_bounds, exp_shifted, like,
+                                       row_max, row_sum, run_rows)
 from numformer.ops import _checks as chk
 from numformer.ops import losses as _ref
 
@@ -54,8 +54,9 @@ def _cross_entropy_rows_py(x, t, counted, eps, p, per, block_max, lo, hi):
             block_max[i, b] = m
         for b in range(nb):
             f = like(math.exp(block_max[i, b] - m) / s, xi[0])
-            for j in range(b * BLOCK, min(V, (b + 1) * BLOCK)):
-                pi[j] *= f
+            pb = pi[b * BLOCK:min(V, (b + 1) * BLOCK)]  # (block,)
+            for j in range(pb.shape[0]):
+                pb[j] *= f
         if counted[i]:
             lse = m + math.log(s)  # logsumexp of the row
             nll = lse - xi[t[i]]
@@ -67,7 +68,7 @@ def _cross_entropy_rows_py(x, t, counted, eps, p, per, block_max, lo, hi):
             per[i] = 0.0
 
 
-_cross_entropy_rows = jit(_cross_entropy_rows_py, fastmath=FAST)
+_cross_entropy_rows = jit(_cross_entropy_rows_py, **FAST_OPTS)
 
 
 def _cross_entropy_rows_par_py(x, t, counted, eps, p, per, block_max, nchunks):
@@ -76,7 +77,7 @@ def _cross_entropy_rows_par_py(x, t, counted, eps, p, per, block_max, nchunks):
         _cross_entropy_rows(x, t, counted, eps, p, per, block_max, lo, hi)
 
 
-_cross_entropy_rows_par = jit(_cross_entropy_rows_par_py, parallel=True)
+_cross_entropy_rows_par = jit(_cross_entropy_rows_par_py, **PARALLEL_OPTS)
 
 
 def _cross_entropy_backward_rows_py(p, t, counted, scale, smooth, hit, dx, lo, hi):
@@ -95,7 +96,7 @@ def _cross_entropy_backward_rows_py(p, t, counted, scale, smooth, hit, dx, lo, h
                 oi[j] = 0.0
 
 
-_cross_entropy_backward_rows = jit(_cross_entropy_backward_rows_py, fastmath=FAST)
+_cross_entropy_backward_rows = jit(_cross_entropy_backward_rows_py, **FAST_OPTS)
 
 
 def _cross_entropy_backward_rows_par_py(p, t, counted, scale, smooth, hit, dx, nchunks):
@@ -104,7 +105,7 @@ def _cross_entropy_backward_rows_par_py(p, t, counted, scale, smooth, hit, dx, n
         _cross_entropy_backward_rows(p, t, counted, scale, smooth, hit, dx, lo, hi)
 
 
-_cross_entropy_backward_rows_par = jit(_cross_entropy_backward_rows_par_py, parallel=True)
+_cross_entropy_backward_rows_par = jit(_cross_entropy_backward_rows_par_py, **PARALLEL_OPTS)
 
 
 def _validate(logits, targets, ignore_index, label_smoothing):

@@ -51,6 +51,13 @@ from numformer.ops import softmax as _ref
 # fuses multiply-adds, which keeps fast_exp's argument reduction in order.
 FAST = {"reassoc", "contract", "nsz"}
 EXACT = {"contract"}
+# numba options of the kernels. error_model="numpy": IEEE arithmetic as in
+# NumPy (x / 0 is inf, not a ZeroDivisionError); numba's default checks every
+# division, and that check alone keeps a loop from being vectorised.
+PLAIN_OPTS = dict(error_model="numpy")
+FAST_OPTS = dict(fastmath=FAST, error_model="numpy")
+EXACT_OPTS = dict(fastmath=EXACT, error_model="numpy")
+PARALLEL_OPTS = dict(parallel=True, error_model="numpy")
 
 
 # --- fast_exp ----------------------------------------------------------------
@@ -196,7 +203,7 @@ def _exp_shifted_py(src, shift, dst):
         dst[j] = fast_exp(src[j] - shift)
 
 
-exp_shifted = jit(_exp_shifted_py, fastmath=EXACT)
+exp_shifted = jit(_exp_shifted_py, **EXACT_OPTS)
 
 
 def _row_max_py(a):
@@ -207,7 +214,7 @@ def _row_max_py(a):
     return m
 
 
-row_max = jit(_row_max_py, fastmath=FAST)
+row_max = jit(_row_max_py, **FAST_OPTS)
 
 
 def _row_sum_py(a):
@@ -218,7 +225,7 @@ def _row_sum_py(a):
     return s
 
 
-row_sum = jit(_row_sum_py, fastmath=FAST)
+row_sum = jit(_row_sum_py, **FAST_OPTS)
 
 
 def _sub2_py(src, a, b, dst):
@@ -228,7 +235,7 @@ def _sub2_py(src, a, b, dst):
         dst[j] = (src[j] - a) - b
 
 
-_sub2 = jit(_sub2_py, fastmath=EXACT)
+_sub2 = jit(_sub2_py, **EXACT_OPTS)
 
 
 # --- when to run in parallel ---------------------------------------------------
@@ -252,7 +259,7 @@ def _chunk_bounds_py(c, nchunks, n):
     return c * n // nchunks, (c + 1) * n // nchunks
 
 
-chunk_bounds = jit(_chunk_bounds_py)
+chunk_bounds = jit(_chunk_bounds_py, **PLAIN_OPTS)
 
 
 # --- softmax -----------------------------------------------------------------
@@ -270,7 +277,7 @@ def _softmax_rows_py(x, p, lo, hi):
             pi[j] *= inv
 
 
-_softmax_rows = jit(_softmax_rows_py, fastmath=FAST)
+_softmax_rows = jit(_softmax_rows_py, **FAST_OPTS)
 
 
 def _softmax_rows_par_py(x, p, nchunks):
@@ -279,7 +286,7 @@ def _softmax_rows_par_py(x, p, nchunks):
         _softmax_rows(x, p, lo, hi)
 
 
-_softmax_rows_par = jit(_softmax_rows_par_py, parallel=True)
+_softmax_rows_par = jit(_softmax_rows_par_py, **PARALLEL_OPTS)
 
 
 def _log_softmax_rows_py(x, logp, p, lo, hi):
@@ -296,7 +303,7 @@ def _log_softmax_rows_py(x, logp, p, lo, hi):
         _sub2(xi, m, like(math.log(s), xi[0]), logp[i])
 
 
-_log_softmax_rows = jit(_log_softmax_rows_py, fastmath=FAST)
+_log_softmax_rows = jit(_log_softmax_rows_py, **FAST_OPTS)
 
 
 def _log_softmax_rows_par_py(x, logp, p, nchunks):
@@ -305,7 +312,7 @@ def _log_softmax_rows_par_py(x, logp, p, nchunks):
         _log_softmax_rows(x, logp, p, lo, hi)
 
 
-_log_softmax_rows_par = jit(_log_softmax_rows_par_py, parallel=True)
+_log_softmax_rows_par = jit(_log_softmax_rows_par_py, **PARALLEL_OPTS)
 
 
 def _softmax_backward_rows_py(dp, p, dx, lo, hi):
@@ -322,7 +329,7 @@ def _softmax_backward_rows_py(dp, p, dx, lo, hi):
             oi[j] = pi[j] * (di[j] - c)
 
 
-_softmax_backward_rows = jit(_softmax_backward_rows_py, fastmath=FAST)
+_softmax_backward_rows = jit(_softmax_backward_rows_py, **FAST_OPTS)
 
 
 def _softmax_backward_rows_par_py(dp, p, dx, nchunks):
@@ -331,7 +338,7 @@ def _softmax_backward_rows_par_py(dp, p, dx, nchunks):
         _softmax_backward_rows(dp, p, dx, lo, hi)
 
 
-_softmax_backward_rows_par = jit(_softmax_backward_rows_par_py, parallel=True)
+_softmax_backward_rows_par = jit(_softmax_backward_rows_par_py, **PARALLEL_OPTS)
 
 
 def _log_softmax_backward_rows_py(dlogp, p, dx, lo, hi):
@@ -345,7 +352,7 @@ def _log_softmax_backward_rows_py(dlogp, p, dx, lo, hi):
             oi[j] = di[j] - pi[j] * c
 
 
-_log_softmax_backward_rows = jit(_log_softmax_backward_rows_py, fastmath=FAST)
+_log_softmax_backward_rows = jit(_log_softmax_backward_rows_py, **FAST_OPTS)
 
 
 def _log_softmax_backward_rows_par_py(dlogp, p, dx, nchunks):
@@ -354,7 +361,7 @@ def _log_softmax_backward_rows_par_py(dlogp, p, dx, nchunks):
         _log_softmax_backward_rows(dlogp, p, dx, lo, hi)
 
 
-_log_softmax_backward_rows_par = jit(_log_softmax_backward_rows_par_py, parallel=True)
+_log_softmax_backward_rows_par = jit(_log_softmax_backward_rows_par_py, **PARALLEL_OPTS)
 
 
 def run_rows(serial, parallel, n_rows: int, work: int, *args) -> None:
@@ -362,6 +369,16 @@ def run_rows(serial, parallel, n_rows: int, work: int, *args) -> None:
     nchunks = parallel_chunks(n_rows, work)
     if nchunks == 1:
         serial(*args, 0, n_rows)
+    else:
+        parallel(*args, nchunks)
+
+
+def run_flat(serial, parallel, n: int, *args) -> None:
+    """``serial(*args)`` on whole flat arrays of n elements for small n, else
+    ``parallel(*args, nchunks)``, which runs ``serial`` on slices."""
+    nchunks = parallel_chunks(n, n)
+    if nchunks == 1:
+        serial(*args)
     else:
         parallel(*args, nchunks)
 
