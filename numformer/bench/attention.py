@@ -3,9 +3,7 @@ kernel) against PyTorch on the CPU (scaled_dot_product_attention, and eager
 ``softmax(q k^T * scale) v``), at B=32, H=4, D=32, float32, for a range of T.
 
 Each thread count runs in a fresh process with every thread pool pinned
-before numpy, numba or torch load (and glibc's mmap threshold fixed, so
-freed buffers go back to the OS and the memory peaks are comparable). In
-each process, for each T:
+before numpy, numba or torch load. In each process, for each T:
 
 - every implementation's output and gradients are checked against the
   NumPy reference before it is timed;
@@ -16,7 +14,10 @@ each process, for each T:
   forward+backward, for every implementation (the fused kernel does
   14*B*H*T^2*D: its backward recomputes the scores);
 - peak extra memory is the rise of resident memory above the level before
-  the call (inputs already allocated), outputs and caches included.
+  the call (inputs already allocated), outputs and caches included; it is
+  measured after all timings, with glibc told to serve big blocks by mmap
+  and to give free memory back first, so that memory freed by earlier calls
+  does not hide what a call needs.
 
     python benchmarks/attention.py                          # 1 and 2 threads, all T
     python benchmarks/attention.py --quick                  # 1 thread, T=64,256, 2 repeats
@@ -93,6 +94,20 @@ def _implementations(np, torch, q, k, v, dout, causal):
     return impls
 
 
+def _allocator_for_memory_peaks():
+    """glibc only: from now on serve big blocks by mmap (freed straight back to
+    the OS) and return what is free now, so the rise of resident memory during
+    a call is the memory that call needs. Called after all timings: the times
+    are taken with the allocator's defaults."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 17)  # M_MMAP_THRESHOLD = 128 KiB, fixed
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return lambda: None
+
+
 def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Path) -> None:
     from numformer.bench.harness import pin_threads
     pin_threads(threads)
@@ -107,11 +122,15 @@ def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Pat
     set_num_threads(threads)
     torch = torch_or_none() if any(n.startswith("torch") for n in impl_names) else None
     rtol, atol = tolerance(np.float32, reduced=True)  # sums over up to T=1024 keys
-    rng = np.random.default_rng(0)
     rows, compile_ms = [], {}
-    for T in Ts:
+
+    def inputs(T):
+        rng = np.random.default_rng(T)
         q, k, v, dout = (rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(4))
-        impls = _implementations(np, torch, q, k, v, dout, causal)
+        return _implementations(np, torch, q, k, v, dout, causal)
+
+    for T in Ts:  # check, then time
+        impls = inputs(T)
         expected = impls["numformer numpy"][2]()
         for name in impl_names:
             if name not in impls:
@@ -134,10 +153,20 @@ def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Pat
                 t = time_call(fn, repeats=repeats, warmup=1, min_time=0.05)
                 rows.append(dict(threads=threads, T=T, what=what, impl=name, ms=t["ms"],
                                  min_ms=t["min_ms"], gflops=gflop(T, what) / (t["ms"] * 1e-3),
-                                 peak_mb=peak_extra_mb(fn), max_abs_diff=diff))
+                                 peak_mb=None, max_abs_diff=diff))
             print(f"  threads={threads} T={T} {name}: "
                   + ", ".join(f"{r['what']} {r['ms']:.2f} ms" for r in rows[-2:]), flush=True)
         del impls, expected
+    trim = _allocator_for_memory_peaks()
+    for T in Ts:  # memory, once per implementation and pass
+        impls = inputs(T)
+        for r in rows:
+            if r["T"] == T and r["impl"] in impls:
+                fn = impls[r["impl"]][0 if r["what"] == "forward" else 1]
+                fn()  # warm (numba's first call in this process happened above)
+                trim()
+                r["peak_mb"] = peak_extra_mb(fn)
+        del impls
     for r in rows:
         base = next((x["ms"] for x in rows if x["impl"] == BASELINE and x["T"] == r["T"]
                      and x["what"] == r["what"]), None)
@@ -271,7 +300,6 @@ def main(argv=None) -> int:
 
     from numformer.bench.harness import RESULTS, run_per_thread_count
     os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 17))  # big buffers: mmap, freed to the OS
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(t) for t in args.threads.split(",")):
