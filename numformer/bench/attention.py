@@ -11,8 +11,9 @@ before numpy, numba or torch load. In each process, for each T:
   timed and reported apart;
 - times are medians of repeats (fast calls looped to 50 ms per sample);
 - GFLOP/s counts the useful work, 4*B*H*T^2*D forward and 12*B*H*T^2*D
-  forward+backward, for every implementation (the fused kernel does
-  14*B*H*T^2*D: its backward recomputes the scores);
+  forward+backward (causal: the visible pairs only), for every
+  implementation (the fused kernel does 14*B*H*T^2*D: its backward
+  recomputes the scores);
 - peak extra memory is the rise of resident memory above the level before
   the call (inputs already allocated), outputs and caches included; it is
   measured after all timings, with glibc told to serve big blocks by mmap
@@ -41,8 +42,11 @@ PASSES = ("forward", "forward+backward")
 BASELINE = "torch SDPA"
 
 
-def gflop(T: int, what: str) -> float:
-    return (4 if what == "forward" else 12) * B * H * T * T * D / 1e9
+def gflop(T: int, what: str, causal: bool = False) -> float:
+    """Useful GFLOP: 4*B*H*T^2*D forward, 12*B*H*T^2*D forward+backward; causal
+    attention counts the visible (query, key) pairs only, T(T+1)/2 of T^2."""
+    pairs = T * (T + 1) / 2 if causal else T * T
+    return (4 if what == "forward" else 12) * B * H * pairs * D / 1e9
 
 
 def _implementations(np, torch, q, k, v, dout, causal):
@@ -111,7 +115,8 @@ def _allocator_for_memory_peaks():
 def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Path) -> None:
     from numformer.bench.harness import pin_threads
     pin_threads(threads)
-    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numformer-bench-jit-")  # compile for real
+    # an empty numba cache: the first call below is a real JIT compile
+    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numformer-bench-jit-")
     import time
 
     import numpy as np
@@ -152,7 +157,8 @@ def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Pat
             for what, fn in zip(PASSES, (fwd, fwd_bwd)):
                 t = time_call(fn, repeats=repeats, warmup=1, min_time=0.05)
                 rows.append(dict(threads=threads, T=T, what=what, impl=name, ms=t["ms"],
-                                 min_ms=t["min_ms"], gflops=gflop(T, what) / (t["ms"] * 1e-3),
+                                 min_ms=t["min_ms"],
+                                 gflops=gflop(T, what, causal) / (t["ms"] * 1e-3),
                                  peak_mb=None, max_abs_diff=diff))
             print(f"  threads={threads} T={T} {name}: "
                   + ", ".join(f"{r['what']} {r['ms']:.2f} ms" for r in rows[-2:]), flush=True)
@@ -193,7 +199,8 @@ def markdown(runs: list[dict]) -> str:
             lines += [f"numba first call (JIT compile into an empty cache, excluded from the "
                       f"times): forward {cms['forward'] / 1e3:.1f} s, then forward+backward "
                       f"{cms['forward+backward'] / 1e3:.1f} s", ""]
-        lines += ["| T | pass | implementation | ms | GFLOP/s | peak extra MB | ms / torch SDPA ms |",
+        lines += ["| T | pass | implementation | ms | GFLOP/s | peak extra MB "
+                  "| ms / torch SDPA ms |",
                   "|---:|---|---|---:|---:|---:|---:|"]
         for r in run["rows"]:
             lines.append(f"| {r['T']} | {r['what']} | {r['impl']} | {r['ms']:.2f} | "
@@ -318,7 +325,8 @@ def main(argv=None) -> int:
               f"Every implementation matched the NumPy reference (out, dq, dk, dv) within "
               f"rtol={chk['rtol']:g}, atol={chk['atol']:g} ({chk['note']}) before timing. "
               f"Times: medians of {args.repeats} samples. GFLOP/s: 4BHT^2D forward, "
-              f"12BHT^2D forward+backward.\n")
+              f"12BHT^2D forward+backward{' (T^2 -> T(T+1)/2, causal)' if args.causal else ''}."
+              f"\n")
     md = f"{header}\n{markdown(runs)}\n{targets(runs)}\n"
     print("\n" + md)
     directory = Path(args.results) if args.results else RESULTS
