@@ -6,10 +6,11 @@ ReLU ``mask`` (bool), GELU ``(x, approximate, phi)`` for "none" and
 ``(x, approximate, tanh(u))`` for "tanh".
 
 What makes them fast: each op is one pass over the elements (in parallel
-chunks for large inputs) with no temporaries (NumPy's GELU makes about ten passes, and its float64 erf
-sums a 36-term series over the whole array). ``math.erf`` and ``math.tanh``
-are scalar libm calls, so the GELU forwards are bound by them; the exact
-backward's exp(-x^2 / 2) uses the vectorised ``fast_exp``.
+chunks for large inputs) with no temporaries (NumPy's GELU makes about ten
+passes, and its float64 erf sums a 36-term series over the whole array).
+``math.erf`` and ``math.tanh`` are scalar libm calls, so the GELU forwards
+are bound by them; the exact backward's exp(-x^2 / 2) uses the vectorised
+``fast_exp``.
 """
 
 from __future__ import annotations

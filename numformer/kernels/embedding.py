@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import PARALLEL_OPTS, PLAIN_OPTS, chunk_bounds, run_rows
+from numformer.kernels.softmax import (PARALLEL_OPTS, PLAIN_OPTS, chunk_bounds,
+                                       parallel_chunks, run_rows)
 from numformer.ops import _checks as chk
 from numformer.ops import embedding as _ref
 from numformer.ops.embedding import (position_backward, position_forward,  # noqa: F401
@@ -44,32 +45,30 @@ def _gather_par_py(ids, W, out, nchunks):
 _gather_par = jit(_gather_par_py, **PARALLEL_OPTS)
 
 
-def _scatter_add_py(ids, dout, dW, b0, b1):
-    """dW[ids[i], cols] += dout[i, cols] for every i and the columns of column
-    blocks b0..b1-1, repeated ids accumulating in the order they come."""
-    N, C = dout.shape
-    for b in range(b0, b1):
-        lo = b * COL_BLOCK
-        hi = min(C, lo + COL_BLOCK)
-        for i in range(N):
-            w = dW[ids[i], lo:hi]  # (block,)
-            d = dout[i, lo:hi]  # (block,)
-            for j in range(w.shape[0]):
-                w[j] += d[j]
+def _scatter_add_py(ids, dout, dW, c0, c1):
+    """dW[ids[i], c0:c1] += dout[i, c0:c1] for every i in order, so repeated ids
+    accumulate as they come (np.add.at's order). Each step is a contiguous,
+    vectorised row slice; with c0:c1 the whole row (the serial path), one
+    sweep over the ids does everything."""
+    for i in range(ids.shape[0]):
+        w = dW[ids[i], c0:c1]  # (c1 - c0,)
+        d = dout[i, c0:c1]  # (c1 - c0,)
+        for j in range(w.shape[0]):
+            w[j] += d[j]
 
 
 _scatter_add = jit(_scatter_add_py, **PLAIN_OPTS)
 
 
 def _scatter_add_par_py(ids, dout, dW, nchunks):
-    """Parallel over blocks of columns: each thread owns whole column blocks of
-    dW and walks all N ids for them, so no two threads ever add into the same
-    element (no races, no atomics), and every element sums its ids in the same
-    order whatever the thread count."""
+    """Parallel over column ranges (whole 16-column blocks, one cache line of
+    float32): each thread owns its columns of dW and walks all the ids, so no
+    two threads ever add into the same element (no races, no atomics), and
+    every element sums its ids in the same order whatever the thread count."""
     nblocks = (dout.shape[1] + COL_BLOCK - 1) // COL_BLOCK
     for c in prange(nchunks):
         b0, b1 = chunk_bounds(c, nchunks, nblocks)
-        _scatter_add(ids, dout, dW, b0, b1)
+        _scatter_add(ids, dout, dW, b0 * COL_BLOCK, min(dout.shape[1], b1 * COL_BLOCK))
 
 
 _scatter_add_par = jit(_scatter_add_par_py, **PARALLEL_OPTS)
@@ -108,7 +107,11 @@ def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
             and dout.shape == ids.shape + (C,) and dout.size > 0):
         return _ref.embedding_backward(dout, cache)
     dW = np.zeros(wshape, dtype=dtype)  # (V, C)
-    run_rows(_scatter_add, _scatter_add_par, -(-C // COL_BLOCK), dout.size,
-             np.ascontiguousarray(ids).reshape(-1).astype(np.int64, copy=False),
-             np.ascontiguousarray(dout).reshape(-1, C), dW)
+    flat_ids = np.ascontiguousarray(ids).reshape(-1).astype(np.int64, copy=False)  # (N,)
+    d2 = np.ascontiguousarray(dout).reshape(-1, C)  # (N, C)
+    nchunks = parallel_chunks(-(-C // COL_BLOCK), dout.size)
+    if nchunks == 1:
+        _scatter_add(flat_ids, d2, dW, 0, C)
+    else:
+        _scatter_add_par(flat_ids, d2, dW, nchunks)
     return dW

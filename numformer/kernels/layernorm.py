@@ -35,7 +35,7 @@ def _layernorm_rows_py(x, gamma, beta, eps, out, xhat, rstd, lo, hi):
         s = like(0.0, xi[0])
         for j in range(C):
             s += xi[j]
-        mu = s / C
+        mu = like(s / C, xi[0])  # (a Python int divisor would make it float64)
         ss = like(0.0, xi[0])
         for j in range(C):
             d = xi[j] - mu
@@ -84,8 +84,8 @@ def _layernorm_backward_chunks_py(dout, xhat, gamma, rstd, dx, dgamma_part, dbet
                 b += g * hrow[j]
                 pg[j] += di[j] * hrow[j]
                 pb[j] += di[j]
-            ma = a / C
-            mb = b / C
+            ma = like(a / C, hrow[0])
+            mb = like(b / C, hrow[0])
             r = rstd[i]
             oi = dx[i]  # (C,)
             for j in range(C):

@@ -109,7 +109,8 @@ def test_bad_input_same_error_as_reference(bad, message):
 
 
 @pytest.mark.skipif(JIT_DISABLED, reason="fast_exp is a polynomial only when compiled")
-@pytest.mark.parametrize("dtype, lo, rtol", [(np.float32, -87.0, 4e-7), (np.float64, -707.0, 1e-15)])
+@pytest.mark.parametrize("dtype, lo, rtol", [(np.float32, -87.0, 4e-7),
+                                             (np.float64, -707.0, 1e-15)])
 def test_fast_exp_accuracy(dtype, lo, rtol):
     x = np.linspace(lo, 0.0, 200_001).astype(dtype)
     x = np.concatenate([x, np.linspace(0.0, 80.0, 10_001).astype(dtype)])
