@@ -23,6 +23,7 @@ def _main_of(module: str):
 BENCHMARKS = {
     "attention": _main_of("numformer.bench.attention"),
     "embeddings": _main_of("numformer.bench.embeddings"),
+    "kernels": _main_of("numformer.bench.kernels"),
     "train_step": _main_of("numformer.bench.train_step"),
 }
 
