@@ -8,16 +8,17 @@ visible key gets an output of zero, never NaN.
 
 What the kernels do
 -------------------
-Forward: for each (batch, head, block of BQ queries) -- the tasks of a
-``prange`` -- walk over the keys in blocks of BK with an online softmax: for
+Forward: for each (batch, head, block of BQ queries) -- tasks dealt
+round-robin to the workers of a ``prange`` -- walk over the keys in blocks of BK with an online softmax: for
 each query a running sum of exponentials taken against an offset, and the
 partial output ``sum_j P_ij V_j``, both rescaled when the offset has to move.
 The (Tq, Tk) score matrix never exists; a task holds one (BK, BQ) block.
 The cache keeps q, k, v, out and the per-query log-sum-exp ``lse``
 (B, H, Tq): nothing of size T x T.
 
-Backward: for each (batch, head) -- the ``prange`` tasks, so each task owns
-dq, dk, dv of its head and no two threads write the same row -- walk over
+Backward: for each (batch, head) -- dealt to the ``prange`` workers, so a
+worker owns dq, dk, dv of its heads and no two threads write the same row --
+walk over
 blocks of queries and keys, recompute the probabilities of the block from
 ``lse`` (``P = exp(S - lse)``: no max, no sum), and accumulate
 ``dV += P^T dO``, ``dS = P * (dP - delta)`` with ``delta = rowsum(dO * out)``,
@@ -45,6 +46,8 @@ What makes them fast
   (``_exp2f``), which the compiler vectorises; libm's ``exp`` would be a
   scalar call per score. float64 (used by the gradient checks) keeps
   ``math.exp``.
+- The first product into each block of out, dq, dk, dv overwrites it
+  (``beta = 0``): no zeroing pass over the outputs.
 - Key blocks that are all padding, and blocks above the causal diagonal,
   are skipped.
 
@@ -55,12 +58,11 @@ Everything the kernels need is passed in: no hidden state, and with
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 
 from numformer.kernels._jit import JIT_DISABLED, get_num_threads, jit, prange
-from numformer.kernels.matmul import SINGLE_THREAD_MNK, gemm
+from numformer.kernels.matmul import SINGLE_THREAD_MNK, gemm, run_strided
 from numformer.ops import attention as _ref
 from numformer.ops import linear as _linear
 from numformer.ops.attention import check_qkv, merge_heads, split_heads  # noqa: F401  (same API)
@@ -373,41 +375,6 @@ def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale
 _attention_bwd = jit(_attention_bwd_py, parallel=True, fastmath=_FASTMATH)
 
 
-# -- one compiled kernel per dtype -----------------------------------------------------------
-
-_compile_lock = threading.Lock()
-_compiled: set = set()
-
-
-def _run_strided(kernel, *args):
-    """Call ``kernel`` through its signature with every array typed as strided
-    (layout "A"), compiling that signature on first use.
-
-    Numba would otherwise compile a kernel once per combination of contiguous
-    and strided arguments (contiguous arrays from ``attention_forward``, head
-    views of a (B, T, 3C) buffer from ``mha_forward``), each time generating
-    the whole kernel again. With compilation on call disabled, numba passes a
-    contiguous array to the strided signature as it is. The callers pass the
-    same Python types every time, so the signature depends on the dtype only
-    (typing 13 arguments costs more than a small attention)."""
-    if JIT_DISABLED:
-        return kernel(*args)
-    key = (kernel, args[0].dtype)
-    if key not in _compiled:
-        import numba
-        sig = tuple(t.copy(layout="A") if isinstance(t, numba.types.Array) else t
-                    for t in (numba.typeof(a) for a in args))
-        with _compile_lock:
-            if sig not in kernel.overloads:
-                kernel.disable_compile(False)
-                try:
-                    kernel.compile(sig)
-                finally:
-                    kernel.disable_compile(True)
-            _compiled.add(key)
-    return kernel(*args)
-
-
 # -- the op pair ----------------------------------------------------------------------
 
 _NO_MASK = np.ones((1, 1), dtype=np.bool_)
@@ -430,7 +397,7 @@ def _forward_into(q, k, v, key_mask, causal, scale, out):
         return lse
     bq, bk = block_sizes(D)
     mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
-    _run_strided(_attention_fwd, q, k, v, mask, key_mask is not None, bool(causal), scale, out,
+    run_strided(_attention_fwd, q, k, v, mask, key_mask is not None, bool(causal), scale, out,
                  lse, bq, bk, get_num_threads())
     return lse
 
@@ -464,7 +431,7 @@ def _backward_into(dout, cache, dq, dk, dv):
         return
     bq, bk = block_sizes(q.shape[3])
     mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
-    _run_strided(_attention_bwd, q, k, v, out, _unit_inner(dout), lse, mask, key_mask is not None,
+    run_strided(_attention_bwd, q, k, v, out, _unit_inner(dout), lse, mask, key_mask is not None,
                  causal, scale, dq, dk, dv, bq, bk, get_num_threads())
 
 

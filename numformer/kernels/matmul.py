@@ -20,12 +20,18 @@ path), so the parallel loops only issue products below that size (attention
 picks its block sizes for it); bigger products are issued one at a time from
 outside any parallel region and may use BLAS's own threads.
 
+``run_strided(kernel, *args)`` calls a parallel kernel through one compiled
+signature per dtype in which every array is strided, so contiguous arrays
+and strided views share one compiled kernel (attention uses it too).
+
 With ``NUMBA_DISABLE_JIT=1``, ``gemm`` is a NumPy function with the same
 meaning (BLAS can only be called from compiled code), so every kernel still
 runs, uncompiled, line by line.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -134,6 +140,42 @@ def _make_blas_gemm():
 gemm = _gemm_py if JIT_DISABLED else _make_blas_gemm()
 
 
+# -- one compiled kernel per dtype ------------------------------------------------
+
+_compile_lock = threading.Lock()
+_compiled: set = set()
+
+
+def run_strided(kernel, *args):
+    """Call a kernel through its signature with every array typed as strided
+    (layout "A"), compiling that signature on first use.
+
+    Numba would otherwise compile a kernel once per combination of contiguous
+    and strided arguments (contiguous arrays from ``attention_forward``, head
+    views of a (B, T, 3C) buffer from ``mha_forward``), each time generating
+    the whole kernel again. With compilation on call disabled, numba passes a
+    contiguous array to the strided signature as it is. Callers pass the same
+    Python types every time, so the signature depends on the dtype of the
+    first argument only (typing a dozen arguments per call would cost more
+    than a small attention)."""
+    if JIT_DISABLED:
+        return kernel(*args)
+    key = (kernel, args[0].dtype)
+    if key not in _compiled:
+        import numba
+        sig = tuple(t.copy(layout="A") if isinstance(t, numba.types.Array) else t
+                    for t in (numba.typeof(a) for a in args))
+        with _compile_lock:
+            if sig not in kernel.overloads:
+                kernel.disable_compile(False)
+                try:
+                    kernel.compile(sig)
+                finally:
+                    kernel.disable_compile(True)
+            _compiled.add(key)
+    return kernel(*args)
+
+
 # -- batched 4D matmul --------------------------------------------------------
 
 def _bmm_py(a, b, c, trans_a, trans_b, parallel_pairs):
@@ -173,7 +215,8 @@ def batched(a, b, trans_a=False, trans_b=False) -> np.ndarray:
     N = b.shape[2] if trans_b else b.shape[3]
     c = np.empty(a.shape[:2] + (M, N), dtype=a.dtype)  # (B, H, M, N)
     if c.size:
-        _bmm(a, b, c, trans_a, trans_b, M * N * K <= SINGLE_THREAD_MNK)
+        run_strided(_bmm, a, b, c, bool(trans_a), bool(trans_b),
+                    M * N * K <= SINGLE_THREAD_MNK)
     return c
 
 
