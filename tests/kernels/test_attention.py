@@ -203,3 +203,30 @@ def test_block_sizes_keep_blas_on_one_thread():
         bq, bk = ka.block_sizes(D)
         assert bq >= 1 and bk >= 1
         assert bq * bk * D <= SINGLE_THREAD_MNK or (bq == 8 and bk == 16)
+
+
+# -- the benchmark's plumbing (the timings themselves are never asserted) ----------------
+
+def test_bench_command_passes_its_options_to_the_benchmark(monkeypatch):
+    from numformer import cli
+    from numformer.commands import bench
+    seen = []
+    monkeypatch.setitem(bench.BENCHMARKS, "attention", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["bench", "attention", "--T", "64,128", "--repeats", "2"]) == 0
+    assert seen == [["--T", "64,128", "--repeats", "2"]]
+
+
+def test_bench_targets_read_off_the_one_thread_run():
+    from numformer.bench import attention as bench
+
+    def row(impl, T, ms, peak=None):
+        return dict(impl=impl, T=T, what="forward+backward", ms=ms, peak_mb=peak)
+    run = {"machine": {"threads": 1}, "rows": [
+        row("numformer numba", 64, 4.0, 10.0), row("torch SDPA", 64, 5.0, 12.0),
+        row("numformer numpy", 64, 7.0),
+        row("numformer numba", 1024, 9.0, 13.0), row("torch SDPA", 1024, 8.0, 12.0),
+        row("numformer numpy", 1024, 30.0)]}
+    lines = bench.targets([run]).splitlines()
+    assert "| 64 | 4.00 | 5.00 | yes | 7.00 | no |" in lines  # 4 > 7 / 2
+    assert "| 1024 | 9.00 | 8.00 | - | 30.00 | yes |" in lines  # SDPA target is for T <= 512
+    assert any("numba 13.0 MB, torch SDPA 12.0 MB (more than SDPA)" in ln for ln in lines)
