@@ -141,3 +141,68 @@ def test_model_trains_the_same_on_both_backends(restore_backend, model_name):
     numba_losses = _train_losses("numba", model_name)
     assert numpy_losses[-1] < numpy_losses[0]  # training did something
     assert_close(numba_losses, numpy_losses, dtype=np.float32, what=f"{model_name} losses")
+
+
+def _kernel_calls(rng):
+    """op name -> a function running that kernel family forward and backward on
+    fixed inputs, returning every array it produced."""
+    from numformer.kernels import activations, adam, embedding, layernorm, losses, softmax
+    x = rng.standard_normal((67, 45)).astype(np.float32)  # 67 rows: chunks of unequal size
+    d = rng.standard_normal((67, 45)).astype(np.float32)
+    ids = rng.integers(0, 9, 67)
+    ids[::3] = 4
+
+    def ln():
+        out, c = layernorm.layernorm_forward(x, d[0], d[1])
+        return (out, *c[::2], *layernorm.layernorm_backward(d, c))
+
+    def sm():
+        p, c = softmax.softmax_forward(x)
+        logp, c2 = softmax.log_softmax_forward(x)
+        return p, softmax.softmax_backward(d, c), logp, softmax.log_softmax_backward(d, c2)
+
+    def ce():
+        t = ids.copy()
+        t[5] = -100
+        loss, c = losses.cross_entropy_forward(x, t, label_smoothing=0.1)
+        return np.array(loss), c[0], losses.cross_entropy_backward(1.0, c)
+
+    def emb():
+        out, c = embedding.embedding_forward(ids, x)
+        return out, embedding.embedding_backward(d, c)
+
+    def opt():
+        p, m, v = x.copy(), np.zeros_like(x), np.zeros_like(x)
+        for step in (1, 2):
+            adam.adam_step(p, d, m, v, lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8,
+                           weight_decay=0.1, step=step, decoupled=step == 2)
+        return p, m, v
+
+    def act():
+        y, c = activations.gelu_forward(x)
+        r, mask = activations.relu_forward(x)
+        return y, activations.gelu_backward(d, c), r, activations.relu_backward(d, mask)
+    return {"layernorm": ln, "softmax": sm, "losses": ce, "embedding": emb, "adam": opt,
+            "activations": act}
+
+
+@pytest.mark.parametrize("name", ["layernorm", "softmax", "losses", "embedding", "adam",
+                                  "activations"])
+def test_serial_and_parallel_paths_agree(monkeypatch, name):
+    """The chunking never splits a sum across threads (layernorm's dgamma/dbeta
+    partials are chunked by rows alone), so the parallel drivers agree with the
+    serial kernels whatever the thread count: bit for bit where no fast-math
+    flag lets the compiler reorder (Adam, the embedding), within the table's
+    plain tolerance elsewhere (the inlined copy may pair operations
+    differently)."""
+    from numformer.kernels import softmax as helpers
+    results = {}
+    for path, threshold in (("serial", 1 << 62), ("parallel", 0)):
+        monkeypatch.setattr(helpers, "PARALLEL_MIN_WORK", threshold)
+        results[path] = _kernel_calls(np.random.default_rng(3))[name]()
+    for a, b in zip(results["serial"], results["parallel"]):
+        assert a.dtype == b.dtype
+        if name in ("adam", "embedding"):
+            assert np.array_equal(a, b), name
+        else:
+            assert_close(b, a, what=name)
