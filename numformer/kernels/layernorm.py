@@ -20,7 +20,7 @@ from numformer.ops import layernorm as _ref
 
 # Chunks of rows in the backward: each keeps its own partial dgamma/dbeta,
 # summed at the end. The chunking depends on R only (not on the thread count
-# or on running serially), so the result does not either.
+# or on running serially), so neither does the order of those sums.
 _MAX_CHUNKS = 64
 _MIN_ROWS_PER_CHUNK = 16
 
