@@ -119,7 +119,8 @@ def _exp2f_py(x):
     p = p * r + f32(6.9314696706e-1)
     p = p * r + f32(1.0000000717)
     two_k = np.int32((np.int32(kf) + np.int32(127)) << np.int32(23)).view(np.float32)
-    return f32(0.0) if x < f32(-126.0) else p * two_k
+    # (x - x) is 0, or NaN for NaN: the clamp above may have dropped a NaN
+    return f32(0.0) if x < f32(-126.0) else p * two_k + (x - x)
 
 
 def _exp2(x):
@@ -279,15 +280,15 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, BQ, 
                 gemm(st[:n, :m], v[b, h, j0:j0 + n], o, 1.0, o_beta, True, False)  # (m, D)
                 o_beta = 1.0
             for c in range(m):
-                if run_sum[c] > 0.0:
+                if run_sum[c] == 0.0:  # no visible key: output 0, and lse = log(0)
+                    for d in range(D):
+                        o[c, d] = 0.0
+                    lse[b, h, i0 + c] = -np.inf
+                else:  # (NaN scores give NaN here, as in the reference)
                     inv = 1.0 / run_sum[c]
                     for d in range(D):
                         o[c, d] *= inv
                     lse[b, h, i0 + c] = (off[c] + math.log2(run_sum[c])) * LN2
-                else:  # no visible key: output 0, and lse = log(0)
-                    for d in range(D):
-                        o[c, d] = 0.0
-                    lse[b, h, i0 + c] = -np.inf
 
 
 _attention_fwd = jit(_attention_fwd_py, parallel=True, fastmath=_FASTMATH)
@@ -332,7 +333,7 @@ def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale
                         acc += dout[b, h, i0 + c, d] * out[b, h, i0 + c, d]
                     delta[c] = acc  # delta_i = rowsum(dO * out) = rowsum(dP * P)
                     x = lse[b, h, i0 + c]
-                    off[c] = x * LOG2E if x > _NEG * 0.5 else -_NEG  # no visible key: P = 0
+                    off[c] = -_NEG if x < _NEG * 0.5 else x * LOG2E  # no visible key: P = 0
                 for d in range(D):
                     for c in range(m):
                         qt[d, c] = q[b, h, i0 + c, d]

@@ -85,6 +85,23 @@ def test_fully_masked_rows_give_zeros(rng, blocks, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_propagates_like_the_reference(rng, blocks, dtype):
+    """A NaN in a query makes its output row NaN, a NaN in a key every row that
+    sees it; never silently finite (a NaN loss must stop training)."""
+    q, k, v, _ = make_inputs(rng, (1, 2, 9, 11, 3), dtype, False)
+    q[0, 0, 2, 1] = np.nan
+    k[0, 1, 5, 0] = np.nan
+    with np.errstate(invalid="ignore"):
+        out, cache = ka.attention_forward(q, k, v, causal=True)
+        out_ref, _ = ref.attention_forward(q, k, v, causal=True)
+        grads = ka.attention_backward(np.ones_like(out), cache)
+    assert np.array_equal(np.isnan(out), np.isnan(out_ref))
+    assert np.isnan(out[0, 0, 2]).all() and np.isnan(out[0, 1, 3:]).all()
+    assert np.isfinite(out[0, 1, :3]).all()  # queries that precede the NaN key
+    assert all(np.isnan(g).any() for g in grads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_cache_holds_nothing_quadratic(rng, dtype):
     B, H, Tq, Tk, D = 2, 3, 11, 13, 4
     q, k, v, key_mask = make_inputs(rng, (B, H, Tq, Tk, D), dtype, True)
@@ -151,6 +168,14 @@ def test_exp2f_polynomial(rng):
         assert ka._exp2f(np.float32(v)) == 0.0
     with np.errstate(invalid="ignore"):  # uncompiled, NaN -> int32 warns
         assert np.isnan(ka._exp2f(np.float32(np.nan)))
+    # and in a loop the compiler vectorises (where a clamp may drop the NaN)
+    s = np.zeros((3, 20), np.float32)
+    s[1, 7] = np.nan
+    colsum, colmax = np.zeros(20, np.float32), np.zeros(20, np.float32)
+    with np.errstate(invalid="ignore"):
+        ka._exp2_sum_max(s, 3, 20, np.zeros(20, np.float32), colsum, colmax)
+    assert np.isnan(s[1, 7]) and np.isnan(colsum[7])
+    assert np.isfinite(np.delete(colsum, 7)).all()
 
 
 def test_validation_errors_match_reference(rng):
