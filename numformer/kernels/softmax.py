@@ -29,9 +29,16 @@ This module also holds the scalar helpers the other kernels share:
     elements.
 
 Without numba's compiler (``NUMBA_DISABLE_JIT=1``) they are plain Python
-(``math.exp``, a comparison, ``type(ref)(v)``). Note for developers: numba's on-disk
-cache of a kernel in another module does not notice edits to these helpers;
-clear ``__pycache__/*.nbi`` after changing them.
+(``math.exp``, a comparison, ``type(ref)(v)``). Note for developers: numba's
+on-disk cache of a kernel in another module does not notice edits to these
+helpers; clear ``__pycache__/*.nbi`` after changing them.
+
+And the policy every kernel here follows for threads: each is a serial
+function over a range of rows (or over whole flat arrays) plus a parallel
+driver that runs it on chunks; ``run_rows``/``run_flat`` call the serial one
+directly below ``PARALLEL_MIN_WORK`` elements of work (``parallel_chunks``).
+A chunk never splits a row, so the order of every row sum is the same on
+both paths and for any thread count.
 """
 
 from __future__ import annotations
