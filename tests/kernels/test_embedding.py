@@ -1,7 +1,8 @@
 """numformer.kernels.embedding (gather and scatter-add) against numformer.ops.embedding.
 
 The scatter-add sums the rows of repeated ids in the order the ids come, as
-``np.add.at`` does, so dW is compared with the plain tolerance.
+``np.add.at`` does, so dW is compared with the reference at the plain
+tolerance (only the comparison with an exact float64 sum uses reduced=True).
 """
 
 import numpy as np
@@ -52,6 +53,7 @@ def test_all_ids_equal_accumulate(rng, dtype):
     _, cache = K.embedding_forward(ids, W)
     dout = rng.standard_normal((5, 8, 21)).astype(dtype)
     dW = K.embedding_backward(dout, cache)
+    # a 40-term sum in the input's dtype against the float64 sum: the batch-reduced tolerance
     assert_close(dW[2], dout.reshape(-1, 21).sum(axis=0, dtype=np.float64), dtype=dtype,
                  reduced=True, what="row 2 (40 repeats, against a float64 sum)")
     assert not np.delete(dW, 2, axis=0).any()
