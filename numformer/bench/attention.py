@@ -9,7 +9,9 @@ before numpy, numba or torch load. In each process, for each T:
   NumPy reference before it is timed;
 - the first call of the Numba kernel (JIT compile into an empty cache) is
   timed and reported apart;
-- times are medians of repeats (fast calls looped to 50 ms per sample);
+- times are medians of repeats (fast calls looped to 50 ms per sample),
+  taken in rounds that visit every implementation once, so that a load
+  coming and going on a shared machine hits them alike;
 - GFLOP/s counts the useful work, 4*B*H*T^2*D forward and 12*B*H*T^2*D
   forward+backward (causal: the visible pairs only), for every
   implementation (the fused kernel does 14*B*H*T^2*D: its backward
@@ -112,6 +114,32 @@ def _allocator_for_memory_peaks():
         return lambda: None
 
 
+def time_interleaved(fns: dict, repeats: int, min_time: float = 0.05) -> dict:
+    """Median ms per call of each ``fns[name]()``, sampled in rounds: one sample of
+    each implementation per round, so a load that comes and goes on a shared
+    machine hits all of them alike (the ratios stay fair). Each sample loops a
+    fast call until it lasts ``min_time`` s; every function has been called
+    before (warm)."""
+    import gc
+    import statistics
+    import time
+    inner = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        inner[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / inner[name])
+    return {name: {"ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v)}
+            for name, v in samples.items()}
+
+
 def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Path) -> None:
     from numformer.bench.harness import pin_threads
     pin_threads(threads)
@@ -120,8 +148,7 @@ def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Pat
     import time
 
     import numpy as np
-    from numformer.bench.harness import check_against, machine_info, peak_extra_mb, time_call, \
-        torch_or_none
+    from numformer.bench.harness import check_against, machine_info, peak_extra_mb, torch_or_none
     from numformer.kernels._jit import set_num_threads
     from numformer.testing import REDUCED_FACTOR, tolerance
     set_num_threads(threads)
@@ -135,12 +162,12 @@ def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Pat
         return _implementations(np, torch, q, k, v, dout, causal)
 
     for T in Ts:  # check, then time
-        impls = inputs(T)
-        expected = impls["numformer numpy"][2]()
-        for name in impl_names:
-            if name not in impls:
-                continue
-            fwd, fwd_bwd, result = impls[name]
+        every = inputs(T)
+        expected = every["numformer numpy"][2]()  # the NumPy reference always runs
+        impls = {n: every[n] for n in impl_names if n in every}
+        del every
+        diffs = {}
+        for name, (fwd, fwd_bwd, result) in impls.items():
             if name == "numformer numba" and not compile_ms:
                 t0 = time.perf_counter()
                 fwd()
@@ -149,20 +176,23 @@ def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Pat
                 fwd_bwd()
                 compile_ms["forward+backward"] = 1e3 * (time.perf_counter() - t0)
             got = result()
-            diff = 0.0
+            diffs[name] = 0.0
             for label, g, e in zip(("out", "dq", "dk", "dv"), got, expected):
                 check_against(f"{name} {label} (T={T})", g, e, rtol, atol)
-                diff = max(diff, float(np.abs(g - e).max()))
+                diffs[name] = max(diffs[name], float(np.abs(g - e).max()))
             del got
-            for what, fn in zip(PASSES, (fwd, fwd_bwd)):
-                t = time_call(fn, repeats=repeats, warmup=1, min_time=0.05)
+        del expected
+        for p_i, what in enumerate(PASSES):
+            times = time_interleaved({n: f[p_i] for n, f in impls.items()}, repeats)
+            for name, t in times.items():
                 rows.append(dict(threads=threads, T=T, what=what, impl=name, ms=t["ms"],
                                  min_ms=t["min_ms"],
                                  gflops=gflop(T, what, causal) / (t["ms"] * 1e-3),
-                                 peak_mb=None, max_abs_diff=diff))
-            print(f"  threads={threads} T={T} {name}: "
-                  + ", ".join(f"{r['what']} {r['ms']:.2f} ms" for r in rows[-2:]), flush=True)
-        del impls, expected
+                                 peak_mb=None, max_abs_diff=diffs[name]))
+        print(f"  threads={threads} T={T}: " + ", ".join(
+            f"{r['impl']} {r['what']} {r['ms']:.2f} ms" for r in rows if r["T"] == T),
+            flush=True)
+        del impls
     trim = _allocator_for_memory_peaks()
     for T in Ts:  # memory, once per implementation and pass
         impls = inputs(T)
