@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 NAME = "embeddings"
@@ -159,7 +160,9 @@ def run_child(threads: int, n: int, batch_size: int, repeats: int, out: Path) ->
 
         def run():
             return sentence_embeddings(model, tok, sentences, batch_size=batch_size)
+        t0 = time.perf_counter()
         first = run()  # compiles the kernels of this backend, if any
+        first_ms = 1e3 * (time.perf_counter() - t0)
         diff = None
         if ref is not None:
             check_against(f"numformer ({backend}) sentence embeddings", first, ref, rtol=0,
@@ -168,7 +171,7 @@ def run_child(threads: int, n: int, batch_size: int, repeats: int, out: Path) ->
         t = time_call(run, repeats=repeats, warmup=1, min_time=0)
         tt = time_call(lambda: [tok.encode(s) for s in sentences], repeats=repeats, min_time=0)
         rows.append(dict(impl=f"numformer ({backend})", threads=threads, ms=t["ms"],
-                         first_ms=t["first_ms"], sentences_per_s=len(sentences) / (t["ms"] * 1e-3),
+                         first_ms=first_ms, sentences_per_s=len(sentences) / (t["ms"] * 1e-3),
                          gflops=gflop / (t["ms"] * 1e-3), tokenize_ms=tt["ms"],
                          peak_mb=peak_extra_mb(run), max_abs_diff=diff,
                          profile_s=profile_shares(run)))

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 
+from numformer import get_backend, set_backend
 from numformer.gradcheck import check_module, check_op
 from numformer.pretrained import (BertClassifier, BertConfig, load_bert, load_model,
                                   numformer_to_hf, save_model)
@@ -44,8 +45,19 @@ def test_load_bert_builds_the_architecture_of_the_config(tiny_bert_dir, checkpoi
     assert h.shape == ids.shape + (6,) and h.dtype == np.float32
 
 
+@pytest.fixture
+def numpy_backend():
+    """The reference ops: the check is of how the model wires its layers' backward passes;
+    kernels are checked against the reference by their own tests (and at these tiny
+    shapes their per-call overhead would make 3,000 forward passes slow)."""
+    previous = get_backend()
+    set_backend("numpy")
+    yield
+    set_backend(previous)
+
+
 @pytest.mark.parametrize("pooling, train", [("mean", False), ("pooler", True)])
-def test_classifier_on_loaded_bert_passes_gradcheck(tiny_bert_dir, pooling, train):
+def test_classifier_on_loaded_bert_passes_gradcheck(tiny_bert_dir, numpy_backend, pooling, train):
     model, tok = load_bert(tiny_bert_dir, dtype=np.float64)
     clf = BertClassifier(model, n_classes=3, pooling=pooling, seed=1)
     clf.train(train)  # train: embedding, residual and head dropout with fixed masks
