@@ -438,6 +438,7 @@ def plot(runs: list[dict], path: Path) -> bool:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib not installed: no plot", file=sys.stderr)
         return False
@@ -455,12 +456,18 @@ def plot(runs: list[dict], path: Path) -> bool:
                     labels.append(case)
                 series.setdefault(r["impl"].replace("numformer ", ""), {})[case] = r["ratio"]
         width = 0.8 / max(1, len(series))
-        for i, (impl, vals) in enumerate(sorted(series.items())):
+        colors = {"numba": "tab:blue", "numba AdamW": "tab:blue", "numba Adam": "lightskyblue",
+                  "numpy": "tab:orange", "numpy AdamW": "tab:orange", "numpy Adam": "navajowhite"}
+        for i, (impl, vals) in enumerate(sorted(series.items(), key=lambda kv: kv[0][::-1])):
             xs = [j + i * width for j, c in enumerate(labels) if c in vals]
-            ax.bar(xs, [vals[c] for c in labels if c in vals], width, label=impl)
+            ax.bar(xs, [vals[c] for c in labels if c in vals], width, label=impl,
+                   color=colors.get(impl))
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))])
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks([j + (len(series) - 1) * width / 2 for j in range(len(labels))])
         ax.set_xticklabels(labels, fontsize=7)
         ax.set_ylabel("ms / fastest torch ms (below 1: faster)")
         ax.set_title(op)
