@@ -443,8 +443,12 @@ def plot(runs: list[dict], path: Path) -> bool:
         print("matplotlib not installed: no plot", file=sys.stderr)
         return False
     ops = [op for op in OPS if any(r["op"] == op for run in runs for r in run["rows"])]
-    fig, axes = plt.subplots(1, len(ops), figsize=(4.2 * len(ops), 4.4), squeeze=False)
-    for ax, op in zip(axes[0], ops):
+    ncols = min(2, len(ops))
+    nrows = -(-len(ops) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.0 * ncols, 4.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(ops):]:
+        ax.axis("off")
+    for ax, op in zip(axes.flat, ops):
         labels, series = [], {}
         for run in runs:
             n = run["machine"]["threads"]
