@@ -57,8 +57,6 @@ BYTES_NOTE = {
     "adam": "7 passes of the parameter (read p, g, m, v; write p, m, v)",
     "embedding": "write dW (V*C) once, read dout (ids*C) once",
 }
-KERNEL_OF = {"layernorm": "layernorm", "cross_entropy": "losses", "adam": "adam",
-             "embedding": "embedding"}
 ADAM_HYPER = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
 
 
@@ -121,18 +119,12 @@ def _cross_entropy(np, torch, shape, rng):
     return impls, ("loss", "dlogits"), (False, False), 2 * N * V * 4
 
 
-def _adam_state(np, rng, shape):
-    p = rng.standard_normal(shape).astype(np.float32)
-    g = rng.standard_normal(shape).astype(np.float32)
-    return p, g
-
-
 def _adam(np, torch, shape, rng, steps=10):
     """Each implementation's call does one step; its result is (p, m, v) after
     ``steps`` steps from the same start, for AdamW (decoupled) and Adam (L2)."""
     from numformer.kernels import adam as K
     from numformer.ops import adam as R
-    p0, g = _adam_state(np, rng, shape)
+    p0, g = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
     impls = {}
     for decoupled, label in ((True, "AdamW"), (False, "Adam")):
         for name, mod in (("numformer numpy", R), ("numformer numba", K)):
