@@ -260,6 +260,7 @@ def run_child(threads: int, ops, cases, repeats: int, out: Path) -> None:
     from numformer.testing import tolerance
     set_num_threads(threads)
     torch = torch_or_none()
+    load_before = os.getloadavg()[0]
     rows, peaks = [], []
     for op in ops:
         for shape in cases[op]:
@@ -291,7 +292,8 @@ def run_child(threads: int, ops, cases, repeats: int, out: Path) -> None:
             trim()
             r["peak_mb"] = peak_extra_mb(impls[r["impl"]][0])
     del peaks
-    out.write_text(json.dumps({"machine": machine_info(threads), "rows": rows}))
+    out.write_text(json.dumps({"machine": machine_info(threads), "rows": rows,
+                               "load_average": [load_before, os.getloadavg()[0]]}))
 
 
 # -- first call in a fresh process (cold cache, then warm cache) -----------------------
@@ -371,8 +373,13 @@ def markdown(runs: list[dict], first: dict | None) -> str:
     lines = []
     for run in runs:
         n = run["machine"]["threads"]
-        lines += [f"### {n} thread{'s' if n > 1 else ''}", "",
-                  "| op | shape | implementation | ms | GB/s | peak extra MB "
+        load = run.get("load_average")
+        lines += [f"### {n} thread{'s' if n > 1 else ''}", ""]
+        if load:
+            lines += [f"1-minute load average before / after this run: {load[0]:.1f} / "
+                      f"{load[1]:.1f} (the run itself accounts for about {n}; more means "
+                      f"other processes shared the machine's {os.cpu_count()} cores)", ""]
+        lines += ["| op | shape | implementation | ms | GB/s | peak extra MB "
                   "| ms / best torch ms |",
                   "|---|---|---|---:|---:|---:|---:|"]
         for r in run["rows"]:
