@@ -9,8 +9,10 @@ encoder, mean-pool over the mask and L2-normalise. Before timing, every
 numformer backend's embeddings are checked against PyTorch's (max absolute
 difference <= 1e-4).
 
-Each thread count runs in a fresh process with its thread pools pinned
-before numpy, numba or torch load. Timings: median of repeats of the whole
+Each implementation at each thread count runs in a fresh process with its
+thread pools pinned before numpy, numba or torch load. (They must not share a
+process: numba's OpenMP pool, once started, spins beside torch's and makes
+torch at 2 threads on 2 cores some 25 times slower.) Timings: median of repeats of the whole
 set (default 256 SST dev sentences); the first call (numba compiles there)
 is reported apart. A profile of one numformer call gives the share of each
 op, so the slow parts are named.
@@ -113,15 +115,23 @@ def profile_shares(fn) -> dict:
     return {"total_s": total, **{k: round(v, 4) for k, v in sorted(shares.items())}}
 
 
-def run_child(threads: int, n: int, batch_size: int, repeats: int, out: Path) -> None:
+IMPLS = ("torch", "numpy", "numba")
+
+
+def run_child(impl: str, threads: int, n: int, batch_size: int, repeats: int, folder: Path) -> None:
+    """One implementation at one thread count, in a process of its own: torch and numba
+    each start an OpenMP pool, and two pools spinning in one process on two cores slow
+    torch down more than tenfold. The torch child leaves its embeddings in
+    ``folder/ref_<threads>.npy``; the numformer children check theirs against them."""
     from numformer.bench.harness import pin_threads
     pin_threads(threads)
-    import numpy as np  # noqa: F401  (after pinning)
+    import numpy as np  # (after pinning)
     from numformer import kernels, set_backend
     from numformer.bench.harness import check_against, machine_info, peak_extra_mb, time_call, \
         torch_or_none
     from numformer.pretrained import default_model_path, load_bert, sentence_embeddings
 
+    out = folder / f"{impl}_{threads}.json"
     sentences = load_sentences(n)
     if sentences is None:
         out.write_text(json.dumps({"skipped": f"no SST data under {data_dir()}"}))
@@ -130,54 +140,61 @@ def run_child(threads: int, n: int, batch_size: int, repeats: int, out: Path) ->
     model, tok = load_bert(model_dir)
     counts = [len(tok.encode(s)) for s in sentences]
     gflop = forward_gflop(counts, batch_size, model.cfg)
-    rows = []
-    backends = ["numpy"]
-    if kernels.numba_available() and kernels.KERNEL_OPS:
-        backends.append("numba")
-        from numformer.kernels._jit import set_num_threads
-        set_num_threads(threads)
+    result = {"machine": machine_info(threads), "n": len(sentences), "batch_size": batch_size,
+              "tokens": sum(counts), "max_tokens": max(counts), "gflop": gflop}
+    ref_path = folder / f"ref_{threads}.npy"
 
-    torch = torch_or_none()
-    ref = None
-    if torch is not None:
+    if impl == "torch":
+        torch = torch_or_none()
+        if torch is None:
+            out.write_text(json.dumps({"skipped": "torch is not installed"}))
+            return
         try:
             embed_t, rust_tok = torch_embedder(torch, model_dir, batch_size, tok.max_length)
         except ImportError as e:  # transformers or tokenizers missing
-            print(f"  torch reference skipped: {e}", file=sys.stderr)
-            torch = None
-    if torch is not None:
+            out.write_text(json.dumps({"skipped": f"torch reference: {e}"}))
+            return
         ref = embed_t(sentences)
+        with open(ref_path, "wb") as f:
+            np.save(f, ref)
         t = time_call(lambda: embed_t(sentences), repeats=repeats, warmup=1, min_time=0)
         tt = time_call(lambda: rust_tok.encode_batch(sentences), repeats=repeats, min_time=0)
-        rows.append(dict(impl=f"torch {torch.__version__} (transformers BertModel)",
-                         threads=threads, ms=t["ms"], first_ms=t["first_ms"],
-                         sentences_per_s=len(sentences) / (t["ms"] * 1e-3),
-                         gflops=gflop / (t["ms"] * 1e-3), tokenize_ms=tt["ms"],
-                         peak_mb=peak_extra_mb(lambda: embed_t(sentences)), max_abs_diff=0.0))
+        result["machine"] = machine_info(threads)  # now with torch's version
+        result["row"] = dict(impl=f"torch {torch.__version__} (transformers BertModel)",
+                             threads=threads, ms=t["ms"], first_ms=t["first_ms"],
+                             sentences_per_s=len(sentences) / (t["ms"] * 1e-3),
+                             gflops=gflop / (t["ms"] * 1e-3), tokenize_ms=tt["ms"],
+                             peak_mb=peak_extra_mb(lambda: embed_t(sentences)), max_abs_diff=0.0)
+        out.write_text(json.dumps(result))
+        return
 
-    for backend in backends:
-        set_backend(backend)
+    if impl == "numba":
+        if not (kernels.numba_available() and kernels.KERNEL_OPS):
+            out.write_text(json.dumps({"skipped": "no numba kernels registered"}))
+            return
+        from numformer.kernels._jit import set_num_threads
+        set_num_threads(threads)
+    set_backend(impl)
 
-        def run():
-            return sentence_embeddings(model, tok, sentences, batch_size=batch_size)
-        t0 = time.perf_counter()
-        first = run()  # compiles the kernels of this backend, if any
-        first_ms = 1e3 * (time.perf_counter() - t0)
-        diff = None
-        if ref is not None:
-            check_against(f"numformer ({backend}) sentence embeddings", first, ref, rtol=0,
-                          atol=TOLERANCE)
-            diff = float(np.abs(first - ref).max())
-        t = time_call(run, repeats=repeats, warmup=1, min_time=0)
-        tt = time_call(lambda: [tok.encode(s) for s in sentences], repeats=repeats, min_time=0)
-        rows.append(dict(impl=f"numformer ({backend})", threads=threads, ms=t["ms"],
+    def run():
+        return sentence_embeddings(model, tok, sentences, batch_size=batch_size)
+    t0 = time.perf_counter()
+    first = run()  # compiles the kernels of this backend, if any
+    first_ms = 1e3 * (time.perf_counter() - t0)
+    diff = None
+    if ref_path.is_file():
+        ref = np.load(ref_path)  # plain array, no pickle
+        check_against(f"numformer ({impl}) sentence embeddings", first, ref, rtol=0,
+                      atol=TOLERANCE)
+        diff = float(np.abs(first - ref).max())
+    t = time_call(run, repeats=repeats, warmup=1, min_time=0)
+    tt = time_call(lambda: [tok.encode(s) for s in sentences], repeats=repeats, min_time=0)
+    result["row"] = dict(impl=f"numformer ({impl})", threads=threads, ms=t["ms"],
                          first_ms=first_ms, sentences_per_s=len(sentences) / (t["ms"] * 1e-3),
                          gflops=gflop / (t["ms"] * 1e-3), tokenize_ms=tt["ms"],
                          peak_mb=peak_extra_mb(run), max_abs_diff=diff,
-                         profile_s=profile_shares(run)))
-    out.write_text(json.dumps({"machine": machine_info(threads), "n": len(sentences),
-                               "batch_size": batch_size, "tokens": sum(counts),
-                               "max_tokens": max(counts), "gflop": gflop, "rows": rows}))
+                         profile_s=profile_shares(run))
+    out.write_text(json.dumps(result))
 
 
 def markdown(results: list[dict]) -> str:
@@ -213,13 +230,14 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=256, help="sentences (SST-2 dev), default 256")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--child-json", help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=2, metavar=("IMPL", "FOLDER"), help=argparse.SUPPRESS)
     p.add_argument("--results", default=None, help="results folder (default benchmarks/results "
                                                     "or $NUMFORMER_BENCH_RESULTS)")
     args = p.parse_args(argv)
     os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
-    if args.child_json:
-        run_child(int(args.threads), args.n, args.batch_size, args.repeats, Path(args.child_json))
+    if args.child:
+        run_child(args.child[0], int(args.threads), args.n, args.batch_size, args.repeats,
+                  Path(args.child[1]))
         return 0
 
     from numformer.bench.harness import RESULTS, run_per_thread_count
@@ -227,15 +245,23 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
-            child = Path(tmp) / f"{n}.json"
-            run_per_thread_count(__file__, [n], ["--n", str(args.n), "--batch-size",
-                                                 str(args.batch_size), "--repeats",
-                                                 str(args.repeats), "--child-json", str(child)])
-            res = json.loads(child.read_text())
-            if "skipped" in res:
-                print(f"embeddings benchmark skipped: {res['skipped']}")
-                return 0
-            results.append(res)
+            run = {"rows": []}
+            for impl in IMPLS:  # torch first: it writes the reference
+                run_per_thread_count(__file__, [n], ["--n", str(args.n), "--batch-size",
+                                                     str(args.batch_size), "--repeats",
+                                                     str(args.repeats), "--child", impl, tmp])
+                res = json.loads((Path(tmp) / f"{impl}_{n}.json").read_text())
+                if "skipped" in res:
+                    print(f"{impl} at {n} thread(s) skipped: {res['skipped']}")
+                    if impl == "numpy":  # no data or no model: nothing to measure
+                        return 0
+                    continue
+                row, machine = res.pop("row"), res.pop("machine")
+                if impl == "torch" or "machine" not in run:
+                    run["machine"] = machine  # the torch child's names torch's version
+                run.update(res)
+                run["rows"].append(row)
+            results.append(run)
     md = markdown(results)
     m = results[0]["machine"]
     header = (f"{results[0]['n']} SST-2 dev sentences ({results[0]['tokens']} tokens, at most "
