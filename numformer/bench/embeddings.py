@@ -96,6 +96,14 @@ def torch_embedder(torch, model_dir: Path, batch_size: int, max_length: int):
     return embed, tok
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (other processes on the machine skew 2-thread timings)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def profile_shares(fn) -> dict:
     """Seconds spent in the named ops (own time, plus erf and gelu as a whole) in one fn()."""
     import cProfile
@@ -142,6 +150,7 @@ def run_child(impl: str, threads: int, n: int, batch_size: int, repeats: int, fo
     gflop = forward_gflop(counts, batch_size, model.cfg)
     result = {"machine": machine_info(threads), "n": len(sentences), "batch_size": batch_size,
               "tokens": sum(counts), "max_tokens": max(counts), "gflop": gflop}
+    load_before = load_average()
     ref_path = folder / f"ref_{threads}.npy"
 
     if impl == "torch":
@@ -164,7 +173,8 @@ def run_child(impl: str, threads: int, n: int, batch_size: int, repeats: int, fo
                              threads=threads, ms=t["ms"], first_ms=t["first_ms"],
                              sentences_per_s=len(sentences) / (t["ms"] * 1e-3),
                              gflops=gflop / (t["ms"] * 1e-3), tokenize_ms=tt["ms"],
-                             peak_mb=peak_extra_mb(lambda: embed_t(sentences)), max_abs_diff=0.0)
+                             peak_mb=peak_extra_mb(lambda: embed_t(sentences)), max_abs_diff=0.0,
+                             min_ms=t["min_ms"], load=[load_before, load_average()])
         out.write_text(json.dumps(result))
         return
 
@@ -192,24 +202,27 @@ def run_child(impl: str, threads: int, n: int, batch_size: int, repeats: int, fo
     result["row"] = dict(impl=f"numformer ({impl})", threads=threads, ms=t["ms"],
                          first_ms=first_ms, sentences_per_s=len(sentences) / (t["ms"] * 1e-3),
                          gflops=gflop / (t["ms"] * 1e-3), tokenize_ms=tt["ms"],
-                         peak_mb=peak_extra_mb(run), max_abs_diff=diff,
-                         profile_s=profile_shares(run))
+                         peak_mb=peak_extra_mb(run), max_abs_diff=diff, min_ms=t["min_ms"],
+                         load=[load_before, load_average()], profile_s=profile_shares(run))
     out.write_text(json.dumps(result))
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| threads | implementation | sentences/s | ms per set | first call ms | GFLOP/s "
-             "| tokenize ms | peak extra MB | ms / torch ms | max abs diff vs torch |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| threads | implementation | sentences/s | ms per set (median) | fastest ms | "
+             "first call ms | GFLOP/s | tokenize ms | peak extra MB | ms / torch ms | "
+             "max abs diff vs torch | load avg before/after |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for res in results:
         torch_ms = next((r["ms"] for r in res["rows"] if r["impl"].startswith("torch")), None)
         for r in res["rows"]:
             ratio = f"{r['ms'] / torch_ms:.1f}" if torch_ms else "-"
             diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
             peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
+            load = "/".join("-" if x is None else f"{x:.1f}" for x in r.get("load", []))
             lines.append(f"| {r['threads']} | {r['impl']} | {r['sentences_per_s']:.1f} | "
-                         f"{r['ms']:.0f} | {r['first_ms']:.0f} | {r['gflops']:.1f} | "
-                         f"{r['tokenize_ms']:.1f} | {peak} | {ratio} | {diff} |")
+                         f"{r['ms']:.0f} | {r['min_ms']:.0f} | {r['first_ms']:.0f} | "
+                         f"{r['gflops']:.1f} | {r['tokenize_ms']:.1f} | {peak} | {ratio} | "
+                         f"{diff} | {load} |")
     lines.append("")
     for res in results:
         for r in res["rows"]:

@@ -60,10 +60,8 @@ _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700,
 # ASCII fast path: controls other than \t\n\r vanish, \t\n\r become spaces.
 _ASCII_CLEAN = {c: None for c in list(range(32)) + [127]}
 _ASCII_CLEAN.update({ord("\t"): " ", ord("\n"): " ", ord("\r"): " "})
-_ASCII_WORDS = re.compile("[^ \\t\\n\\r\\x0b\\x0c" + re.escape("".join(sorted(_ASCII_PUNCT))) + "]+|[" +
-                          re.escape("".join(sorted(_ASCII_PUNCT))) + "]")
-
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_PUNCT_CLASS = re.escape("".join(sorted(_ASCII_PUNCT)))
+_ASCII_WORDS = re.compile("[^ \\t\\n\\r\\x0b\\x0c" + _PUNCT_CLASS + "]+|[" + _PUNCT_CLASS + "]")
 PADDINGS = ("longest", "max_length")
 
 
