@@ -24,6 +24,7 @@ before numpy, numba or torch load. In each process, for each T:
 
     python benchmarks/attention.py                          # 1 and 2 threads, all T
     python benchmarks/attention.py --quick                  # 1 thread, T=64,256, 2 repeats
+    python benchmarks/attention.py --threads 2 --merge      # add a 2-thread run to the results
     numformer bench attention --threads 1 --T 128,512 --repeats 3
 """
 
@@ -155,6 +156,7 @@ def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Pat
     torch = torch_or_none() if any(n.startswith("torch") for n in impl_names) else None
     rtol, atol = tolerance(np.float32, reduced=True)  # sums over up to T=1024 keys
     rows, compile_ms = [], {}
+    load_before = os.getloadavg()[0]
 
     def inputs(T):
         rng = np.random.default_rng(T)
@@ -210,7 +212,8 @@ def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Pat
     out.write_text(json.dumps({"machine": machine_info(threads), "compile_ms": compile_ms,
                                "check": {"rtol": rtol, "atol": atol,
                                          "note": f"float32 table x{REDUCED_FACTOR:g}"},
-                               "rows": rows}))
+                               "repeats": repeats, "rows": rows,
+                               "loadavg": [load_before, os.getloadavg()[0]]}))
 
 
 # -- reporting ------------------------------------------------------------------------
@@ -225,6 +228,11 @@ def markdown(runs: list[dict]) -> str:
         threads = run["machine"]["threads"]
         cms = run.get("compile_ms") or {}
         lines += [f"### {threads} thread{'s' if threads > 1 else ''}", ""]
+        if "command" in run:
+            load = run.get("loadavg") or [float("nan")] * 2
+            lines += [f"`{run['command']}`; medians of {run.get('repeats', '?')} samples; "
+                      f"1-minute load average of the machine {load[0]:.1f} before, "
+                      f"{load[1]:.1f} after (2 cores, shared)", ""]
         if cms:
             lines += [f"numba first call (JIT compile into an empty cache, excluded from the "
                       f"times): forward {cms['forward'] / 1e3:.1f} s, then forward+backward "
@@ -321,6 +329,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="1 thread, T=64,256, 2 repeats")
     p.add_argument("--results", default=None, help="results folder (default benchmarks/results "
                                                     "or $NUMFORMER_BENCH_RESULTS)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the runs of other thread counts already in the results file "
+                        "(run each thread count when the machine is quiet)")
     p.add_argument("--child-json", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -337,6 +348,10 @@ def main(argv=None) -> int:
 
     from numformer.bench.harness import RESULTS, run_per_thread_count
     os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
+    command = "python benchmarks/attention.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    directory = Path(args.results) if args.results else RESULTS
+    name = NAME + ("_causal" if args.causal else "")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(t) for t in args.threads.split(",")):
@@ -344,27 +359,29 @@ def main(argv=None) -> int:
             extra = ["--T", args.T, "--repeats", str(args.repeats), "--impls", args.impls,
                      "--child-json", str(child)] + (["--causal"] if args.causal else [])
             run_per_thread_count(__file__, [n], extra)
-            runs.append(json.loads(child.read_text()))
+            runs.append(dict(json.loads(child.read_text()), command=command.strip()))
+    if args.merge and (directory / f"{name}.json").is_file():
+        old = json.loads((directory / f"{name}.json").read_text())
+        if (old.get("B"), old.get("H"), old.get("D")) == (B, H, D):
+            new_threads = {r["machine"]["threads"] for r in runs}
+            runs = [r for r in old["runs"] if r["machine"]["threads"] not in new_threads] + runs
+            runs.sort(key=lambda r: r["machine"]["threads"])
     m = runs[0]["machine"]
-    command = "python benchmarks/attention.py " + " ".join(
-        a for a in (argv if argv is not None else sys.argv[1:]))
     info = ", ".join(f"{k} {v}" for k, v in m.items() if k != "threads")
     chk = runs[0]["check"]
     header = (f"# Attention, B={B}, H={H}, D={D}, float32{', causal' if args.causal else ''}\n\n"
-              f"{info}\n\ncommand: `{command.strip()}`\n\n"
+              f"{info}\n\n"
               f"Every implementation matched the NumPy reference (out, dq, dk, dv) within "
               f"rtol={chk['rtol']:g}, atol={chk['atol']:g} ({chk['note']}) before timing. "
-              f"Times: medians of {args.repeats} samples. GFLOP/s: 4BHT^2D forward, "
+              f"Times: medians, wall clock, in interleaved rounds. GFLOP/s: 4BHT^2D forward, "
               f"12BHT^2D forward+backward{' (T^2 -> T(T+1)/2, causal)' if args.causal else ''}."
               f"\n")
     md = f"{header}\n{markdown(runs)}\n{targets(runs)}\n"
     print("\n" + md)
-    directory = Path(args.results) if args.results else RESULTS
     directory.mkdir(parents=True, exist_ok=True)
-    name = NAME + ("_causal" if args.causal else "")
     _write(directory / f"{name}.json", json.dumps({"benchmark": name, "B": B, "H": H, "D": D,
-                                                    "causal": args.causal, "command": command,
-                                                    "runs": runs}, indent=1))
+                                                    "causal": args.causal, "runs": runs},
+                                                   indent=1))
     _write(directory / f"{name}.md", md)
     wrote = [f"{name}.json", f"{name}.md"]
     if plot(runs, directory / f"{name}.png"):

@@ -9,9 +9,10 @@ visible key gets an output of zero, never NaN.
 What the kernels do
 -------------------
 Forward: for each (batch, head, block of BQ queries) -- tasks dealt
-round-robin to the workers of a ``prange`` -- walk over the keys in blocks of BK with an online softmax: for
-each query a running sum of exponentials taken against an offset, and the
-partial output ``sum_j P_ij V_j``, both rescaled when the offset has to move.
+round-robin to the workers of a ``prange`` -- walk over the keys in blocks
+of BK with an online softmax: for each query a running sum of exponentials
+taken against an offset, and the partial output ``sum_j P_ij V_j``, both
+rescaled when the offset has to move.
 The (Tq, Tk) score matrix never exists; a task holds one (BK, BQ) block.
 The cache keeps q, k, v, out and the per-query log-sum-exp ``lse``
 (B, H, Tq): nothing of size T x T.
@@ -50,6 +51,9 @@ What makes them fast
   (``beta = 0``): no zeroing pass over the outputs.
 - Key blocks that are all padding, and blocks above the causal diagonal,
   are skipped.
+- Small calls (below ``kernels.matmul.PARALLEL_MIN_WORK`` multiply-adds, e.g.
+  one decoding step) run on the calling thread: waking the other threads
+  would cost more than the work.
 
 Everything the kernels need is passed in: no hidden state, and with
 ``NUMBA_DISABLE_JIT=1`` the same loops run as plain Python.
@@ -61,8 +65,8 @@ import math
 
 import numpy as np
 
-from numformer.kernels._jit import JIT_DISABLED, get_num_threads, jit, prange
-from numformer.kernels.matmul import SINGLE_THREAD_MNK, gemm, run_strided
+from numformer.kernels._jit import JIT_DISABLED, jit, prange
+from numformer.kernels.matmul import SINGLE_THREAD_MNK, gemm, run_strided, workers
 from numformer.ops import attention as _ref
 from numformer.ops import linear as _linear
 from numformer.ops.attention import check_qkv, merge_heads, split_heads  # noqa: F401  (same API)
@@ -398,8 +402,9 @@ def _forward_into(q, k, v, key_mask, causal, scale, out):
         return lse
     bq, bk = block_sizes(D)
     mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
+    W = workers(B * H * Tq * k.shape[2] * D)
     run_strided(_attention_fwd, q, k, v, mask, key_mask is not None, bool(causal), scale, out,
-                 lse, bq, bk, get_num_threads())
+                lse, bq, bk, W, serial=W == 1)
     return lse
 
 
@@ -432,8 +437,9 @@ def _backward_into(dout, cache, dq, dk, dv):
         return
     bq, bk = block_sizes(q.shape[3])
     mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
+    W = workers(q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.shape[3])
     run_strided(_attention_bwd, q, k, v, out, _unit_inner(dout), lse, mask, key_mask is not None,
-                 causal, scale, dq, dk, dv, bq, bk, get_num_threads())
+                causal, scale, dq, dk, dv, bq, bk, W, serial=W == 1)
 
 
 def attention_backward(dout, cache):

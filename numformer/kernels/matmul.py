@@ -35,7 +35,7 @@ import threading
 
 import numpy as np
 
-from numformer.kernels._jit import JIT_DISABLED, jit, prange
+from numformer.kernels._jit import JIT_DISABLED, get_num_threads, jit, prange, set_num_threads
 from numformer.ops import _checks as chk
 
 # Products at most this size (M * N * K) run on the calling thread in
@@ -140,13 +140,25 @@ def _make_blas_gemm():
 gemm = _gemm_py if JIT_DISABLED else _make_blas_gemm()
 
 
-# -- one compiled kernel per dtype ------------------------------------------------
+# -- one compiled kernel per dtype, and when to run it in parallel ---------------
+
+# Below this many multiply-adds a kernel runs on the calling thread: a
+# parallel region costs microseconds when both cores are free and can cost
+# milliseconds when another process holds one (as the team's shared machine
+# shows); a decoding step (one query) or a tiny batch gains nothing from it.
+PARALLEL_MIN_WORK = 1 << 20
 
 _compile_lock = threading.Lock()
 _compiled: set = set()
 
 
-def run_strided(kernel, *args):
+def workers(work: int) -> int:
+    """How many workers a kernel should use for ``work`` multiply-adds (1: run on
+    the calling thread)."""
+    return 1 if work < PARALLEL_MIN_WORK else get_num_threads()
+
+
+def run_strided(kernel, *args, serial: bool = False):
     """Call a kernel through its signature with every array typed as strided
     (layout "A"), compiling that signature on first use.
 
@@ -157,7 +169,8 @@ def run_strided(kernel, *args):
     contiguous array to the strided signature as it is. Callers pass the same
     Python types every time, so the signature depends on the dtype of the
     first argument only (typing a dozen arguments per call would cost more
-    than a small attention)."""
+    than a small attention). ``serial=True`` runs the kernel's parallel loops
+    on the calling thread alone."""
     if JIT_DISABLED:
         return kernel(*args)
     key = (kernel, args[0].dtype)
@@ -173,7 +186,14 @@ def run_strided(kernel, *args):
                 finally:
                     kernel.disable_compile(True)
             _compiled.add(key)
-    return kernel(*args)
+    n = get_num_threads()
+    if not serial or n == 1:
+        return kernel(*args)
+    set_num_threads(1)  # the prange runs on this thread, no other is woken
+    try:
+        return kernel(*args)
+    finally:
+        set_num_threads(n)
 
 
 # -- batched 4D matmul --------------------------------------------------------
@@ -215,8 +235,9 @@ def batched(a, b, trans_a=False, trans_b=False) -> np.ndarray:
     N = b.shape[2] if trans_b else b.shape[3]
     c = np.empty(a.shape[:2] + (M, N), dtype=a.dtype)  # (B, H, M, N)
     if c.size:
-        run_strided(_bmm, a, b, c, bool(trans_a), bool(trans_b),
-                    M * N * K <= SINGLE_THREAD_MNK)
+        work = c.shape[0] * c.shape[1] * M * N * K
+        parallel = M * N * K <= SINGLE_THREAD_MNK and workers(work) > 1
+        run_strided(_bmm, a, b, c, bool(trans_a), bool(trans_b), parallel)
     return c
 
 

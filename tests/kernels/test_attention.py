@@ -2,7 +2,9 @@
 
 Every case runs twice over the blocks: the default block sizes and tiny ones
 (BQ=4, BK=8), so short sequences still cross several query and key blocks,
-end in partial blocks, and exercise the online-softmax rescaling. Runs
+end in partial blocks, and exercise the online-softmax rescaling; the tiny
+blocks also force the work onto every numba thread (small calls otherwise
+run on the calling thread). Runs
 compiled and, with NUMBA_DISABLE_JIT=1, as plain Python (smaller grid).
 """
 
@@ -15,6 +17,7 @@ from numformer import kernels
 from numformer.gradcheck import check_op
 from numformer.kernels import _jit
 from numformer.kernels import attention as ka
+from numformer.kernels import matmul as km
 from numformer.ops import attention as ref
 from numformer.testing import assert_close
 
@@ -27,11 +30,14 @@ if not _jit.JIT_DISABLED:
 BLOCKS = [None, (4, 8)]
 
 
-@pytest.fixture(params=BLOCKS, ids=["default-blocks", "tiny-blocks"])
+@pytest.fixture(params=BLOCKS, ids=["default-blocks", "tiny-blocks-parallel"])
 def blocks(request, monkeypatch):
+    """Default blocks (and small calls on the calling thread), or tiny blocks with
+    every call split over all numba threads however small."""
     if request.param is not None:
         monkeypatch.setattr(ka, "BLOCK_Q", request.param[0])
         monkeypatch.setattr(ka, "BLOCK_K", request.param[1])
+        monkeypatch.setattr(km, "PARALLEL_MIN_WORK", 0)
     return request.param
 
 

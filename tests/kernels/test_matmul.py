@@ -18,9 +18,17 @@ if not _jit.JIT_DISABLED:
     SHAPES += [(2, 2, 33, 65, 40), (1, 2, 90, 90, 90)]
 
 
+@pytest.fixture(params=[False, True], ids=["small-serial", "forced-parallel"])
+def parallel(request, monkeypatch):
+    """Small products run on the calling thread unless the threshold is lowered."""
+    if request.param:
+        monkeypatch.setattr(km, "PARALLEL_MIN_WORK", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_agrees_with_reference(rng, shape, dtype):
+def test_agrees_with_reference(rng, parallel, shape, dtype):
     B, H, M, K, N = shape
     a = rng.standard_normal((B, H, M, K)).astype(dtype)
     b = rng.standard_normal((B, H, K, N)).astype(dtype)
