@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -348,7 +349,7 @@ def main(argv=None) -> int:
 
     from numformer.bench.harness import RESULTS, run_per_thread_count
     os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
-    command = "python benchmarks/attention.py " + " ".join(
+    command = "python benchmarks/attention.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])
     directory = Path(args.results) if args.results else RESULTS
     name = NAME + ("_causal" if args.causal else "")
