@@ -214,15 +214,24 @@ def markdown(results: list[dict]) -> str:
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for res in results:
         torch_ms = next((r["ms"] for r in res["rows"] if r["impl"].startswith("torch")), None)
+        cores = res.get("machine", {}).get("cores") or 2
         for r in res["rows"]:
             ratio = f"{r['ms'] / torch_ms:.1f}" if torch_ms else "-"
             diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
             peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
-            load = "/".join("-" if x is None else f"{x:.1f}" for x in r.get("load", []))
+            loads = [x for x in r.get("load", []) if x is not None]
+            load = "/".join(f"{x:.1f}" for x in loads) or "-"
+            if loads and max(loads) > cores:
+                load += " (busy)"
             lines.append(f"| {r['threads']} | {r['impl']} | {r['sentences_per_s']:.1f} | "
                          f"{r['ms']:.0f} | {r['min_ms']:.0f} | {r['first_ms']:.0f} | "
                          f"{r['gflops']:.1f} | {r['tokenize_ms']:.1f} | {peak} | {ratio} | "
                          f"{diff} | {load} |")
+    lines.append("")
+    lines.append("(busy): the 1-minute load average around this measurement exceeded the "
+                 "number of cores, so other processes shared them; with 2 threads on 2 cores "
+                 "every parallel region then waits for a descheduled thread, and the time "
+                 "measures the machine's load more than the implementation.")
     lines.append("")
     for res in results:
         for r in res["rows"]:
@@ -234,6 +243,32 @@ def markdown(results: list[dict]) -> str:
                 lines.append(f"- profile of one call, {r['impl']}, {r['threads']} thread(s), "
                              f"{total:.2f} s: {parts}")
     return "\n".join(lines)
+
+
+def write_results(directory: Path, results: list[dict], command: str, echo: bool = False):
+    """embeddings.json (every measurement) and embeddings.md (the table), atomically."""
+    md = markdown(results)
+    m = results[0]["machine"]
+    header = (f"{results[0]['n']} SST-2 dev sentences ({results[0]['tokens']} tokens, at most "
+              f"{results[0]['max_tokens']}), batches of {results[0]['batch_size']}, "
+              f"{results[0]['gflop']:.1f} GFLOP of encoder matmuls per set")
+    if echo:
+        print(f"{m.get('cpu')}, numpy {m.get('numpy')}, numba {m.get('numba', '-')}, "
+              f"torch {m.get('torch', '-')}\n{header}\n\n{md}")
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": NAME, "description": header, "command": command, "runs": results}
+    path = directory / f"{NAME}.json"
+    tmp_path = path.with_suffix(".json.tmp")
+    tmp_path.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp_path, path)
+    info = ", ".join(f"{k} {v}" for k, v in m.items() if k != "threads")
+    mdp = directory / f"{NAME}.md"
+    tmp_path = mdp.with_suffix(".md.tmp")
+    tmp_path.write_text(f"# Sentence embeddings, all-MiniLM-L6-v2\n\n{info}\n\n{header}; "
+                        f"command: `{command}`\n\n{md}\n")
+    os.replace(tmp_path, mdp)
+    if echo:
+        print(f"\nwrote {path} and {mdp}")
 
 
 def main(argv=None) -> int:
@@ -275,28 +310,10 @@ def main(argv=None) -> int:
                 run.update(res)
                 run["rows"].append(row)
             results.append(run)
-    md = markdown(results)
-    m = results[0]["machine"]
-    header = (f"{results[0]['n']} SST-2 dev sentences ({results[0]['tokens']} tokens, at most "
-              f"{results[0]['max_tokens']}), batches of {results[0]['batch_size']}, "
-              f"{results[0]['gflop']:.1f} GFLOP of encoder matmuls per set")
-    print(f"{m.get('cpu')}, numpy {m.get('numpy')}, numba {m.get('numba', '-')}, "
-          f"torch {m.get('torch', '-')}\n{header}\n\n{md}")
     directory = Path(args.results) if args.results else RESULTS
-    directory.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": NAME, "description": header, "runs": results}
-    path = directory / f"{NAME}.json"
-    tmp_path = path.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp_path, path)
-    info = ", ".join(f"{k} {v}" for k, v in m.items() if k != "threads")
-    mdp = directory / f"{NAME}.md"
-    tmp_path = mdp.with_suffix(".md.tmp")
-    tmp_path.write_text(f"# Sentence embeddings, all-MiniLM-L6-v2\n\n{info}\n\n{header}; "
-                        f"command: `python benchmarks/embeddings.py --threads {args.threads} "
-                        f"--n {args.n} --repeats {args.repeats}`\n\n{md}\n")
-    os.replace(tmp_path, mdp)
-    print(f"\nwrote {path} and {mdp}")
+    command = (f"python benchmarks/embeddings.py --threads {args.threads} --n {args.n} "
+               f"--repeats {args.repeats}")
+    write_results(directory, results, command, echo=True)
     return 0
 
 
