@@ -11,6 +11,7 @@ import numpy as np
 
 from numformer import kernels
 from numformer.nn.module import Module, Parameter
+from numformer.ops import activations as _act
 from numformer.ops import attention as _attn
 from numformer.ops import embedding as _emb
 from numformer.ops import linear as _lin
@@ -152,6 +153,18 @@ class ReLU(Module):
     def backward(self, dout):
         f, cache = self._pop_cache()
         return f.relu_backward(dout, cache)
+
+
+class Tanh(Module):
+    """tanh (the reference op: not a hot loop, no kernel)."""
+
+    def forward(self, x):
+        out, cache = _act.tanh_forward(x)
+        self._set_cache(cache)
+        return out
+
+    def backward(self, dout):
+        return _act.tanh_backward(dout, self._pop_cache())
 
 
 class GELU(Module):

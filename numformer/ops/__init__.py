@@ -5,7 +5,8 @@ Each op is ``<op>_forward(x, *params) -> (out, cache)`` and
 C channels, H heads, D = C // H, F feed-forward width, V vocabulary.
 """
 
-from numformer.ops.activations import gelu_backward, gelu_forward, relu_backward, relu_forward
+from numformer.ops.activations import (gelu_backward, gelu_forward, relu_backward, relu_forward,
+                                       tanh_backward, tanh_forward)
 from numformer.ops.attention import (MASKED_SCORE, attention_backward, attention_forward,
                                      merge_heads, mha_backward, mha_forward, split_heads)
 from numformer.ops.dropout import dropout_backward, dropout_forward

@@ -19,7 +19,8 @@ def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None):
     if W.shape[0] != x.shape[-1]:
         raise ValueError(f"W: expected shape ({x.shape[-1]}, C_out) to match x's last axis "
                          f"C_in={x.shape[-1]}, got {tuple(W.shape)}")
-    out = x @ W  # (..., C_out)
+    # one GEMM over all leading axes (a 3-D x @ W would loop over the batch)
+    out = (x.reshape(-1, x.shape[-1]) @ W).reshape(*x.shape[:-1], W.shape[1])  # (..., C_out)
     if b is not None:
         chk.float_array("b", b, like=x)
         chk.shape("b", b, (W.shape[1],), "(C_out,)")
@@ -31,9 +32,9 @@ def linear_backward(dout: np.ndarray, cache):
     """(dx, dW, db); db is None when the forward had no bias."""
     x, W, has_bias = cache
     # out = x @ W + b
-    dx = dout @ W.T  # (..., C_in)
     x2 = x.reshape(-1, x.shape[-1])  # (N, C_in)
     d2 = dout.reshape(-1, dout.shape[-1])  # (N, C_out)
+    dx = (d2 @ W.T).reshape(x.shape)  # (..., C_in)
     dW = x2.T @ d2  # (C_in, C_out)
     db = d2.sum(axis=0) if has_bias else None  # (C_out,)
     return dx, dW, db

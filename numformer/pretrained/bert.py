@@ -21,35 +21,10 @@ import numpy as np
 
 from numformer.nn import (ClsPool, Dropout, Embedding, Encoder, LayerNorm, LearnedPositions,
                           Linear, MeanPool, Module)
-from numformer.nn.layers import _rng
+from numformer.nn.layers import Tanh, _rng
 from numformer.nn.models import check_batch
 from numformer.ops import _checks as chk
 from numformer.pretrained.config import BertConfig
-
-
-# tanh: the one op numformer's core lacks for BERT's pooler -------------------
-
-def tanh_forward(x: np.ndarray):
-    """``out = tanh(x)``. ``cache = out`` (the derivative is 1 - out^2)."""
-    chk.float_array("x", x)
-    out = np.tanh(x)
-    return out, out
-
-
-def tanh_backward(dout: np.ndarray, cache) -> np.ndarray:
-    out = cache
-    # out = tanh(x)
-    return dout * (out.dtype.type(1) - out * out)
-
-
-class Tanh(Module):
-    def forward(self, x):
-        out, cache = tanh_forward(x)
-        self._set_cache(cache)
-        return out
-
-    def backward(self, dout):
-        return tanh_backward(dout, self._pop_cache())
 
 
 # the model -----------------------------------------------------------------

@@ -119,9 +119,12 @@ def test_linear_and_matmul(rng, dtype):
 
 
 def test_erf_against_math_erf():
+    """The NumPy fallback erf (used where scipy is missing) and the one GELU uses."""
+    from numformer.ops.activations import erf as gelu_erf
     x = np.linspace(-7, 7, 50001)
     ref = np.array([math.erf(t) for t in x])
     np.testing.assert_allclose(erf(x), ref, rtol=0, atol=2e-15)
+    np.testing.assert_allclose(gelu_erf(x), ref, rtol=0, atol=2e-15)
     assert erf(np.float32(0.5) * np.ones(3, np.float32)).dtype == np.float32
 
 

@@ -20,7 +20,7 @@ from numformer import get_backend, set_backend
 from numformer.gradcheck import check_module, check_op
 from numformer.pretrained import (BertClassifier, BertConfig, load_bert, load_model,
                                   numformer_to_hf, save_model)
-from numformer.pretrained.bert import tanh_backward, tanh_forward
+from numformer.ops import tanh_backward, tanh_forward
 from numformer.testing import assert_close
 
 
