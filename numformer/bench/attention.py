@@ -2,16 +2,21 @@
 kernel) against PyTorch on the CPU (scaled_dot_product_attention, and eager
 ``softmax(q k^T * scale) v``), at B=32, H=4, D=32, float32, for a range of T.
 
-Each thread count runs in a fresh process with every thread pool pinned
-before numpy, numba or torch load. In each process, for each T:
+Each thread count runs in fresh processes with every thread pool pinned
+before numpy, numba or torch load. On one thread, all implementations share
+one process and are timed in interleaved rounds (one sample of each per
+round), so a load that comes and goes on a shared machine hits them alike;
+on more threads, each implementation gets its own process, because the
+pools of NumPy's BLAS, numba and PyTorch compete inside one process (on 2
+cores, badly). In each process, for each T:
 
-- every implementation's output and gradients are checked against the
-  NumPy reference before it is timed;
+- the output and gradients are checked against the NumPy reference
+  (computed once by the parent) before timing;
 - the first call of the Numba kernel (JIT compile into an empty cache) is
   timed and reported apart;
-- times are medians of repeats (fast calls looped to 50 ms per sample),
-  taken in rounds that visit every implementation once, so that a load
-  coming and going on a shared machine hits them alike;
+- times are medians of repeats after two warm-up calls (fast calls looped
+  to 50 ms per sample); the load average of the (shared) machine is
+  recorded around each process;
 - GFLOP/s counts the useful work, 4*B*H*T^2*D forward and 12*B*H*T^2*D
   forward+backward (causal: the visible pairs only), for every
   implementation (the fused kernel does 14*B*H*T^2*D: its backward
@@ -116,17 +121,35 @@ def _allocator_for_memory_peaks():
         return lambda: None
 
 
+def _inputs(np, T: int):
+    """q, k, v, dout (B, H, T, D) float32, the same in every process."""
+    rng = np.random.default_rng(T)
+    return tuple(rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(4))
+
+
+def write_reference(Ts, causal: bool, directory: Path) -> None:
+    """The NumPy reference's out, dq, dk, dv for each T, as .npy files."""
+    import numpy as np
+    from numformer.ops import attention as ref
+    for T in Ts:
+        q, k, v, dout = _inputs(np, T)
+        out, cache = ref.attention_forward(q, k, v, causal=causal)
+        for label, x in zip(("out", "dq", "dk", "dv"), (out, *ref.attention_backward(dout, cache))):
+            np.save(directory / f"{T}_{label}.npy", x)
+        del out, cache
+
+
 def time_interleaved(fns: dict, repeats: int, min_time: float = 0.05) -> dict:
     """Median ms per call of each ``fns[name]()``, sampled in rounds: one sample of
-    each implementation per round, so a load that comes and goes on a shared
-    machine hits all of them alike (the ratios stay fair). Each sample loops a
-    fast call until it lasts ``min_time`` s; every function has been called
-    before (warm)."""
+    each function per round, so a load that comes and goes on a shared machine
+    hits all of them alike. Two warm-up calls each; a sample loops a fast call
+    until it lasts ``min_time`` s."""
     import gc
     import statistics
     import time
     inner = {}
     for name, fn in fns.items():
+        fn()
         t0 = time.perf_counter()
         fn()
         inner[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
@@ -142,7 +165,11 @@ def time_interleaved(fns: dict, repeats: int, min_time: float = 0.05) -> dict:
             for name, v in samples.items()}
 
 
-def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Path) -> None:
+def run_child(threads: int, Ts, repeats: int, names: list, causal: bool, ref_dir: Path,
+              out: Path) -> None:
+    """Check, time and measure some implementations at one thread count, in this
+    process (several only when they run on one thread: their pools would
+    compete otherwise)."""
     from numformer.bench.harness import pin_threads
     pin_threads(threads)
     # an empty numba cache: the first call below is a real JIT compile
@@ -150,25 +177,23 @@ def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Pat
     import time
 
     import numpy as np
-    from numformer.bench.harness import check_against, machine_info, peak_extra_mb, torch_or_none
-    from numformer.kernels._jit import set_num_threads
+    from numformer.bench.harness import check_against, machine_info, peak_extra_mb, \
+        torch_or_none
     from numformer.testing import REDUCED_FACTOR, tolerance
-    set_num_threads(threads)
-    torch = torch_or_none() if any(n.startswith("torch") for n in impl_names) else None
+    if "numformer numba" in names:
+        # never in a process that times torch on several threads: numba's OpenMP
+        # pool started before torch's parallel regions makes them ~100x slower
+        # (one libgomp serves both)
+        from numformer.kernels._jit import set_num_threads
+        set_num_threads(threads)
+    torch = torch_or_none() if any(n.startswith("torch") for n in names) else None
+    names = [n for n in names if torch is not None or not n.startswith("torch")]
     rtol, atol = tolerance(np.float32, reduced=True)  # sums over up to T=1024 keys
     rows, compile_ms = [], {}
     load_before = os.getloadavg()[0]
-
-    def inputs(T):
-        rng = np.random.default_rng(T)
-        q, k, v, dout = (rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(4))
-        return _implementations(np, torch, q, k, v, dout, causal)
-
     for T in Ts:  # check, then time
-        every = inputs(T)
-        expected = every["numformer numpy"][2]()  # the NumPy reference always runs
-        impls = {n: every[n] for n in impl_names if n in every}
-        del every
+        impls = _implementations(np, torch, *_inputs(np, T), causal)
+        impls = {n: impls[n] for n in names}
         diffs = {}
         for name, (fwd, fwd_bwd, result) in impls.items():
             if name == "numformer numba" and not compile_ms:
@@ -178,13 +203,11 @@ def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Pat
                 t0 = time.perf_counter()
                 fwd_bwd()
                 compile_ms["forward+backward"] = 1e3 * (time.perf_counter() - t0)
-            got = result()
             diffs[name] = 0.0
-            for label, g, e in zip(("out", "dq", "dk", "dv"), got, expected):
+            for label, g in zip(("out", "dq", "dk", "dv"), result()):
+                e = np.load(ref_dir / f"{T}_{label}.npy")
                 check_against(f"{name} {label} (T={T})", g, e, rtol, atol)
                 diffs[name] = max(diffs[name], float(np.abs(g - e).max()))
-            del got
-        del expected
         for p_i, what in enumerate(PASSES):
             times = time_interleaved({n: f[p_i] for n, f in impls.items()}, repeats)
             for name, t in times.items():
@@ -196,25 +219,22 @@ def run_child(threads: int, Ts, repeats: int, impl_names, causal: bool, out: Pat
             f"{r['impl']} {r['what']} {r['ms']:.2f} ms" for r in rows if r["T"] == T),
             flush=True)
         del impls
+    load_after = os.getloadavg()[0]
     trim = _allocator_for_memory_peaks()
     for T in Ts:  # memory, once per implementation and pass
-        impls = inputs(T)
+        impls = _implementations(np, torch, *_inputs(np, T), causal)
         for r in rows:
-            if r["T"] == T and r["impl"] in impls:
-                fn = impls[r["impl"]][0 if r["what"] == "forward" else 1]
-                fn()  # warm (numba's first call in this process happened above)
+            if r["T"] == T:
+                fn = impls[r["impl"]][PASSES.index(r["what"])]
+                fn()
                 trim()
                 r["peak_mb"] = peak_extra_mb(fn)
         del impls
-    for r in rows:
-        base = next((x["ms"] for x in rows if x["impl"] == BASELINE and x["T"] == r["T"]
-                     and x["what"] == r["what"]), None)
-        r["ratio"] = r["ms"] / base if base else None
     out.write_text(json.dumps({"machine": machine_info(threads), "compile_ms": compile_ms,
                                "check": {"rtol": rtol, "atol": atol,
                                          "note": f"float32 table x{REDUCED_FACTOR:g}"},
                                "repeats": repeats, "rows": rows,
-                               "loadavg": [load_before, os.getloadavg()[0]]}))
+                               "loadavg": {", ".join(names): [load_before, load_after]}}))
 
 
 # -- reporting ------------------------------------------------------------------------
@@ -230,10 +250,11 @@ def markdown(runs: list[dict]) -> str:
         cms = run.get("compile_ms") or {}
         lines += [f"### {threads} thread{'s' if threads > 1 else ''}", ""]
         if "command" in run:
-            load = run.get("loadavg") or [float("nan")] * 2
-            lines += [f"`{run['command']}`; medians of {run.get('repeats', '?')} samples; "
-                      f"1-minute load average of the machine {load[0]:.1f} before, "
-                      f"{load[1]:.1f} after (2 cores, shared)", ""]
+            load = ", ".join(f"{k} {a:.1f} -> {b:.1f}"
+                             for k, (a, b) in (run.get("loadavg") or {}).items())
+            lines += [f"`{run['command']}`; medians of {run.get('repeats', '?')} samples. "
+                      f"1-minute load average of the (2-core, shared) machine before -> after "
+                      f"each implementation's process: {load}", ""]
         if cms:
             lines += [f"numba first call (JIT compile into an empty cache, excluded from the "
                       f"times): forward {cms['forward'] / 1e3:.1f} s, then forward+backward "
@@ -241,7 +262,8 @@ def markdown(runs: list[dict]) -> str:
         lines += ["| T | pass | implementation | ms | GFLOP/s | peak extra MB "
                   "| ms / torch SDPA ms |",
                   "|---:|---|---|---:|---:|---:|---:|"]
-        for r in run["rows"]:
+        for r in sorted(run["rows"], key=lambda r: (r["T"], PASSES.index(r["what"]),
+                                                     IMPLS.index(r["impl"]))):
             lines.append(f"| {r['T']} | {r['what']} | {r['impl']} | {r['ms']:.2f} | "
                          f"{r['gflops']:.1f} | {_fmt(r['peak_mb'], '.1f')} | "
                          f"{_fmt(r['ratio'], '.2f')} |")
@@ -324,8 +346,8 @@ def main(argv=None) -> int:
                    help="sequence lengths, comma-separated; default %(default)s")
     p.add_argument("--repeats", type=int, default=5, help="timed samples per case (median)")
     p.add_argument("--impls", default=",".join(IMPLS),
-                   help="implementations, comma-separated (the NumPy reference always runs "
-                        "to check the others)")
+                   help="implementations, comma-separated (the NumPy reference is always "
+                        "computed to check them)")
     p.add_argument("--causal", action="store_true", help="causal attention")
     p.add_argument("--quick", action="store_true", help="1 thread, T=64,256, 2 repeats")
     p.add_argument("--results", default=None, help="results folder (default benchmarks/results "
@@ -334,6 +356,7 @@ def main(argv=None) -> int:
                    help="keep the runs of other thread counts already in the results file "
                         "(run each thread count when the machine is quiet)")
     p.add_argument("--child-json", help=argparse.SUPPRESS)
+    p.add_argument("--ref-dir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.threads, args.T, args.repeats = "1", "64,256", 2
@@ -344,7 +367,7 @@ def main(argv=None) -> int:
         p.error(f"--impls: unknown {unknown}; choose from {', '.join(IMPLS)}")
     if args.child_json:
         run_child(int(args.threads), Ts, args.repeats, impl_names, args.causal,
-                  Path(args.child_json))
+                  Path(args.ref_dir), Path(args.child_json))
         return 0
 
     from numformer.bench.harness import RESULTS, run_per_thread_count
@@ -355,12 +378,33 @@ def main(argv=None) -> int:
     name = NAME + ("_causal" if args.causal else "")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        print(f"NumPy reference for T = {args.T} ...", flush=True)
+        write_reference(Ts, args.causal, tmp)
         for n in (int(t) for t in args.threads.split(",")):
-            child = Path(tmp) / f"{n}.json"
-            extra = ["--T", args.T, "--repeats", str(args.repeats), "--impls", args.impls,
-                     "--child-json", str(child)] + (["--causal"] if args.causal else [])
-            run_per_thread_count(__file__, [n], extra)
-            runs.append(dict(json.loads(child.read_text()), command=command.strip()))
+            run = None
+            # one thread: all in one process, timed in interleaved rounds (fair under a
+            # load that comes and goes); more: a process per implementation
+            groups = [impl_names] if n == 1 else [[impl] for impl in impl_names]
+            for i, group in enumerate(groups):
+                child = tmp / f"{n}_{i}.json"
+                extra = ["--T", args.T, "--repeats", str(args.repeats), "--impls",
+                         ",".join(group), "--ref-dir", str(tmp), "--child-json", str(child)]
+                run_per_thread_count(__file__, [n], extra + (["--causal"] if args.causal else []))
+                res = json.loads(child.read_text())
+                if run is None:
+                    run = dict(res, command=command.strip())
+                else:
+                    run["rows"] += res["rows"]
+                    run["compile_ms"] = run["compile_ms"] or res["compile_ms"]
+                    run["loadavg"].update(res["loadavg"])
+                    run["machine"].update(res["machine"])  # torch's version, if any
+            runs.append(run)
+        for run in runs:
+            for r in run["rows"]:
+                base = next((x["ms"] for x in run["rows"] if x["impl"] == BASELINE
+                             and x["T"] == r["T"] and x["what"] == r["what"]), None)
+                r["ratio"] = r["ms"] / base if base else None
     if args.merge and (directory / f"{name}.json").is_file():
         old = json.loads((directory / f"{name}.json").read_text())
         if (old.get("B"), old.get("H"), old.get("D")) == (B, H, D):
