@@ -172,8 +172,10 @@ def run_child(threads: int, Ts, repeats: int, names: list, causal: bool, ref_dir
     compete otherwise)."""
     from numformer.bench.harness import pin_threads
     pin_threads(threads)
-    # an empty numba cache: the first call below is a real JIT compile
-    os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="numformer-bench-jit-")
+    # an empty numba cache, removed when this function returns: the first call
+    # below is a real JIT compile
+    jit_cache = tempfile.TemporaryDirectory(prefix="numformer-bench-jit-")
+    os.environ["NUMBA_CACHE_DIR"] = jit_cache.name
     import time
 
     import numpy as np
@@ -235,6 +237,7 @@ def run_child(threads: int, Ts, repeats: int, names: list, causal: bool, ref_dir
                                          "note": f"float32 table x{REDUCED_FACTOR:g}"},
                                "repeats": repeats, "rows": rows,
                                "loadavg": {", ".join(names): [load_before, load_after]}}))
+    jit_cache.cleanup()
 
 
 # -- reporting ------------------------------------------------------------------------
