@@ -1,4 +1,6 @@
 """Numba twins of ``numformer.ops.activations``: ReLU and GELU (exact erf form and tanh form).
+tanh (used once, in BERT's pooler, on (B, C)) is not a hot loop: the
+reference serves it.
 
 Shapes: any; the kernels see the input as a flat C-contiguous array and the
 output has the input's shape and dtype. The caches are the reference's:
@@ -25,6 +27,7 @@ from numformer.kernels.softmax import (EXACT_OPTS, PARALLEL_OPTS, PLAIN_OPTS, ch
 from numformer.ops import _checks as chk
 from numformer.ops import activations as _ref
 from numformer.ops.activations import GELU_APPROXIMATIONS
+from numformer.ops.activations import tanh_backward, tanh_forward  # noqa: F401 (no kernel)
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)

@@ -11,7 +11,6 @@ import numpy as np
 
 from numformer import kernels
 from numformer.nn.module import Module, Parameter
-from numformer.ops import activations as _act
 from numformer.ops import attention as _attn
 from numformer.ops import embedding as _emb
 from numformer.ops import linear as _lin
@@ -156,15 +155,15 @@ class ReLU(Module):
 
 
 class Tanh(Module):
-    """tanh (the reference op: not a hot loop, no kernel)."""
-
     def forward(self, x):
-        out, cache = _act.tanh_forward(x)
-        self._set_cache(cache)
+        f = kernels.op("activations")
+        out, cache = f.tanh_forward(x)
+        self._set_cache((f, cache))
         return out
 
     def backward(self, dout):
-        return _act.tanh_backward(dout, self._pop_cache())
+        f, cache = self._pop_cache()
+        return f.tanh_backward(dout, cache)
 
 
 class GELU(Module):
