@@ -9,6 +9,10 @@ Layout (see DESIGN.md of the team):
 
 __version__ = "0.1.0"
 
+from numformer import _runtime  # noqa: E402
+
+_runtime.tune()
+
 from numformer.kernels import get_backend, set_backend  # noqa: E402
 
 __all__ = ["__version__", "get_backend", "set_backend"]

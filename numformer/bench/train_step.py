@@ -8,6 +8,8 @@ Configurations:
     charlm   character causal LM (numformer train lm's model): V=261, C=128, H=4,
              4 pre-LN blocks, F=512, T=128, B=32, loss at every position
 
+Each implementation is timed in its own process (threads pinned before
+imports): numba's OpenMP pool and torch's compete when both start in one.
 The PyTorch model is written here with the same pieces (learned positions,
 GELU, post-LN or pre-LN blocks, attention by scaled_dot_product_attention
 without dropout on the probabilities, dropout after the attention and the
@@ -67,7 +69,7 @@ def numformer_step(c: dict, dropout: float):
     from numformer import nn, optim
     cfg = nn.ModelConfig(vocab_size=c["V"], dim=c["C"], n_heads=c["H"], n_layers=c["L"],
                          d_ff=c["F"], max_len=c["T"], dropout=dropout, norm_first=c["norm_first"],
-                         activation="gelu")
+                         activation="gelu", tie_weights=c["task"] == "mlm")
     model = nn.MaskedLM(cfg, seed=0) if c["task"] == "mlm" else nn.CausalLM(cfg, seed=0)
     loss_fn = nn.CrossEntropyLoss()
     opt = optim.AdamW(model, lr=1e-4, weight_decay=0.01, no_decay="auto")
@@ -214,58 +216,140 @@ def torch_step(c: dict, dropout: float, torch, nf_model, batch):
     return tm, step, loss_only
 
 
-def run_one(config: str, threads: int, dropout: float, repeats: int) -> dict:
-    from numformer.bench.harness import machine_info, pin_threads, time_call, torch_or_none
-    pin_threads(threads)
-    import numpy as np
+def check_same_model(config: str) -> dict:
+    """Same weights and batch through numformer and torch (dropout 0, eval): the
+    losses must agree. Returns both."""
     import numformer
-    from numformer.kernels import numba_available
-    if numba_available() and numformer.get_backend() == "numba":
-        from numformer.kernels._jit import set_num_threads
-        set_num_threads(threads)
+    torch = _torch()
     c = CONFIGS[config]
+    model, _, batch = numformer_step(c, 0.0)
+    _, _, t_loss = torch_step(c, 0.0, torch, model, batch)
+    model.eval()
+    lf = numformer.nn.CrossEntropyLoss()
+    nf = float(lf(model(batch.ids, batch.key_mask, batch.positions), batch.targets)
+               if c["task"] == "mlm" else lf(model(batch[0]), batch[1]))
+    with torch.no_grad():
+        tl = float(t_loss())
+    if not abs(nf - tl) <= 1e-4 * max(1.0, abs(tl)):
+        raise AssertionError(f"numformer loss {nf} != torch loss {tl}: not the same model")
+    return {"numformer": nf, "torch": tl}
+
+
+def _torch():
+    from numformer.bench.harness import torch_or_none
+    return torch_or_none()
+
+
+def time_impl(impl: str, config: str, threads: int, dropout: float, repeats: int) -> dict:
+    """Median step time of one implementation (call in a fresh process: numba's
+    OpenMP pool and torch's slow each other down when both start in one)."""
+    from numformer.bench.harness import pin_threads, time_call
+    pin_threads(threads)
+    c = CONFIGS[config]
+    import numformer
     model, nf_step, batch = numformer_step(c, dropout)
+    if impl == "numformer":
+        from numformer.kernels import numba_available
+        if numba_available() and numformer.get_backend() == "numba":
+            from numformer.kernels._jit import set_num_threads
+            set_num_threads(threads)
+        t = time_call(nf_step, repeats=repeats, warmup=3)
+        return {"ms": t["ms"], "first_ms": t["first_ms"], "backend": numformer.get_backend(),
+                "masked": int(len(batch.positions)) if c["task"] == "mlm" else 0,
+                "matmul_peak_gflops": matmul_peak_gflops()}
+    torch = _torch()
+    tm, t_step, _ = torch_step(c, dropout, torch, model, batch)
+    tm.train()
+    t = time_call(t_step, repeats=repeats, warmup=3)
+    return {"ms": t["ms"], "first_ms": t["first_ms"]}
+
+
+def _child(impl, config, threads, dropout, repeats) -> dict:
+    import subprocess
+    from numformer.bench.harness import THREAD_VARS
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = str(threads)
+    r = subprocess.run([sys.executable, "-m", "numformer.bench.train_step", "--impl", impl,
+                        "--config", config, "--threads", str(threads), "--dropout", str(dropout),
+                        "--repeats", str(repeats)], env=env, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"{impl} timing failed:\n{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run_one(config: str, threads: int, dropout: float, repeats: int) -> dict:
+    from numformer.bench.harness import machine_info
+    c = CONFIGS[config]
     tokens = c["B"] * c["T"]
-    n_masked = len(batch.positions) if c["task"] == "mlm" else tokens
-    flops = step_flops(c, n_masked)
-    torch = torch_or_none()
     result = {"config": config, **c, "dropout": dropout, "threads": threads,
-              "backend": numformer.get_backend(), "tokens_per_step": tokens,
-              "masked_per_step": n_masked, "step_gflop": flops / 1e9}
-    if torch is not None:
-        # same weights, same batch: the losses of the first forward must agree
-        tm, t_step, t_loss = torch_step(c, 0.0, torch, model, batch)
-        model.eval()
-        lf = numformer.nn.CrossEntropyLoss()
-        nf_loss = float(lf(model(batch.ids, batch.key_mask, batch.positions), batch.targets)
-                        if c["task"] == "mlm" else lf(model(batch[0]), batch[1]))
-        model.train()
-        tm.eval()
-        with torch.no_grad():
-            t_loss_v = float(t_loss())
-        if not abs(nf_loss - t_loss_v) <= 1e-4 * max(1.0, abs(t_loss_v)):
-            raise AssertionError(f"numformer loss {nf_loss} != torch loss {t_loss_v}: not the "
-                                 f"same model")
-        result["check_loss"] = {"numformer": nf_loss, "torch": t_loss_v}
-        tm, t_step, _ = torch_step(c, dropout, torch, model, batch)
-        tm.train()
-        t = time_call(t_step, repeats=repeats, warmup=3)
-        result["torch_ms"] = t["ms"]
-        result["torch_tokens_per_s"] = tokens / (t["ms"] * 1e-3)
-        result["torch_peak_fraction"] = flops / (t["ms"] * 1e-3) / 1e9
-    t = time_call(nf_step, repeats=repeats, warmup=3)
-    result["numformer_first_ms"] = t["first_ms"]
-    result["numformer_ms"] = t["ms"]
-    result["numformer_tokens_per_s"] = tokens / (t["ms"] * 1e-3)
-    peak = matmul_peak_gflops()
-    result["matmul_peak_gflops"] = peak
-    result["numformer_peak_fraction"] = flops / (t["ms"] * 1e-3) / 1e9 / peak
-    if "torch_peak_fraction" in result:
-        result["torch_peak_fraction"] /= peak
+              "tokens_per_step": tokens}
+    has_torch = _torch() is not None
+    if has_torch:
+        result["check_loss"] = check_same_model(config)
+    nf = _child("numformer", config, threads, dropout, repeats)
+    flops = step_flops(c, nf["masked"] or tokens)
+    peak = nf["matmul_peak_gflops"]
+    result.update({"backend": nf["backend"], "step_gflop": flops / 1e9, "matmul_peak_gflops": peak,
+                   "numformer_ms": nf["ms"], "numformer_first_ms": nf["first_ms"],
+                   "numformer_tokens_per_s": tokens / (nf["ms"] * 1e-3),
+                   "numformer_peak_fraction": flops / (nf["ms"] * 1e-3) / 1e9 / peak})
+    if has_torch:
+        t = _child("torch", config, threads, dropout, repeats)
+        result.update({"torch_ms": t["ms"], "torch_tokens_per_s": tokens / (t["ms"] * 1e-3),
+                       "torch_peak_fraction": flops / (t["ms"] * 1e-3) / 1e9 / peak})
         result["ratio_numformer_over_torch"] = (result["numformer_tokens_per_s"]
                                                 / result["torch_tokens_per_s"])
     result["machine"] = machine_info(threads)
+    result["load_average"] = os.getloadavg()[0]
     return result
+
+
+def run_matrix(repeats: int) -> int:
+    from numformer.bench.harness import RESULTS
+    rows = []
+    for config in CONFIGS:
+        for threads in (1, 2):
+            for dropout in (0.1, 0.0):
+                r = run_one(config, threads, dropout, repeats)
+                print(_line(r), flush=True)
+                rows.append(r)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "train_step.json").write_text(json.dumps(rows, indent=1))
+    m = rows[0]["machine"]
+    lines = [f"# Training step: numformer vs PyTorch eager (tokens/s)", "",
+             f"cpu {m['cpu']}, {m['cores']} cores; numpy {m['numpy']}, numba {m.get('numba')}, "
+             f"torch {m.get('torch', '-')}; backend {rows[0]['backend']}; medians of {repeats} "
+             f"steps after 3 warm-up steps; each implementation in its own process", "",
+             "`python benchmarks/train_step.py --matrix`", "",
+             "| config | threads | dropout | numformer ms | numformer tok/s | torch ms | torch tok/s "
+             "| numformer / torch | numformer % of matmul peak | torch % of peak | load avg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['threads']} | {r['dropout']} | {r['numformer_ms']:.1f} | "
+                     f"{r['numformer_tokens_per_s']:.0f} | {r.get('torch_ms', float('nan')):.1f} | "
+                     f"{r.get('torch_tokens_per_s', float('nan')):.0f} | "
+                     f"{r.get('ratio_numformer_over_torch', float('nan')):.2f}x | "
+                     f"{100 * r['numformer_peak_fraction']:.0f}% | "
+                     f"{100 * r.get('torch_peak_fraction', float('nan')):.0f}% | "
+                     f"{r['load_average']:.1f} |")
+    lines += ["", "Matmul peak: np.matmul float32 1024x1024x1024 at the same thread count. "
+              "Configurations: " + "; ".join(f"{k}: {v}" for k, v in CONFIGS.items())]
+    (RESULTS / "train_step.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'train_step.md'}")
+    return 0
+
+
+def _line(r: dict) -> str:
+    line = (f"{r['config']} dropout={r['dropout']} threads={r['threads']} "
+            f"backend={r['backend']}: numformer {r['numformer_ms']:.1f} ms/step, "
+            f"{r['numformer_tokens_per_s']:.0f} tok/s ({100 * r['numformer_peak_fraction']:.0f}% "
+            f"of the {r['matmul_peak_gflops']:.0f} GFLOP/s matmul peak)")
+    if "torch_ms" in r:
+        line += (f"; torch {r['torch_ms']:.1f} ms/step, {r['torch_tokens_per_s']:.0f} tok/s "
+                 f"({100 * r['torch_peak_fraction']:.0f}%); numformer/torch = "
+                 f"{r['ratio_numformer_over_torch']:.2f}x")
+    return line
 
 
 def main(argv=None) -> int:
@@ -276,17 +360,20 @@ def main(argv=None) -> int:
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--json", metavar="FILE", help="write the result here")
+    p.add_argument("--impl", choices=("numformer", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--matrix", action="store_true",
+                   help="every configuration x dropout 0.1 and 0 x 1 and 2 threads; writes "
+                        "train_step.json and train_step.md under the results folder")
     args = p.parse_args(argv)
+    if args.matrix:
+        return run_matrix(args.repeats)
     os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
+    if args.impl:  # a timing child
+        print(json.dumps(time_impl(args.impl, args.config, args.threads, args.dropout,
+                                   args.repeats)))
+        return 0
     r = run_one(args.config, args.threads, args.dropout, args.repeats)
-    line = (f"{args.config} dropout={args.dropout} threads={args.threads} "
-            f"backend={r['backend']}: numformer {r['numformer_ms']:.1f} ms/step, "
-            f"{r['numformer_tokens_per_s']:.0f} tok/s ({100 * r['numformer_peak_fraction']:.0f}% "
-            f"of the {r['matmul_peak_gflops']:.0f} GFLOP/s matmul peak)")
-    if "torch_ms" in r:
-        line += (f"; torch {r['torch_ms']:.1f} ms/step, {r['torch_tokens_per_s']:.0f} tok/s "
-                 f"({100 * r['torch_peak_fraction']:.0f}%); numformer/torch = "
-                 f"{r['ratio_numformer_over_torch']:.2f}x")
+    line = _line(r)
     print(line)
     if args.json:
         from pathlib import Path

@@ -93,20 +93,26 @@ def embedding_forward(ids: np.ndarray, W: np.ndarray):
     return out.reshape(ids.shape + (W.shape[1],)), (ids, W.shape, W.dtype)  # (B, T, C)
 
 
-def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
+def embedding_backward(dout: np.ndarray, cache, out: np.ndarray | None = None) -> np.ndarray:
     """dW: scatter-add of ``dout`` rows into the rows named by ``ids``, repeated ids
-    accumulating (as ``np.add.at``, which runs one element at a time).
+    accumulating (as ``np.add.at``, which runs one element at a time); with
+    ``out``, added into it (see the reference).
 
     Fast: column blocks in parallel (for large inputs), each a plain add
-    loop over the ids;
-    dW starts as ``np.zeros`` (pages the ids never touch are never written).
+    loop over the ids; with ``out`` (the layer passes its Parameter's grad)
+    nothing of shape (V, C) is allocated or swept.
     """
     ids, wshape, dtype = cache
     V, C = wshape
     if not (isinstance(dout, np.ndarray) and dout.dtype == dtype
             and dout.shape == ids.shape + (C,) and dout.size > 0):
-        return _ref.embedding_backward(dout, cache)
-    dW = np.zeros(wshape, dtype=dtype)  # (V, C)
+        return _ref.embedding_backward(dout, cache, out)
+    if out is not None:
+        dW = _ref.check_out(out, wshape, dtype)
+        if not dW.flags.c_contiguous:
+            return _ref.embedding_backward(dout, cache, out)
+    else:
+        dW = np.zeros(wshape, dtype=dtype)  # (V, C)
     flat_ids = np.ascontiguousarray(ids).reshape(-1).astype(np.int64, copy=False)  # (N,)
     d2 = np.ascontiguousarray(dout).reshape(-1, C)  # (N, C)
     nchunks = parallel_chunks(-(-C // COL_BLOCK), dout.size)

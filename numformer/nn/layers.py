@@ -72,7 +72,7 @@ class Embedding(Module):
 
     def backward(self, dout):
         f, cache = self._pop_cache()
-        self.weight.grad += f.embedding_backward(dout, cache)
+        f.embedding_backward(dout, cache, out=self.weight.grad)  # scatter-add into grad
         return None  # ids have no gradient
 
 
@@ -286,6 +286,25 @@ class MultiHeadAttention(Module):
         q, k, v = (_attn.split_heads(t, self.n_heads) for t in np.split(qkv, 3, axis=-1))
         _, (_, _, _, p, _) = _attn.attention_forward(q, k, v, key_mask=key_mask, causal=causal)
         return p  # (B, H, T, T)
+
+
+def attention_maps(model: Module, *inputs, **kwargs) -> list:
+    """The attention probabilities of every MultiHeadAttention in ``model`` (in
+    module order) for one forward pass ``model(*inputs, **kwargs)`` in eval mode:
+    a list of (B, H, T, T) arrays, for pictures. Nothing is kept for a backward."""
+    layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    was = model.training
+    model.eval()
+    try:
+        for m in layers:
+            m.record_probs = True
+        model(*inputs, **kwargs)
+        return [m.last_probs for m in layers]
+    finally:
+        for m in layers:
+            m.record_probs = False
+            m.last_probs = None
+        model.train(was)
 
 
 class FeedForward(Module):

@@ -17,6 +17,7 @@ import numpy as np
 
 from numformer.ops import _checks as chk
 from numformer.ops import linear as _linear
+from numformer.ops._alloc import matmul
 
 # The one constant for masked scores: the score a masked (query, key) pair
 # takes before the softmax. Minus infinity makes exp() exactly zero; rows
@@ -63,7 +64,8 @@ def attention_forward(q, k, v, key_mask=None, causal=False, scale=None):
     B, H, Tq, Tk, D = check_qkv(q, k, v, key_mask)
     dt = q.dtype.type
     scale = dt(1.0 / np.sqrt(D) if scale is None else scale)
-    s = (q @ k.swapaxes(-1, -2)) * scale  # (B, H, Tq, Tk)
+    s = matmul(q, k.swapaxes(-1, -2))  # (B, H, Tq, Tk)
+    s *= scale
     allowed = allowed_mask(B, Tq, Tk, key_mask, causal)
     if allowed is None:
         e = np.exp(s - s.max(axis=-1, keepdims=True))  # (B, H, Tq, Tk)
@@ -75,7 +77,7 @@ def attention_forward(q, k, v, key_mask=None, causal=False, scale=None):
         e = np.exp(s - m)  # masked entries exp(-inf) = 0
         denom = e.sum(axis=-1, keepdims=True)  # (B, H, Tq, 1)
         p = e / np.where(denom > 0, denom, dt(1))  # fully masked rows stay 0
-    out = p @ v  # (B, H, Tq, D)
+    out = matmul(p, v)  # (B, H, Tq, D)
     return out, (q, k, v, p, scale)
 
 
@@ -83,14 +85,14 @@ def attention_backward(dout, cache):
     """(dq, dk, dv)."""
     q, k, v, p, scale = cache
     # out = p @ v
-    dv = p.swapaxes(-1, -2) @ dout  # (B, H, Tk, D)
-    dp = dout @ v.swapaxes(-1, -2)  # (B, H, Tq, Tk)
+    dv = matmul(p.swapaxes(-1, -2), dout)  # (B, H, Tk, D)
+    dp = matmul(dout, v.swapaxes(-1, -2))  # (B, H, Tq, Tk)
     # p = softmax(s)  (masked entries have p = 0, so ds = 0 there)
     ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))  # (B, H, Tq, Tk)
     # s = q @ k^T * scale
     ds *= scale
-    dq = ds @ k  # (B, H, Tq, D)
-    dk = ds.swapaxes(-1, -2) @ q  # (B, H, Tk, D)
+    dq = matmul(ds, k)  # (B, H, Tq, D)
+    dk = matmul(ds.swapaxes(-1, -2), q)  # (B, H, Tk, D)
     return dq, dk, dv
 
 

@@ -23,17 +23,28 @@ def embedding_forward(ids: np.ndarray, W: np.ndarray):
     return out, (ids, W.shape, W.dtype)
 
 
-def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
+def embedding_backward(dout: np.ndarray, cache, out: np.ndarray | None = None) -> np.ndarray:
     """dW: scatter-add of ``dout`` rows into the rows named by ``ids``.
 
     Repeated ids accumulate (``np.add.at``): fancy-index ``dW[ids] += dout``
-    would keep only one of them.
+    would keep only one of them. With ``out`` (an array of W's shape and
+    dtype, e.g. the Parameter's grad) the rows are added into it and it is
+    returned: no (V, C) temporary, which for a large vocabulary is most of
+    the cost.
     """
     ids, wshape, dtype = cache
     # out = W[ids]
-    dW = np.zeros(wshape, dtype=dtype)  # (V, C)
+    dW = check_out(out, wshape, dtype) if out is not None else np.zeros(wshape, dtype=dtype)  # (V, C)
     np.add.at(dW, ids.reshape(-1), dout.reshape(-1, wshape[1]))
     return dW
+
+
+def check_out(out, shape, dtype) -> np.ndarray:
+    if not (isinstance(out, np.ndarray) and out.shape == tuple(shape) and out.dtype == dtype):
+        got = (out.shape, out.dtype) if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out: expected an array of shape {tuple(shape)} and dtype {dtype}, "
+                         f"got {got}")
+    return out
 
 
 def sinusoidal_table(L: int, C: int, dtype=np.float32, base: float = 10000.0) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from numformer.ops import _checks as chk
+from numformer.ops._alloc import matmul
 
 
 def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None):
@@ -20,7 +21,7 @@ def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None):
         raise ValueError(f"W: expected shape ({x.shape[-1]}, C_out) to match x's last axis "
                          f"C_in={x.shape[-1]}, got {tuple(W.shape)}")
     # one GEMM over all leading axes (a 3-D x @ W would loop over the batch)
-    out = (x.reshape(-1, x.shape[-1]) @ W).reshape(*x.shape[:-1], W.shape[1])  # (..., C_out)
+    out = matmul(x.reshape(-1, x.shape[-1]), W).reshape(*x.shape[:-1], W.shape[1])  # (..., C_out)
     if b is not None:
         chk.float_array("b", b, like=x)
         chk.shape("b", b, (W.shape[1],), "(C_out,)")
@@ -34,7 +35,7 @@ def linear_backward(dout: np.ndarray, cache):
     # out = x @ W + b
     x2 = x.reshape(-1, x.shape[-1])  # (N, C_in)
     d2 = dout.reshape(-1, dout.shape[-1])  # (N, C_out)
-    dx = (d2 @ W.T).reshape(x.shape)  # (..., C_in)
-    dW = x2.T @ d2  # (C_in, C_out)
+    dx = matmul(d2, W.T).reshape(x.shape)  # (..., C_in)
+    dW = matmul(x2.T, d2)  # (C_in, C_out)
     db = d2.sum(axis=0) if has_bias else None  # (C_out,)
     return dx, dW, db

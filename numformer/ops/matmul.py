@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from numformer.ops import _checks as chk
+from numformer.ops._alloc import matmul
 
 
 def matmul_forward(a: np.ndarray, b: np.ndarray):
@@ -21,7 +22,7 @@ def matmul_forward(a: np.ndarray, b: np.ndarray):
     if b.shape[:3] != (B, H, K):
         raise ValueError(f"b: expected shape ({B}, {H}, {K}, N) to match a {tuple(a.shape)}, "
                          f"got {tuple(b.shape)}")
-    out = a @ b  # (B, H, M, N)
+    out = matmul(a, b)  # (B, H, M, N)
     return out, (a, b)
 
 
@@ -29,6 +30,6 @@ def matmul_backward(dout: np.ndarray, cache):
     """(da, db) = (dout @ b^T, a^T @ dout), per batch and head."""
     a, b = cache
     # out = a @ b
-    da = dout @ b.swapaxes(-1, -2)  # (B, H, M, K)
-    db = a.swapaxes(-1, -2) @ dout  # (B, H, K, N)
+    da = matmul(dout, b.swapaxes(-1, -2))  # (B, H, M, K)
+    db = matmul(a.swapaxes(-1, -2), dout)  # (B, H, K, N)
     return da, db

@@ -97,3 +97,23 @@ def test_bad_input_same_error_as_reference(ids, W, message):
     for fn in (K.embedding_forward, R.embedding_forward):
         with pytest.raises(ValueError, match=message):
             fn(ids, W)
+
+
+@pytest.mark.parametrize("impl", ["reference", "kernel"])
+def test_backward_accumulates_into_out(impl):
+    """With out=, the scatter-add lands on top of what out holds (a Parameter's grad)."""
+    mod = R if impl == "reference" else K
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((9, 5)).astype(np.float32)
+    ids = np.array([[1, 1, 4], [8, 1, 0]])
+    _, cache = mod.embedding_forward(ids, W)
+    dout = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    before = rng.standard_normal((9, 5)).astype(np.float32)
+    out = before.copy()
+    got = mod.embedding_backward(dout, cache, out=out)
+    assert got is out
+    expected = before + R.embedding_backward(dout, cache)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"out: expected an array of shape \(9, 5\) and dtype "
+                                         r"float32, got \(\(9, 5\), dtype\('float64'\)\)"):
+        mod.embedding_backward(dout, cache, out=np.zeros((9, 5)))
