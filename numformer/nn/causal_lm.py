@@ -12,6 +12,7 @@ from numformer import kernels
 from numformer.nn.layers import Linear
 from numformer.nn.models import ModelConfig, TransformerEncoder
 from numformer.nn.module import Module
+from numformer.ops._alloc import matmul
 
 
 class CausalLM(Module):
@@ -48,10 +49,11 @@ class CausalLM(Module):
         if self.head is not None:
             dh = self.head.backward(dlogits)
         else:
-            f, cache = self._pop_cache()
-            # logits = h @ E^T
-            dh, dWt, _ = f.linear_backward(dlogits, cache)
-            self.body.tok.weight.grad += dWt.T
+            _, (h, _, _) = self._pop_cache()
+            # logits = h @ E^T; dE comes out in E's (V, C) layout, no transposed add
+            d2 = dlogits.reshape(-1, dlogits.shape[-1])  # (B*T, V)
+            dh = matmul(d2, self.body.tok.weight.value).reshape(h.shape)  # (B, T, C)
+            self.body.tok.weight.grad += matmul(d2.T, h.reshape(-1, h.shape[-1]))  # (V, C)
         return self.body.backward(dh)
 
     def new_cache(self) -> list:

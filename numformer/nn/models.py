@@ -17,6 +17,7 @@ from numformer.nn.layers import (POOLINGS, Dropout, Embedding, LayerNorm, Learne
                                  Linear, SinusoidalPositions, _rng, make_activation)
 from numformer.nn.module import Module, Parameter
 from numformer.ops import _checks as chk
+from numformer.ops._alloc import matmul
 
 
 @dataclass
@@ -128,23 +129,6 @@ class TransformerEncoder(Module):
         self.embed_backward(self.encoder.backward(dh))
         return None
 
-    def attention_maps(self, ids, key_mask=None) -> list:
-        """The attention probabilities of every block, [(B, H, T, T)] (eval mode, no
-        gradient kept): what the pictures of ``numformer attention`` show."""
-        blocks = list(self.encoder.blocks)
-        was = self.training
-        self.eval()
-        try:
-            for b in blocks:
-                b.attn.record_probs = True
-            self.forward(ids, key_mask)
-            return [b.attn.last_probs for b in blocks]
-        finally:
-            for b in blocks:
-                b.attn.record_probs = False
-                b.attn.last_probs = None
-            self.train(was)
-
 
 class MLMHead(Module):
     """Dense -> activation -> LayerNorm -> decoder to V logits (BERT's head).
@@ -181,11 +165,12 @@ class MLMHead(Module):
             dz = self.decoder.backward(dlogits)
             self.decoder_bias.grad += dlogits.reshape(-1, dlogits.shape[-1]).sum(axis=0)
         else:
-            f, cache = self._pop_cache()
-            # logits = z @ E^T + b
-            dz, dWt, db = f.linear_backward(dlogits, cache)
-            self.decoder_weight.grad += dWt.T
-            self.decoder_bias.grad += db
+            _, (z, _, _) = self._pop_cache()
+            # logits = z @ E^T + b; dE comes out in E's (V, C) layout, no transposed add
+            E = self.decoder_weight.value
+            dz = matmul(dlogits, E)  # (N, C)
+            self.decoder_weight.grad += matmul(dlogits.T, z)  # (V, C)
+            self.decoder_bias.grad += dlogits.sum(axis=0)
         return self.dense.backward(self.act.backward(self.norm.backward(dz)))
 
 
