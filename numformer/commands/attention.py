@@ -5,10 +5,11 @@ from __future__ import annotations
 
 def run(args) -> int:
     from numformer.commands._common import encode_for, load_or_exit
+    from numformer.nn import attention_maps
     from numformer.train.outputs import plot_attention
     trained = load_or_exit(args.checkpoint)
     ids, km = encode_for(trained, args.sentence)
-    maps = trained.model.body.attention_maps(ids, km)
+    maps = attention_maps(trained.model, ids, km)
     layer = args.layer if args.layer >= 0 else len(maps) + args.layer
     if not 0 <= layer < len(maps):
         print(f"numformer attention: --layer: expected -{len(maps)}..{len(maps) - 1}, "

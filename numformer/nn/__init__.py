@@ -5,7 +5,8 @@ from numformer.nn.blocks import Encoder, EncoderBlock
 from numformer.nn.causal_lm import CausalLM
 from numformer.nn.layers import (ClsPool, CrossEntropyLoss, Dropout, Embedding, FeedForward, GELU,
                                  LayerNorm, LearnedPositions, Linear, MeanPool, MultiHeadAttention,
-                                 ReLU, SinusoidalPositions, Softmax, Tanh, make_activation)
+                                 ReLU, SinusoidalPositions, Softmax, Tanh, attention_maps,
+                                 make_activation)
 from numformer.nn.models import (Classifier, MaskedLM, MLMHead, ModelConfig, TransformerEncoder,
                                  WithLoss)
 from numformer.nn.module import Module, ModuleList, Parameter
@@ -13,5 +14,5 @@ from numformer.nn.module import Module, ModuleList, Parameter
 __all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "SinusoidalPositions",
            "LearnedPositions", "LayerNorm", "ReLU", "Tanh", "GELU", "Dropout", "Softmax",
            "MultiHeadAttention", "FeedForward", "MeanPool", "ClsPool", "CrossEntropyLoss",
-           "make_activation", "EncoderBlock", "Encoder", "ModelConfig", "TransformerEncoder",
+           "make_activation", "attention_maps", "EncoderBlock", "Encoder", "ModelConfig", "TransformerEncoder",
            "MLMHead", "MaskedLM", "Classifier", "CausalLM", "WithLoss"]

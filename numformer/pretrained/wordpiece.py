@@ -183,6 +183,17 @@ class WordPieceTokenizer:
         opts.update(kwargs)
         return cls.from_vocab_file(folder / "vocab.txt", **opts)
 
+    def settings(self) -> dict:
+        """Everything that rebuilds this tokenizer (``WordPieceTokenizer(**settings)``),
+        as plain values: a training checkpoint stores it in its metadata."""
+        return {"vocab": dict(self.vocab), "lowercase": self.lowercase,
+                "strip_accents": self.strip_accents, "split_cjk": self.split_cjk,
+                "clean_text": self.clean_text, "max_length": self.max_length,
+                "max_input_chars_per_word": self.max_input_chars_per_word,
+                "unk_token": self.unk_token, "cls_token": self.cls_token,
+                "sep_token": self.sep_token, "pad_token": self.pad_token,
+                "mask_token": self.mask_token, "prefix": self.prefix}
+
     @staticmethod
     def _check_max_length(max_length) -> int:
         if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) \

@@ -21,6 +21,7 @@ class TrainConfig:
     vocab_size: int = 40000           # upper bound on the word vocabulary
     min_freq: int = 1
     eval_fraction: float = 0.1        # held out when the dataset has no test split
+    eval_data: str = ""               # lm: a separate held-out text file (else the tail)
     limit: int = 0                    # use only the first N training examples (0 = all)
     # model
     dim: int = 128
@@ -33,7 +34,8 @@ class TrainConfig:
     positional: str = "learned"
     pooling: str = "mean"
     tie_weights: bool = True
-    init: str = ""                    # a pretrained model folder (classify)
+    init: str = ""                    # classify: a numformer run (its encoder) or a BERT folder
+                                      # ("minilm": the installed all-MiniLM-L6-v2)
     # optimisation
     optimizer: str = "adamw"          # adamw | adam | sgd
     lr: float = 1e-3

@@ -40,11 +40,18 @@ def load_trained(path) -> Trained:
     path = resolve_checkpoint(path)
     ck = load_checkpoint(path)
     meta = ck["meta"]
-    cls = MODEL_CLASSES.get(meta.get("model_class"))
-    if cls is None or "model_config" not in meta or "tokenizer" not in meta:
+    kind = meta.get("model_class")
+    if (kind not in MODEL_CLASSES and kind != "BertClassifier") or "model_config" not in meta \
+            or "tokenizer" not in meta:
         raise CheckpointError(f"checkpoint {path}: not a training checkpoint of numformer "
-                              f"(model class {meta.get('model_class')!r})")
-    model = cls(nn.ModelConfig.from_dict(meta["model_config"]))
+                              f"(model class {kind!r})")
+    if kind == "BertClassifier":
+        from numformer.pretrained import BertClassifier, BertConfig, BertModel
+        mc = meta["model_config"]
+        model = BertClassifier(BertModel(BertConfig.from_dict(mc["bert"])), mc["n_classes"],
+                               pooling=mc["pooling"], dropout=mc["dropout"])
+    else:
+        model = MODEL_CLASSES[kind](nn.ModelConfig.from_dict(meta["model_config"]))
     model.load_state_dict(ck["model"])
     model.eval()
     return Trained(model, tokenizer_from_meta(meta["tokenizer"]),

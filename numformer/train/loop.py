@@ -97,7 +97,7 @@ class Trainer:
 
     def save(self) -> Path:
         meta = {"task": self.cfg.task, "train_config": self.cfg.to_dict(),
-                "model_config": self.model.cfg.to_dict(), "model_class": type(self.model).__name__,
+                "model_config": self.task.model_config(), "model_class": type(self.model).__name__,
                 "state": {"step": self.state.step, "epoch": self.state.epoch,
                           "batch": self.state.batch, "seconds": self.state.seconds},
                 "history": self.state.history, **self.task.checkpoint_meta()}
@@ -110,9 +110,9 @@ class Trainer:
         path = Path(path) if path else self.checkpoint_path
         ck = load_checkpoint(path)
         meta = ck["meta"]
-        if meta.get("model_config") != self.model.cfg.to_dict():
+        if meta.get("model_config") != self.task.model_config():
             raise ValueError(f"checkpoint {path}: its model configuration differs from this "
-                             f"run's: {meta.get('model_config')} vs {self.model.cfg.to_dict()}")
+                             f"run's: {meta.get('model_config')} vs {self.task.model_config()}")
         self.model.load_state_dict(ck["model"])
         if ck["optim"] is None:
             raise ValueError(f"checkpoint {path}: holds no optimizer state; cannot resume")

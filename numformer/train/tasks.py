@@ -4,6 +4,7 @@ A task turns a TrainConfig into data, a tokenizer and a model, and gives the
 training loop (numformer.train.loop) what it needs:
 
     steps_per_epoch()        batches in one epoch
+    model_config()           the model's configuration (saved; compared on --resume)
     train_batches(epoch)     that epoch's batches, a sequence built lazily,
                              fully determined by (seed, epoch, batch index)
     loss_and_backward(b)     forward, loss and backward of one batch -> (loss, tokens)
@@ -49,7 +50,9 @@ def model_config(cfg: TrainConfig, vocab_size: int, n_classes: int = 2) -> nn.Mo
 def tokenizer_meta(tok) -> dict:
     if isinstance(tok, ByteTokenizer):
         return {"kind": "byte"}
-    return {"kind": "word", "tokens": tok.tokens()}
+    if isinstance(tok, WordTokenizer):
+        return {"kind": "word", "tokens": tok.tokens()}
+    return {"kind": "wordpiece", "settings": tok.settings()}
 
 
 def tokenizer_from_meta(d: dict):
@@ -57,7 +60,21 @@ def tokenizer_from_meta(d: dict):
         return ByteTokenizer()
     if d.get("kind") == "word":
         return WordTokenizer(d["tokens"])
+    if d.get("kind") == "wordpiece":
+        from numformer.pretrained.wordpiece import WordPieceTokenizer
+        return WordPieceTokenizer(**d["settings"])
     raise ValueError(f"checkpoint: unknown tokenizer {d.get('kind')!r}")
+
+
+def encode_example(tok, text: str, max_len: int, add_cls: bool) -> np.ndarray:
+    """One text's ids as a classifier reads them: WordPiece's [CLS] pieces [SEP]
+    (a pretrained BERT), else <cls> and the tokens; at most max_len ids."""
+    if hasattr(tok, "settings"):  # WordPiece
+        return np.asarray(tok.encode(text, max_length=max_len), dtype=np.int64)
+    ids = tok.encode(text)
+    if add_cls:
+        ids = np.concatenate([np.array([tok.cls_id], dtype=np.int64), ids])
+    return ids[:max_len]
 
 
 def _need_data(cfg: TrainConfig) -> Path:
@@ -149,6 +166,9 @@ class MLMTask:
                                vocab_size=self.tokenizer.vocab_size, prob=cfg.mask_prob)
         return _LazyEpoch(plan, build)
 
+    def model_config(self) -> dict:
+        return self.model.cfg.to_dict()
+
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train) / self.cfg.batch_size)
 
@@ -193,6 +213,40 @@ class MLMTask:
 
 # classification --------------------------------------------------------------
 
+def init_kind(init: str) -> str:
+    """What ``--init`` names: "" (nothing), "numformer" (a run folder or checkpoint
+    file of numformer) or "bert" (a Hugging Face BERT folder, or "minilm" for the
+    installed all-MiniLM-L6-v2)."""
+    if not init:
+        return ""
+    path = Path(init)
+    if path.suffix == ".npz" or (path / "checkpoint.npz").is_file():
+        return "numformer"
+    return "bert"
+
+
+def classifier_from_run(cfg: TrainConfig, n_classes: int, tokenizer=None):
+    """A Classifier whose embeddings and encoder come from a numformer run (any of
+    its models: the ``body`` weights are shared by name). The architecture is the
+    run's; pooling, dropout and the class count are this run's."""
+    from numformer.train.load import load_trained
+    run = load_trained(cfg.init)
+    body = {k: v for k, v in run.model.state_dict().items() if k.startswith("body.")}
+    if not body:
+        raise ValueError(f"--init {cfg.init}: the model holds no encoder ('body.*') weights")
+    mc = dict(run.model.cfg.to_dict(), n_classes=n_classes, pooling=cfg.pooling,
+              dropout=cfg.dropout)
+    if cfg.max_len > mc["max_len"]:
+        raise ValueError(f"max_len: expected at most {mc['max_len']} (the positions of "
+                         f"--init {cfg.init}), got {cfg.max_len}")
+    model = nn.Classifier(nn.ModelConfig.from_dict(mc), seed=cfg.seed)
+    model.load_state_dict(body, strict=False)
+    missing = {k for k, _ in model.named_parameters() if k.startswith("body.")} - set(body)
+    if missing:
+        raise ValueError(f"--init {cfg.init}: encoder weights missing: {sorted(missing)}")
+    return tokenizer or run.tokenizer, model
+
+
 class ClassifyTask:
     """Sequence classification: <cls> + tokens, pooled, a linear head."""
 
@@ -201,21 +255,32 @@ class ClassifyTask:
         train, evals, self.class_names = self._data(cfg)
         if cfg.limit:
             train.texts, train.labels = train.texts[:cfg.limit], train.labels[:cfg.limit]
-        self.tokenizer = tokenizer or WordTokenizer.build(train.texts, max_size=cfg.vocab_size,
-                                                          min_freq=cfg.min_freq)
         self.n_classes = train.n_classes
-        self.train_ids = self.tokenizer.encode_batch(train.texts)
+        self.init_kind = init_kind(cfg.init)
+        if self.init_kind == "bert":  # fine-tune a pretrained BERT with its WordPiece vocabulary
+            from numformer.pretrained import BertClassifier, load_bert
+            bert, wordpiece = load_bert(None if cfg.init in ("minilm", "default") else cfg.init)
+            self.tokenizer = tokenizer or wordpiece
+            self.model = BertClassifier(bert, self.n_classes, pooling=cfg.pooling,
+                                        dropout=cfg.dropout, seed=cfg.seed)
+            self.model.train()
+        elif self.init_kind == "numformer":  # the encoder of a numformer run (e.g. masked-LM)
+            self.tokenizer, self.model = classifier_from_run(cfg, self.n_classes, tokenizer)
+        else:
+            self.tokenizer = tokenizer or WordTokenizer.build(
+                train.texts, max_size=cfg.vocab_size, min_freq=cfg.min_freq)
+            self.model = nn.Classifier(model_config(cfg, self.tokenizer.vocab_size,
+                                                    self.n_classes), seed=cfg.seed)
+        self.train_ids = self.encode(train.texts)
         self.train_labels = train.labels
-        self.evals = {name: (self.tokenizer.encode_batch(d.texts), d.labels)
-                      for name, d in evals.items()}
-        self.model = nn.Classifier(model_config(cfg, self.tokenizer.vocab_size, self.n_classes),
-                                   seed=cfg.seed)
+        self.evals = {name: (self.encode(d.texts), d.labels) for name, d in evals.items()}
         self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.last_confusion = {}
         log(f"classification on {self.name}: {len(self.train_ids)} training examples, "
             f"{', '.join(f'{k} {len(v[0])}' for k, v in self.evals.items())}; {self.n_classes} "
             f"classes; vocabulary {self.tokenizer.vocab_size}; model "
-            f"{self.model.num_parameters():,} parameters")
+            f"{self.model.num_parameters():,} parameters"
+            + (f" (initialised from {cfg.init})" if cfg.init else ""))
 
     def _data(self, cfg):
         ds = cfg.dataset
@@ -235,16 +300,24 @@ class ClassifyTask:
                 ["negative", "positive"]
         raise ValueError(f"dataset: expected '', sst2, sst5 or imdb for classify, got {ds!r}")
 
+    def encode(self, texts) -> list[np.ndarray]:
+        return [encode_example(self.tokenizer, t, self.cfg.max_len, add_cls=True) for t in texts]
+
+    def model_config(self) -> dict:
+        if self.init_kind == "bert":
+            return {"bert": self.model.bert.cfg.to_dict(), "n_classes": self.n_classes,
+                    "pooling": self.cfg.pooling, "dropout": self.cfg.dropout}
+        return self.model.cfg.to_dict()
+
     def _batch(self, seqs, labels, idx):
-        ids, km = collate([seqs[j] for j in idx], self.tokenizer.pad_id, self.cfg.max_len,
-                          self.tokenizer.cls_id)
+        ids, km = collate([seqs[j] for j in idx], self.tokenizer.pad_id)
         return ids, km, labels[idx]
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_ids) / self.cfg.batch_size)
 
     def train_batches(self, epoch: int):
-        plan = plan_batches([min(len(s) + 1, self.cfg.max_len) for s in self.train_ids],
+        plan = plan_batches([len(s) for s in self.train_ids],
                             self.cfg.batch_size, np.random.default_rng((self.cfg.seed, epoch)))
         return _LazyEpoch(plan, lambda i, idx: self._batch(self.train_ids, self.train_labels, idx))
 
@@ -302,9 +375,13 @@ class LMTask:
         self.cfg = cfg
         text = self._text(cfg)
         self.tokenizer = tokenizer or ByteTokenizer()
-        cut = int(len(text) * (1.0 - cfg.eval_fraction))
+        if cfg.eval_data:  # a separate held-out file
+            self.held_text = load_text(cfg.eval_data)
+            cut = len(text)
+        else:  # the tail of the text
+            cut = int(len(text) * (1.0 - cfg.eval_fraction))
+            self.held_text = text[cut:]
         self.train = self.tokenizer.encode(text[:cut])
-        self.held_text = text[cut:]
         self.held = self.tokenizer.encode(self.held_text)
         if len(self.train) < cfg.max_len + 1 or len(self.held) < cfg.max_len + 1:
             raise ValueError(f"dataset {self.name!r}: too short for windows of {cfg.max_len} "
@@ -325,6 +402,9 @@ class LMTask:
         if ds in ("text", "tinyshakespeare", "wikitext2"):
             return load_text(path)
         raise ValueError(f"dataset: expected '' or text for lm, got {ds!r}")
+
+    def model_config(self) -> dict:
+        return self.model.cfg.to_dict()
 
     def steps_per_epoch(self) -> int:
         return max(1, len(self.train) // (self.cfg.batch_size * self.cfg.max_len))

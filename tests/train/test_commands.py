@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 
 from numformer.cli import main
@@ -68,3 +70,34 @@ def test_wrong_or_broken_checkpoints_exit_2(runs, capsys, tmp_path):
     assert "corrupt or not a numformer checkpoint" in capsys.readouterr().err
     assert main(["neighbors", "x", "-c", str(tmp_path / "nothing")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_classifier_initialised_from_a_masked_lm_run(runs, tmp_path):
+    from numformer.train.load import load_trained
+    from numformer.train.tasks import make_task
+    mlm_path = runs["mlm"][0]
+    cfg = TrainConfig(task="classify", init=str(mlm_path), out=str(tmp_path / "c"), limit=100,
+                      **TINY)
+    task = make_task(cfg, log=lambda *a: None)
+    mlm = load_trained(mlm_path)
+    assert task.tokenizer.tokens() == mlm.tokenizer.tokens()
+    for name, value in mlm.model.state_dict().items():
+        if name.startswith("body."):
+            np.testing.assert_array_equal(dict(task.model.named_parameters())[name].value, value)
+    summary = train(cfg, log=lambda *a: None)
+    assert 0 <= summary["metrics"]["test_accuracy"] <= 1
+    bad = TrainConfig(task="classify", init=str(mlm_path), max_len=64, out=str(tmp_path / "x"),
+                      **{k: v for k, v in TINY.items()})
+    with pytest.raises(ValueError, match=r"max_len: expected at most 20"):
+        make_task(bad, log=lambda *a: None)
+
+
+def test_lm_held_out_text_from_another_file(tmp_path):
+    from numformer.train.tasks import make_task
+    held = tmp_path / "held.txt"
+    held.write_text("a held-out text that is long enough for two windows of 32 bytes each.\n" * 2)
+    cfg = TrainConfig(task="lm", eval_data=str(held), max_len=32, out=str(tmp_path / "lm"),
+                      **{**TINY, "epochs": 1})
+    task = make_task(cfg, log=lambda *a: None)
+    assert task.held_text == held.read_text()
+    assert len(task.train) > 1_000_000  # all of tinyshakespeare trains
