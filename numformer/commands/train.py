@@ -10,18 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from numformer.train.config import TASKS, TrainConfig, read_config_file
-
-# defaults that differ by task (the article's MLM setting is the base)
-TASK_DEFAULTS = {
-    "mlm": {"out": "runs/mlm", "epochs": 8, "lr": 1e-3},
-    "classify": {"out": "runs/classify", "max_len": 64, "epochs": 4, "n_heads": 4,
-                 "lr": 5e-4, "dropout": 0.1},
-    "lm": {"out": "runs/lm", "max_len": 128, "dim": 128, "n_heads": 4, "n_layers": 4,
-           "norm_first": True, "lr": 1e-3, "max_steps": 600, "batch_size": 32,
-           "tie_weights": False, "dropout": 0.0, "weight_decay": 0.1},
-}
-
+from numformer.train.config import TASK_DEFAULTS, TASKS, TrainConfig, read_config_file
 
 def add_config_flags(p: argparse.ArgumentParser, skip=("task",)) -> None:
     for f in TrainConfig.fields():

@@ -10,6 +10,16 @@ from pathlib import Path
 
 TASKS = ("mlm", "classify", "lm")
 
+# What ``numformer train TASK`` starts from (TrainConfig.for_task): the
+# masked-LM is the BERT-from-scratch article's setting; the rest were chosen
+# so that each runs in a few minutes on the embedded data.
+TASK_DEFAULTS = {
+    "mlm": {"out": "runs/mlm", "epochs": 40, "lr": 1e-3},
+    "classify": {"out": "runs/classify", "max_len": 64, "epochs": 4, "n_heads": 4, "lr": 5e-4},
+    "lm": {"out": "runs/lm", "max_len": 128, "n_heads": 4, "n_layers": 4, "norm_first": True,
+           "max_steps": 600, "tie_weights": False, "dropout": 0.0, "weight_decay": 0.1},
+}
+
 
 @dataclass
 class TrainConfig:
@@ -83,6 +93,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def for_task(cls, task: str, **settings) -> "TrainConfig":
+        """The task's defaults (TASK_DEFAULTS) with ``settings`` on top."""
+        if task not in TASKS:
+            raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+        return cls.from_dict({**TASK_DEFAULTS[task], **settings, "task": task})
 
     @classmethod
     def fields(cls) -> list:

@@ -139,3 +139,12 @@ def test_cli_train_flags_override_file_and_bad_data_exit_2(tmp_path, capsys):
                str(tmp_path / "x"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "stsa.binary.train" in err
+
+
+def test_task_defaults_are_shared_by_the_cli_and_python():
+    from numformer.train.config import TASK_DEFAULTS
+    cfg = TrainConfig.for_task("lm", dim=64)
+    assert cfg.task == "lm" and cfg.dim == 64 and cfg.max_len == TASK_DEFAULTS["lm"]["max_len"]
+    assert TrainConfig.for_task("mlm").epochs == TASK_DEFAULTS["mlm"]["epochs"]
+    with pytest.raises(ValueError, match="task: expected one of"):
+        TrainConfig.for_task("translate")
