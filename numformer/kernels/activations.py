@@ -22,8 +22,8 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import (EXACT_OPTS, FAST_OPTS, PARALLEL_OPTS, PLAIN_OPTS, chunk_bounds,
-                                       fast_exp, run_flat)
+from numformer.kernels._loops import (EXACT_OPTS, FAST_OPTS, PARALLEL_OPTS, PLAIN_OPTS,
+                                      chunk_bounds, fast_exp, run_flat)
 from numformer.ops import _checks as chk
 from numformer.ops import activations as _ref
 from numformer.ops.activations import GELU_APPROXIMATIONS

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import PARALLEL_OPTS, PLAIN_OPTS, chunk_bounds, run_flat
+from numformer.kernels._loops import PARALLEL_OPTS, PLAIN_OPTS, chunk_bounds, run_flat
 from numformer.ops import adam as _ref
 from numformer.ops._checks import FLOAT_DTYPES
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import (PARALLEL_OPTS, PLAIN_OPTS, chunk_bounds,
-                                       parallel_chunks, run_rows)
+from numformer.kernels._loops import (PARALLEL_OPTS, PLAIN_OPTS, chunk_bounds,
+                                      parallel_chunks, run_rows)
 from numformer.ops import _checks as chk
 from numformer.ops import embedding as _ref
 from numformer.ops.embedding import (position_backward, position_forward,  # noqa: F401

@@ -13,8 +13,8 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels.softmax import (FAST_OPTS, PARALLEL_OPTS, chunk_bounds, like,
-                                       parallel_chunks, run_rows)
+from numformer.kernels._loops import (FAST_OPTS, PARALLEL_OPTS, chunk_bounds, like,
+                                      parallel_chunks, run_rows)
 from numformer.ops import _checks as chk
 from numformer.ops import layernorm as _ref
 

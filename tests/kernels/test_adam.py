@@ -19,7 +19,7 @@ DECAYS = [(0.0, False), (0.0, True), (0.1, False), (0.1, True)]
 def run_path(request, monkeypatch):
     """Run every test through the serial kernels and through their parallel
     drivers (the threshold that picks one is moved out of the way)."""
-    from numformer.kernels import softmax as _helpers
+    from numformer.kernels import _loops as _helpers
     monkeypatch.setattr(_helpers, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
     return request.param
 

@@ -195,7 +195,7 @@ def test_serial_and_parallel_paths_agree(monkeypatch, name):
     flag lets the compiler reorder (Adam, the embedding), within the table's
     plain tolerance elsewhere (the inlined copy may pair operations
     differently)."""
-    from numformer.kernels import softmax as helpers
+    from numformer.kernels import _loops as helpers
     results = {}
     for path, threshold in (("serial", 1 << 62), ("parallel", 0)):
         monkeypatch.setattr(helpers, "PARALLEL_MIN_WORK", threshold)

@@ -23,7 +23,7 @@ if not JIT_DISABLED:
 def run_path(request, monkeypatch):
     """Run every test through the serial kernels and through their parallel
     drivers (the threshold that picks one is moved out of the way)."""
-    from numformer.kernels import softmax as _helpers
+    from numformer.kernels import _loops as _helpers
     monkeypatch.setattr(_helpers, "PARALLEL_MIN_WORK", 1 << 62 if request.param == "serial" else 0)
     return request.param
 
