@@ -334,12 +334,6 @@ def plot(runs: list[dict], path: Path) -> bool:
     return True
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="numformer bench attention",
                                 description=__doc__.split("\n\n")[0])
@@ -373,7 +367,7 @@ def main(argv=None) -> int:
                   Path(args.ref_dir), Path(args.child_json))
         return 0
 
-    from numformer.bench.harness import RESULTS, run_per_thread_count
+    from numformer.bench.harness import RESULTS, run_per_thread_count, write_atomic
     os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
     command = "python benchmarks/attention.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])
@@ -427,10 +421,10 @@ def main(argv=None) -> int:
     md = f"{header}\n{markdown(runs)}\n{targets(runs)}\n"
     print("\n" + md)
     directory.mkdir(parents=True, exist_ok=True)
-    _write(directory / f"{name}.json", json.dumps({"benchmark": name, "B": B, "H": H, "D": D,
-                                                    "causal": args.causal, "runs": runs},
-                                                   indent=1))
-    _write(directory / f"{name}.md", md)
+    write_atomic(directory / f"{name}.json",
+                 json.dumps({"benchmark": name, "B": B, "H": H, "D": D, "causal": args.causal,
+                             "runs": runs}, indent=1))
+    write_atomic(directory / f"{name}.md", md)
     wrote = [f"{name}.json", f"{name}.md"]
     if plot(runs, directory / f"{name}.png"):
         wrote.append(f"{name}.png")

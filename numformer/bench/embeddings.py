@@ -247,6 +247,7 @@ def markdown(results: list[dict]) -> str:
 
 def write_results(directory: Path, results: list[dict], command: str, echo: bool = False):
     """embeddings.json (every measurement) and embeddings.md (the table), atomically."""
+    from numformer.bench.harness import write_atomic
     md = markdown(results)
     m = results[0]["machine"]
     header = (f"{results[0]['n']} SST-2 dev sentences ({results[0]['tokens']} tokens, at most "
@@ -257,16 +258,11 @@ def write_results(directory: Path, results: list[dict], command: str, echo: bool
               f"torch {m.get('torch', '-')}\n{header}\n\n{md}")
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": NAME, "description": header, "command": command, "runs": results}
-    path = directory / f"{NAME}.json"
-    tmp_path = path.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp_path, path)
+    path = write_atomic(directory / f"{NAME}.json", json.dumps(payload, indent=1))
     info = ", ".join(f"{k} {v}" for k, v in m.items() if k != "threads")
-    mdp = directory / f"{NAME}.md"
-    tmp_path = mdp.with_suffix(".md.tmp")
-    tmp_path.write_text(f"# Sentence embeddings, all-MiniLM-L6-v2\n\n{info}\n\n{header}; "
-                        f"command: `{command}`\n\n{md}\n")
-    os.replace(tmp_path, mdp)
+    mdp = write_atomic(directory / f"{NAME}.md",
+                       f"# Sentence embeddings, all-MiniLM-L6-v2\n\n{info}\n\n{header}; "
+                       f"command: `{command}`\n\n{md}\n")
     if echo:
         print(f"\nwrote {path} and {mdp}")
 

@@ -172,20 +172,23 @@ def markdown_table(rows: list[Row], ratio_label: str = "ratio") -> str:
     return "\n".join(lines)
 
 
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so a
+    reader never sees half a file and an interrupted run leaves the old one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def save_results(name: str, info: dict, rows: list[Row], markdown: str | None = None,
                  directory: Path = RESULTS) -> Path:
     """Write ``<name>.json`` and ``<name>.md`` (atomically) under the results folder."""
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"machine": info, "rows": [asdict(r) for r in rows]}
-    path = directory / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-    md = directory / f"{name}.md"
+    path = write_atomic(directory / f"{name}.json", json.dumps(payload, indent=1))
     header = ", ".join(f"{k} {v}" for k, v in info.items())
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(f"{header}\n\n{markdown or markdown_table(rows)}\n")
-    os.replace(tmp, md)
+    write_atomic(directory / f"{name}.md", f"{header}\n\n{markdown or markdown_table(rows)}\n")
     return path
 
 

@@ -481,12 +481,6 @@ def plot(runs: list[dict], path: Path) -> bool:
     return True
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="numformer bench kernels",
                                 description=__doc__.split("\n\n")[0])
@@ -513,7 +507,7 @@ def main(argv=None) -> int:
                   Path(args.child_json))
         return 0
 
-    from numformer.bench.harness import RESULTS, run_per_thread_count
+    from numformer.bench.harness import RESULTS, run_per_thread_count, write_atomic
     os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -540,10 +534,10 @@ def main(argv=None) -> int:
     print("\n" + md)
     directory = Path(args.results) if args.results else RESULTS
     directory.mkdir(parents=True, exist_ok=True)
-    _write(directory / f"{NAME}.json", json.dumps({"benchmark": NAME, "command": command,
-                                                   "runs": runs, "first_call": first},
-                                                  indent=1))
-    _write(directory / f"{NAME}.md", md)
+    write_atomic(directory / f"{NAME}.json",
+                 json.dumps({"benchmark": NAME, "command": command, "runs": runs,
+                             "first_call": first}, indent=1))
+    write_atomic(directory / f"{NAME}.md", md)
     wrote = [f"{NAME}.json", f"{NAME}.md"]
     if plot(runs, directory / f"{NAME}.png"):
         wrote.append(f"{NAME}.png")

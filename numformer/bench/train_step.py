@@ -306,7 +306,7 @@ def run_one(config: str, threads: int, dropout: float, repeats: int) -> dict:
 
 
 def run_matrix(repeats: int) -> int:
-    from numformer.bench.harness import RESULTS
+    from numformer.bench.harness import RESULTS, write_atomic
     rows = []
     for config in CONFIGS:
         for threads in (1, 2):
@@ -315,7 +315,7 @@ def run_matrix(repeats: int) -> int:
                 print(_line(r), flush=True)
                 rows.append(r)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_step.json").write_text(json.dumps(rows, indent=1))
+    write_atomic(RESULTS / "train_step.json", json.dumps(rows, indent=1))
     m = rows[0]["machine"]
     lines = [f"# Training step: numformer vs PyTorch eager (tokens/s)", "",
              f"cpu {m['cpu']}, {m['cores']} cores; numpy {m['numpy']}, numba {m.get('numba')}, "
@@ -335,7 +335,7 @@ def run_matrix(repeats: int) -> int:
                      f"{r['load_average']:.1f} |")
     lines += ["", "Matmul peak: np.matmul float32 1024x1024x1024 at the same thread count. "
               "Configurations: " + "; ".join(f"{k}: {v}" for k, v in CONFIGS.items())]
-    (RESULTS / "train_step.md").write_text("\n".join(lines) + "\n")
+    write_atomic(RESULTS / "train_step.md", "\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'train_step.md'}")
     return 0
 
