@@ -31,7 +31,7 @@ def load_or_exit(path, expect: tuple[str, ...] | None = None):
 def encode_for(trained, text: str):
     """ids (1, T) and key mask for a sentence, as the model was trained (<cls> for classifiers)."""
     import numpy as np
-    from numformer.train.tasks import encode_example
+    from numformer.train.task_base import encode_example
     ids = encode_example(trained.tokenizer, text, trained.train_config.max_len,
                          add_cls=trained.meta.get("task") == "classify")[None, :]  # (1, T)
     return ids, np.ones(ids.shape, dtype=bool)

@@ -10,7 +10,7 @@ from numformer import nn
 from numformer.train.checkpoint import CheckpointError, load_checkpoint
 from numformer.train.config import TrainConfig
 from numformer.train.loop import CHECKPOINT
-from numformer.train.tasks import tokenizer_from_meta
+from numformer.train.task_base import tokenizer_from_meta
 
 MODEL_CLASSES = {"MaskedLM": nn.MaskedLM, "Classifier": nn.Classifier, "CausalLM": nn.CausalLM}
 

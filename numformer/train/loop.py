@@ -25,8 +25,6 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
-
 from numformer import optim
 from numformer.train.checkpoint import load_checkpoint, save_checkpoint
 from numformer.train.config import RunState, TrainConfig

@@ -17,6 +17,9 @@ Datasets (``--dataset``; ``--data PATH`` where a file or folder is read):
     mlm       "" (embedded Europarl French), europarl, imdb-unsup, text
     classify  "" (embedded SST-2), sst2, sst5, imdb
     lm        "" (embedded tinyshakespeare), text
+
+The masked-LM and classification tasks are here, the causal LM in
+``lm_task``, what they share in ``task_base``.
 """
 
 from __future__ import annotations
@@ -32,78 +35,12 @@ from numformer.data.batching import collate, plan_batches
 from numformer.data.datasets import load_europarl, load_sst2, load_sst5, load_text
 from numformer.data.imdb import load_imdb
 from numformer.data.masking import mask_tokens
-from numformer.data.tokenizers import ByteTokenizer, WordTokenizer
+from numformer.data.tokenizers import WordTokenizer
 from numformer.train import metrics as M
 from numformer.train.config import TrainConfig
-
-EVAL_BATCH = 64
-
-
-def model_config(cfg: TrainConfig, vocab_size: int, n_classes: int = 2) -> nn.ModelConfig:
-    return nn.ModelConfig(vocab_size=vocab_size, dim=cfg.dim, n_heads=cfg.n_heads,
-                          n_layers=cfg.n_layers, d_ff=cfg.d_ff, max_len=cfg.max_len,
-                          dropout=cfg.dropout, norm_first=cfg.norm_first,
-                          activation=cfg.activation, positional=cfg.positional,
-                          tie_weights=cfg.tie_weights, n_classes=n_classes, pooling=cfg.pooling)
-
-
-def tokenizer_meta(tok) -> dict:
-    if isinstance(tok, ByteTokenizer):
-        return {"kind": "byte"}
-    if isinstance(tok, WordTokenizer):
-        return {"kind": "word", "tokens": tok.tokens()}
-    return {"kind": "wordpiece", "settings": tok.settings()}
-
-
-def tokenizer_from_meta(d: dict):
-    if d.get("kind") == "byte":
-        return ByteTokenizer()
-    if d.get("kind") == "word":
-        return WordTokenizer(d["tokens"])
-    if d.get("kind") == "wordpiece":
-        from numformer.pretrained.wordpiece import WordPieceTokenizer
-        return WordPieceTokenizer(**d["settings"])
-    raise ValueError(f"checkpoint: unknown tokenizer {d.get('kind')!r}")
-
-
-def encode_example(tok, text: str, max_len: int, add_cls: bool) -> np.ndarray:
-    """One text's ids as a classifier reads them: WordPiece's [CLS] pieces [SEP]
-    (a pretrained BERT), else <cls> and the tokens; at most max_len ids."""
-    if hasattr(tok, "settings"):  # WordPiece
-        return np.asarray(tok.encode(text, max_length=max_len), dtype=np.int64)
-    ids = tok.encode(text)
-    if add_cls:
-        ids = np.concatenate([np.array([tok.cls_id], dtype=np.int64), ids])
-    return ids[:max_len]
-
-
-def _need_data(cfg: TrainConfig) -> Path:
-    if not cfg.data:
-        raise ValueError(f"--data: the {cfg.dataset!r} dataset is read from a path; give --data PATH")
-    return Path(cfg.data)
-
-
-def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a seeded train / held-out split."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"eval_fraction: expected a value in (0, 1), got {fraction}")
-    order = np.random.default_rng([seed, 991]).permutation(n)
-    k = max(1, int(round(n * fraction)))
-    return np.sort(order[k:]), np.sort(order[:k])
-
-
-class _LazyEpoch:
-    """A sequence of batches built on access (so a resumed epoch skips cheaply)."""
-
-    def __init__(self, plan, build):
-        self.plan = plan
-        self.build = build
-
-    def __len__(self):
-        return len(self.plan)
-
-    def __getitem__(self, i):
-        return self.build(i, self.plan[i])
+from numformer.train.lm_task import LMTask
+from numformer.train.task_base import (EVAL_BATCH, LazyEpoch, encode_example, model_config,
+                                       need_data, split_indices, tokenizer_meta)
 
 
 # masked-LM ----------------------------------------------------------------
@@ -116,7 +53,7 @@ class MLMTask:
         texts = self._texts(cfg)
         if cfg.limit:
             texts = texts[:cfg.limit]
-        train_idx, eval_idx = _split(len(texts), cfg.eval_fraction, cfg.seed)
+        train_idx, eval_idx = split_indices(len(texts), cfg.eval_fraction, cfg.seed)
         self.tokenizer = tokenizer or WordTokenizer.build(
             (texts[i] for i in train_idx), max_size=cfg.vocab_size, min_freq=cfg.min_freq)
         self.train = self._segments([texts[i] for i in train_idx])
@@ -137,7 +74,7 @@ class MLMTask:
         if ds in ("", "embedded"):
             self.name = "embedded Europarl French (2,994 non-empty lines)"
             return embedded.europarl_fr(skip_empty=True)
-        path = _need_data(cfg)
+        path = need_data(cfg)
         self.name = f"{ds} ({path})"
         if ds == "europarl":
             return load_europarl(path, skip_empty=True)
@@ -164,7 +101,7 @@ class MLMTask:
             ids, km = collate([seqs[j] for j in idx], self.tokenizer.pad_id)
             return mask_tokens(ids, km, np.random.default_rng([*rng_key, i]),
                                vocab_size=self.tokenizer.vocab_size, prob=cfg.mask_prob)
-        return _LazyEpoch(plan, build)
+        return LazyEpoch(plan, build)
 
     def model_config(self) -> dict:
         return self.model.cfg.to_dict()
@@ -288,7 +225,7 @@ class ClassifyTask:
             self.name = "embedded SST-2"
             return (embedded.sst2("train"), {"dev": embedded.sst2("dev"),
                                              "test": embedded.sst2("test")}, ["negative", "positive"])
-        path = _need_data(cfg)
+        path = need_data(cfg)
         self.name = f"{ds} ({path})"
         if ds in ("sst2", "sst5"):
             load = load_sst2 if ds == "sst2" else load_sst5
@@ -319,7 +256,7 @@ class ClassifyTask:
     def train_batches(self, epoch: int):
         plan = plan_batches([len(s) for s in self.train_ids],
                             self.cfg.batch_size, np.random.default_rng((self.cfg.seed, epoch)))
-        return _LazyEpoch(plan, lambda i, idx: self._batch(self.train_ids, self.train_labels, idx))
+        return LazyEpoch(plan, lambda i, idx: self._batch(self.train_ids, self.train_labels, idx))
 
     def loss_and_backward(self, b) -> tuple[float, int]:
         ids, km, y = b
@@ -363,100 +300,6 @@ class ClassifyTask:
                                        out / f"confusion_{name}.png", f"{self.name}: {name}")
             files[f"confusion_{name}"] = str(p)
         return files
-
-
-# causal LM -------------------------------------------------------------------
-
-class LMTask:
-    """Character (byte) level causal LM on one stream: random windows for
-    training, the held-out tail for bits per character."""
-
-    def __init__(self, cfg: TrainConfig, log=print, tokenizer=None):
-        self.cfg = cfg
-        text = self._text(cfg)
-        self.tokenizer = tokenizer or ByteTokenizer()
-        if cfg.eval_data:  # a separate held-out file
-            self.held_text = load_text(cfg.eval_data)
-            cut = len(text)
-        else:  # the tail of the text
-            cut = int(len(text) * (1.0 - cfg.eval_fraction))
-            self.held_text = text[cut:]
-        self.train = self.tokenizer.encode(text[:cut])
-        self.held = self.tokenizer.encode(self.held_text)
-        if len(self.train) < cfg.max_len + 1 or len(self.held) < cfg.max_len + 1:
-            raise ValueError(f"dataset {self.name!r}: too short for windows of {cfg.max_len} "
-                             f"tokens ({len(self.train)} train, {len(self.held)} held-out)")
-        self.model = nn.CausalLM(model_config(cfg, self.tokenizer.vocab_size), seed=cfg.seed)
-        self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        log(f"causal LM on {self.name}: {len(self.train):,} training bytes, {len(self.held):,} "
-            f"held-out bytes ({len(self.held_text):,} characters), windows of {cfg.max_len}, "
-            f"model {self.model.num_parameters():,} parameters")
-
-    def _text(self, cfg) -> str:
-        ds = cfg.dataset
-        if ds in ("", "embedded"):
-            self.name = "embedded tinyshakespeare"
-            return embedded.tinyshakespeare()
-        path = _need_data(cfg)
-        self.name = f"{ds} ({path})"
-        if ds in ("text", "tinyshakespeare", "wikitext2"):
-            return load_text(path)
-        raise ValueError(f"dataset: expected '' or text for lm, got {ds!r}")
-
-    def model_config(self) -> dict:
-        return self.model.cfg.to_dict()
-
-    def steps_per_epoch(self) -> int:
-        return max(1, len(self.train) // (self.cfg.batch_size * self.cfg.max_len))
-
-    def train_batches(self, epoch: int):
-        cfg = self.cfg
-        T, B = cfg.max_len, cfg.batch_size
-
-        def build(i, _):
-            starts = np.random.default_rng((cfg.seed, epoch, i)).integers(
-                0, len(self.train) - T, B)
-            x = np.stack([self.train[s:s + T] for s in starts])  # (B, T)
-            y = np.stack([self.train[s + 1:s + T + 1] for s in starts])  # (B, T)
-            return x, y
-        return _LazyEpoch(range(self.steps_per_epoch()), build)
-
-    def loss_and_backward(self, b) -> tuple[float, int]:
-        x, y = b
-        loss = float(self.loss(self.model(x), y))
-        self.model.backward(self.loss.backward())
-        return loss, x.size
-
-    def evaluate(self, max_tokens: int = 200_000) -> dict:
-        """Mean loss over the held-out tail in non-overlapping windows (each position
-        predicted with the context since its window's start)."""
-        T = self.cfg.max_len
-        data = self.held[:max_tokens + 1]
-        n_win = (len(data) - 1) // T
-        nll = 0.0
-        for s in range(0, n_win, EVAL_BATCH):
-            idx = np.arange(s, min(n_win, s + EVAL_BATCH)) * T
-            x = np.stack([data[i:i + T] for i in idx])
-            y = np.stack([data[i + 1:i + T + 1] for i in idx])
-            nll += float(self.loss(self.model(x), y)) * y.size
-        n_tok = n_win * T
-        mean = nll / n_tok
-        chars = len(self.tokenizer.decode(data[1:n_tok + 1]))
-        return {"eval_loss": mean, "bits_per_byte": M.bits(mean),
-                "bits_per_char": M.bits(nll / chars)}
-
-    def checkpoint_meta(self) -> dict:
-        return {"tokenizer": tokenizer_meta(self.tokenizer)}
-
-    def report(self, out: Path, log=print) -> dict:
-        from numformer.train.generate import generate
-        prompt = self.held_text[:40]
-        ids = generate(self.model, self.tokenizer.encode(prompt), 300, temperature=0.8,
-                       top_k=None, seed=self.cfg.seed)
-        sample = self.tokenizer.decode(ids)
-        (out / "sample.txt").write_text(sample, encoding="utf-8")
-        log("sample (temperature 0.8):\n" + sample)
-        return {"sample": str(out / "sample.txt")}
 
 
 TASKS = {"mlm": MLMTask, "classify": ClassifyTask, "lm": LMTask}

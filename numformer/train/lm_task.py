@@ -1,0 +1,109 @@
+"""The causal language-model task: a byte stream, random windows for training,
+a held-out tail (or a separate file) for bits per character."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from numformer import nn
+from numformer.data import embedded
+from numformer.data.datasets import load_text
+from numformer.data.tokenizers import ByteTokenizer
+from numformer.train import metrics as M
+from numformer.train.config import TrainConfig
+from numformer.train.task_base import (EVAL_BATCH, LazyEpoch, model_config, need_data,
+                                       tokenizer_meta)
+
+
+class LMTask:
+    """Character (byte) level causal LM on one stream: random windows for
+    training, the held-out tail for bits per character."""
+
+    def __init__(self, cfg: TrainConfig, log=print, tokenizer=None):
+        self.cfg = cfg
+        text = self._text(cfg)
+        self.tokenizer = tokenizer or ByteTokenizer()
+        if cfg.eval_data:  # a separate held-out file
+            self.held_text = load_text(cfg.eval_data)
+            cut = len(text)
+        else:  # the tail of the text
+            cut = int(len(text) * (1.0 - cfg.eval_fraction))
+            self.held_text = text[cut:]
+        self.train = self.tokenizer.encode(text[:cut])
+        self.held = self.tokenizer.encode(self.held_text)
+        if len(self.train) < cfg.max_len + 1 or len(self.held) < cfg.max_len + 1:
+            raise ValueError(f"dataset {self.name!r}: too short for windows of {cfg.max_len} "
+                             f"tokens ({len(self.train)} train, {len(self.held)} held-out)")
+        self.model = nn.CausalLM(model_config(cfg, self.tokenizer.vocab_size), seed=cfg.seed)
+        self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        log(f"causal LM on {self.name}: {len(self.train):,} training bytes, {len(self.held):,} "
+            f"held-out bytes ({len(self.held_text):,} characters), windows of {cfg.max_len}, "
+            f"model {self.model.num_parameters():,} parameters")
+
+    def _text(self, cfg) -> str:
+        ds = cfg.dataset
+        if ds in ("", "embedded"):
+            self.name = "embedded tinyshakespeare"
+            return embedded.tinyshakespeare()
+        path = need_data(cfg)
+        self.name = f"{ds} ({path})"
+        if ds in ("text", "tinyshakespeare", "wikitext2"):
+            return load_text(path)
+        raise ValueError(f"dataset: expected '' or text for lm, got {ds!r}")
+
+    def model_config(self) -> dict:
+        return self.model.cfg.to_dict()
+
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.train) // (self.cfg.batch_size * self.cfg.max_len))
+
+    def train_batches(self, epoch: int):
+        cfg = self.cfg
+        T, B = cfg.max_len, cfg.batch_size
+
+        def build(i, _):
+            starts = np.random.default_rng((cfg.seed, epoch, i)).integers(
+                0, len(self.train) - T, B)
+            x = np.stack([self.train[s:s + T] for s in starts])  # (B, T)
+            y = np.stack([self.train[s + 1:s + T + 1] for s in starts])  # (B, T)
+            return x, y
+        return LazyEpoch(range(self.steps_per_epoch()), build)
+
+    def loss_and_backward(self, b) -> tuple[float, int]:
+        x, y = b
+        loss = float(self.loss(self.model(x), y))
+        self.model.backward(self.loss.backward())
+        return loss, x.size
+
+    def evaluate(self, max_tokens: int = 200_000) -> dict:
+        """Mean loss over the held-out tail in non-overlapping windows (each position
+        predicted with the context since its window's start)."""
+        T = self.cfg.max_len
+        data = self.held[:max_tokens + 1]
+        n_win = (len(data) - 1) // T
+        nll = 0.0
+        for s in range(0, n_win, EVAL_BATCH):
+            idx = np.arange(s, min(n_win, s + EVAL_BATCH)) * T
+            x = np.stack([data[i:i + T] for i in idx])
+            y = np.stack([data[i + 1:i + T + 1] for i in idx])
+            nll += float(self.loss(self.model(x), y)) * y.size
+        n_tok = n_win * T
+        mean = nll / n_tok
+        chars = len(self.tokenizer.decode(data[1:n_tok + 1]))
+        return {"eval_loss": mean, "bits_per_byte": M.bits(mean),
+                "bits_per_char": M.bits(nll / chars)}
+
+    def checkpoint_meta(self) -> dict:
+        return {"tokenizer": tokenizer_meta(self.tokenizer)}
+
+    def report(self, out: Path, log=print) -> dict:
+        from numformer.train.generate import generate
+        prompt = self.held_text[:40]
+        ids = generate(self.model, self.tokenizer.encode(prompt), 300, temperature=0.8,
+                       top_k=None, seed=self.cfg.seed)
+        sample = self.tokenizer.decode(ids)
+        (out / "sample.txt").write_text(sample, encoding="utf-8")
+        log("sample (temperature 0.8):\n" + sample)
+        return {"sample": str(out / "sample.txt")}
