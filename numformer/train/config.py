@@ -59,7 +59,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     batch_size: int = 32
     epochs: int = 1
-    max_steps: int = 0                # stop after this many steps (0 = epochs decide)
+    max_steps: int = 0                # train this many steps, over as many epochs as that
+                                      # takes (0 = epochs decide)
     time_limit: float = 0.0           # minutes of training (0 = none)
     eval_every: int = 0               # steps between evaluations (0 = each epoch)
     mask_prob: float = 0.15           # mlm

@@ -81,8 +81,8 @@ class Trainer:
         self.opt = make_optimizer(self.model, cfg)
         self.state = RunState()
         self.steps_per_epoch = task.steps_per_epoch()
-        total = cfg.epochs * self.steps_per_epoch
-        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        # max_steps, when set, is the length of the run (as many epochs as it takes)
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.schedule = optim.make_schedule(cfg.schedule, cfg.lr,
                                             warmup_steps=min(cfg.warmup, self.total_steps),
                                             total_steps=self.total_steps)

@@ -148,3 +148,17 @@ def test_task_defaults_are_shared_by_the_cli_and_python():
     assert TrainConfig.for_task("mlm").epochs == TASK_DEFAULTS["mlm"]["epochs"]
     with pytest.raises(ValueError, match="task: expected one of"):
         TrainConfig.for_task("translate")
+
+
+def test_max_steps_is_the_length_of_the_run_across_epochs(tmp_path):
+    """--max-steps trains that many steps even when an epoch is shorter (a
+    character LM's epoch is one pass worth of random windows)."""
+    text = tmp_path / "t.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox\n" for i in range(100)))
+    cfg = tiny("lm", tmp_path, dataset="text", data=str(text), eval_fraction=0.2, max_steps=12)
+    trainer = Trainer(make_task(cfg, log=quiet), cfg, log=quiet)
+    assert trainer.steps_per_epoch < 12
+    trainer.fit()
+    assert trainer.state.step == 12
+    assert trainer.state.epoch >= 12 // trainer.steps_per_epoch
+    assert len(trainer.state.history["train_loss"]) == 12
