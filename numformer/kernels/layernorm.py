@@ -15,7 +15,6 @@ import numpy as np
 from numformer.kernels._jit import jit, prange
 from numformer.kernels._loops import (FAST_OPTS, PARALLEL_OPTS, chunk_bounds, like,
                                       parallel_chunks, run_rows)
-from numformer.ops import _checks as chk
 from numformer.ops import layernorm as _ref
 
 # Chunks of rows in the backward: each keeps its own partial dgamma/dbeta,
@@ -113,18 +112,10 @@ def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: f
     the sums spread over vector lanes. NumPy makes about eight full passes and four
     temporaries of the whole (..., C) array.
     """
-    chk.float_array("x", x)
-    chk.min_ndim("x", x, 1, "(..., C)")
-    C = x.shape[-1]
-    chk.float_array("gamma", gamma, like=x)
-    chk.shape("gamma", gamma, (C,), "(C,)")
-    chk.float_array("beta", beta, like=x)
-    chk.shape("beta", beta, (C,), "(C,)")
-    if not eps > 0:
-        raise ValueError(f"eps: expected a positive number, got {eps}")
+    _ref.check_layernorm(x, gamma, beta, eps)
     if x.size == 0:
         return _ref.layernorm_forward(x, gamma, beta, eps)
-    x2 = np.ascontiguousarray(x).reshape(-1, C)  # (R, C)
+    x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])  # (R, C)
     R = x2.shape[0]
     out = np.empty_like(x2)  # (R, C)
     xhat = np.empty_like(x2)  # (R, C)

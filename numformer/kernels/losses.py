@@ -15,7 +15,6 @@ import numpy as np
 from numformer.kernels._jit import jit, prange
 from numformer.kernels._loops import (FAST_OPTS, PARALLEL_OPTS, chunk_bounds, exp_shifted, like,
                                       row_max, row_sum, run_rows)
-from numformer.ops import _checks as chk
 from numformer.ops import losses as _ref
 
 # A row is read in blocks of this many logits (8 KiB of float32, a quarter of
@@ -108,29 +107,6 @@ def _cross_entropy_backward_rows_par_py(p, t, counted, scale, smooth, hit, dx, n
 _cross_entropy_backward_rows_par = jit(_cross_entropy_backward_rows_par_py, **PARALLEL_OPTS)
 
 
-def _validate(logits, targets, ignore_index, label_smoothing):
-    """The reference's checks, in its order and with its messages."""
-    chk.float_array("logits", logits)
-    chk.min_ndim("logits", logits, 1, "(..., V)")
-    V = logits.shape[-1]
-    if not isinstance(targets, np.ndarray) or not np.issubdtype(targets.dtype, np.integer):
-        got = targets.dtype if isinstance(targets, np.ndarray) else type(targets).__name__
-        raise ValueError(f"targets: expected an integer numpy array, got {got}")
-    if targets.shape != logits.shape[:-1]:
-        raise ValueError(f"targets: expected shape {tuple(logits.shape[:-1])} (logits without "
-                         f"its last axis), got {tuple(targets.shape)}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing}")
-    t = targets.reshape(-1)  # (N,)
-    counted = t != ignore_index  # (N,)
-    tc = t[counted]
-    if tc.size and (tc.min() < 0 or tc.max() >= V):
-        bad = int(tc.min()) if tc.min() < 0 else int(tc.max())
-        raise ValueError(f"targets: expected class ids in [0, {V}) or ignore_index="
-                         f"{ignore_index}, got {bad}")
-    return t, counted
-
-
 def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index: int = -100,
                           label_smoothing: float = 0.0):
     """Mean over counted positions of ``-sum_c q_c log p_c`` (see the reference),
@@ -142,7 +118,7 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index:
     row's logsumexp without forming log p. NumPy makes about eight passes
     over (N, V) and three (N, V) temporaries.
     """
-    t, counted = _validate(logits, targets, ignore_index, label_smoothing)
+    t, counted = _ref.check_cross_entropy(logits, targets, ignore_index, label_smoothing)
     V = logits.shape[-1]
     if logits.size == 0:
         return _ref.cross_entropy_forward(logits, targets, ignore_index, label_smoothing)

@@ -36,7 +36,7 @@ import threading
 import numpy as np
 
 from numformer.kernels._jit import JIT_DISABLED, get_num_threads, jit, prange, set_num_threads
-from numformer.ops import _checks as chk
+from numformer.ops import matmul as _ref
 
 # Products at most this size (M * N * K) run on the calling thread in
 # OpenBLAS; measured on the team's machines (128 x 128 x 32 stays on one
@@ -243,14 +243,7 @@ def batched(a, b, trans_a=False, trans_b=False) -> np.ndarray:
 
 def matmul_forward(a: np.ndarray, b: np.ndarray):
     """``out[i, h] = a[i, h] @ b[i, h]``. ``cache = (a, b)`` (as the reference)."""
-    chk.float_array("a", a)
-    chk.ndim("a", a, 4, "(B, H, M, K)")
-    chk.float_array("b", b, like=a)
-    chk.ndim("b", b, 4, "(B, H, K, N)")
-    B, H, M, K = a.shape
-    if b.shape[:3] != (B, H, K):
-        raise ValueError(f"b: expected shape ({B}, {H}, {K}, N) to match a {tuple(a.shape)}, "
-                         f"got {tuple(b.shape)}")
+    _ref.check_matmul(a, b)
     out = batched(a, b)  # (B, H, M, N)
     return out, (a, b)
 

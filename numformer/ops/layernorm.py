@@ -10,12 +10,8 @@ import numpy as np
 from numformer.ops import _checks as chk
 
 
-def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5):
-    """``out = (x - mean) * rstd * gamma + beta``, rstd = 1/sqrt(var + eps), var biased.
-
-    ``cache = (xhat, gamma, rstd)`` with xhat the normalised input (..., C)
-    and rstd (..., 1). A constant row gives xhat = 0 and stays finite.
-    """
+def check_layernorm(x, gamma, beta, eps) -> None:
+    """The checks of ``layernorm_forward``'s inputs (shared with its kernel)."""
     chk.float_array("x", x)
     chk.min_ndim("x", x, 1, "(..., C)")
     C = x.shape[-1]
@@ -25,6 +21,15 @@ def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: f
     chk.shape("beta", beta, (C,), "(C,)")
     if not eps > 0:
         raise ValueError(f"eps: expected a positive number, got {eps}")
+
+
+def layernorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5):
+    """``out = (x - mean) * rstd * gamma + beta``, rstd = 1/sqrt(var + eps), var biased.
+
+    ``cache = (xhat, gamma, rstd)`` with xhat the normalised input (..., C)
+    and rstd (..., 1). A constant row gives xhat = 0 and stays finite.
+    """
+    check_layernorm(x, gamma, beta, eps)
     mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
     xc = x - mean  # (..., C)
     var = (xc * xc).mean(axis=-1, keepdims=True)  # (..., 1)

@@ -11,17 +11,9 @@ import numpy as np
 from numformer.ops import _checks as chk
 
 
-def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index: int = -100,
-                          label_smoothing: float = 0.0):
-    """Mean over counted positions of ``-sum_c q_c log p_c``, where p = softmax(logits)
-    and q = (1 - eps) onehot(target) + eps / V (eps = label_smoothing).
-
-    Returns the loss (a scalar of the logits' dtype) and
-    ``cache = (p, targets, counted, n, eps, shape)`` with p (N, V) the
-    probabilities, targets (N,), counted (N,) bool, n the number of counted
-    positions and shape the logits' shape.
-    With no counted position the loss is 0 and so is its gradient.
-    """
+def check_cross_entropy(logits, targets, ignore_index: int, label_smoothing: float):
+    """The checks of the inputs of ``cross_entropy_forward`` (shared with its
+    kernel); returns the flat targets (N,) and the mask of counted positions (N,)."""
     chk.float_array("logits", logits)
     chk.min_ndim("logits", logits, 1, "(..., V)")
     V = logits.shape[-1]
@@ -33,7 +25,6 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index:
                          f"its last axis), got {tuple(targets.shape)}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing}")
-    x = logits.reshape(-1, V)  # (N, V)
     t = targets.reshape(-1)  # (N,)
     counted = t != ignore_index  # (N,)
     tc = t[counted]
@@ -41,6 +32,24 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index:
         bad = int(tc.min()) if tc.min() < 0 else int(tc.max())
         raise ValueError(f"targets: expected class ids in [0, {V}) or ignore_index="
                          f"{ignore_index}, got {bad}")
+    return t, counted
+
+
+def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index: int = -100,
+                          label_smoothing: float = 0.0):
+    """Mean over counted positions of ``-sum_c q_c log p_c``, where p = softmax(logits)
+    and q = (1 - eps) onehot(target) + eps / V (eps = label_smoothing).
+
+    Returns the loss (a scalar of the logits' dtype) and
+    ``cache = (p, targets, counted, n, eps, shape)`` with p (N, V) the
+    probabilities, targets (N,), counted (N,) bool, n the number of counted
+    positions and shape the logits' shape.
+    With no counted position the loss is 0 and so is its gradient.
+    """
+    t, counted = check_cross_entropy(logits, targets, ignore_index, label_smoothing)
+    V = logits.shape[-1]
+    x = logits.reshape(-1, V)  # (N, V)
+    tc = t[counted]
     n = int(counted.sum())
     dt = logits.dtype.type
     z = x - x.max(axis=-1, keepdims=True)  # (N, V)

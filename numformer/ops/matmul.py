@@ -12,8 +12,8 @@ from numformer.ops import _checks as chk
 from numformer.ops._alloc import matmul
 
 
-def matmul_forward(a: np.ndarray, b: np.ndarray):
-    """``out[i, h] = a[i, h] @ b[i, h]``. ``cache = (a, b)``."""
+def check_matmul(a, b) -> None:
+    """The checks of ``matmul_forward``'s inputs (shared with its kernel)."""
     chk.float_array("a", a)
     chk.ndim("a", a, 4, "(B, H, M, K)")
     chk.float_array("b", b, like=a)
@@ -22,6 +22,11 @@ def matmul_forward(a: np.ndarray, b: np.ndarray):
     if b.shape[:3] != (B, H, K):
         raise ValueError(f"b: expected shape ({B}, {H}, {K}, N) to match a {tuple(a.shape)}, "
                          f"got {tuple(b.shape)}")
+
+
+def matmul_forward(a: np.ndarray, b: np.ndarray):
+    """``out[i, h] = a[i, h] @ b[i, h]``. ``cache = (a, b)``."""
+    check_matmul(a, b)
     out = matmul(a, b)  # (B, H, M, N)
     return out, (a, b)
 
