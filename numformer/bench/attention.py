@@ -139,32 +139,6 @@ def write_reference(Ts, causal: bool, directory: Path) -> None:
         del out, cache
 
 
-def time_interleaved(fns: dict, repeats: int, min_time: float = 0.05) -> dict:
-    """Median ms per call of each ``fns[name]()``, sampled in rounds: one sample of
-    each function per round, so a load that comes and goes on a shared machine
-    hits all of them alike. Two warm-up calls each; a sample loops a fast call
-    until it lasts ``min_time`` s."""
-    import gc
-    import statistics
-    import time
-    inner = {}
-    for name, fn in fns.items():
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        inner[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
-    samples = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            gc.collect()
-            t0 = time.perf_counter()
-            for _ in range(inner[name]):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / inner[name])
-    return {name: {"ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v)}
-            for name, v in samples.items()}
-
-
 def run_child(threads: int, Ts, repeats: int, names: list, causal: bool, ref_dir: Path,
               out: Path) -> None:
     """Check, time and measure some implementations at one thread count, in this
@@ -180,7 +154,7 @@ def run_child(threads: int, Ts, repeats: int, names: list, causal: bool, ref_dir
 
     import numpy as np
     from numformer.bench.harness import check_against, machine_info, peak_extra_mb, \
-        torch_or_none
+        time_interleaved, torch_or_none
     from numformer.testing import REDUCED_FACTOR, tolerance
     if "numformer numba" in names:
         # never in a process that times torch on several threads: numba's OpenMP

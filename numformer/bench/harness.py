@@ -108,6 +108,33 @@ def time_call(fn: Callable[[], object], repeats: int = 7, warmup: int = 1,
             "first_ms": 1e3 * first, "repeats": repeats, "inner": inner}
 
 
+def time_interleaved(fns: dict, repeats: int, min_time: float = 0.05) -> dict:
+    """Median (and min) ms per call of each ``fns[name]()``, sampled in rounds: one
+    sample of each function per round, so a load that comes and goes on a shared
+    machine hits all of them alike. Two warm-up calls each (the first, with any
+    JIT compile, is reported as ``first_ms``); a sample loops a fast call until
+    it lasts ``min_time`` s."""
+    inner, first = {}, {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fn()
+        inner[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / inner[name])
+    return {name: {"ms": 1e3 * statistics.median(s), "min_ms": 1e3 * min(s),
+                   "first_ms": 1e3 * first[name], "inner": inner[name]}
+            for name, s in samples.items()}
+
+
 # memory -------------------------------------------------------------------
 
 def _status_kb(key: str) -> int:

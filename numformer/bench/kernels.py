@@ -31,14 +31,11 @@ the time from ``import numformer`` to the end of its first forward+backward.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 NAME = "kernels"
@@ -214,29 +211,6 @@ BUILDERS = {"layernorm": _layernorm, "cross_entropy": _cross_entropy, "adam": _a
 
 # -- timing ---------------------------------------------------------------------------
 
-def time_round_robin(fns: dict, repeats: int, min_time: float = 0.05) -> dict:
-    """Median (and min) ms per call of each function, samples taken in turn."""
-    inner, first = {}, {}
-    for name, fn in fns.items():
-        t0 = time.perf_counter()
-        fn()
-        first[name] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        fn()
-        inner[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
-    samples = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            gc.collect()
-            t0 = time.perf_counter()
-            for _ in range(inner[name]):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / inner[name])
-    return {name: {"ms": 1e3 * statistics.median(s), "min_ms": 1e3 * min(s),
-                   "first_ms": 1e3 * first[name], "inner": inner[name]}
-            for name, s in samples.items()}
-
-
 def _malloc_returns_big_buffers():
     """Make glibc serve buffers over 128 KiB by mmap and give them back on free,
     so a call's peak memory shows as a rise of resident memory (timing runs
@@ -255,7 +229,8 @@ def run_child(threads: int, ops, cases, repeats: int, out: Path) -> None:
     from numformer.bench.harness import pin_threads
     pin_threads(threads)
     import numpy as np
-    from numformer.bench.harness import check_against, machine_info, peak_extra_mb, torch_or_none
+    from numformer.bench.harness import (check_against, machine_info, peak_extra_mb,
+                                         time_interleaved, torch_or_none)
     from numformer.kernels._jit import set_num_threads
     from numformer.testing import tolerance
     set_num_threads(threads)
@@ -272,7 +247,7 @@ def run_child(threads: int, ops, cases, repeats: int, out: Path) -> None:
                 for label, got, exp, red in zip(labels, result(), ref, reduced):
                     check_against(f"{op} {shape} {name} {label}", got, exp,
                                   *tolerance(np.float32, reduced=red or op == "adam"))
-            times = time_round_robin({n: f for n, (f, _) in impls.items()}, repeats)
+            times = time_interleaved({n: f for n, (f, _) in impls.items()}, repeats)
             for name, (call, _) in impls.items():
                 t = times[name]
                 rows.append(dict(threads=threads, op=op, shape=list(shape), impl=name,
@@ -503,7 +478,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.threads, args.repeats, cases = "1", 3, QUICK_CASES
     if args.child_json:
-        run_child(int(args.threads), ops, QUICK_CASES if args.quick else CASES, args.repeats,
+        run_child(int(args.threads), ops, cases, args.repeats,
                   Path(args.child_json))
         return 0
 
