@@ -277,12 +277,9 @@ def targets(runs: list[dict]) -> str:
 
 
 def plot(runs: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot", file=sys.stderr)
+    from numformer.bench.harness import pyplot_or_none
+    plt = pyplot_or_none()
+    if plt is None:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     colors = dict(zip(IMPLS, ("tab:gray", "tab:blue", "tab:red", "tab:orange")))

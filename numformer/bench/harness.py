@@ -199,6 +199,19 @@ def markdown_table(rows: list[Row], ratio_label: str = "ratio") -> str:
     return "\n".join(lines)
 
 
+def pyplot_or_none():
+    """matplotlib.pyplot on the file-only Agg backend, or None (said on stderr)
+    when matplotlib is not installed: the plots are optional."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", file=sys.stderr)
+        return None
+    return plt
+
+
 def write_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and a rename, so a
     reader never sees half a file and an interrupted run leaves the old one."""

@@ -408,14 +408,11 @@ def targets(runs: list[dict]) -> str:
 
 
 def plot(runs: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
-        print("matplotlib not installed: no plot", file=sys.stderr)
+    from numformer.bench.harness import pyplot_or_none
+    plt = pyplot_or_none()
+    if plt is None:
         return False
+    import matplotlib.ticker
     ops = [op for op in OPS if any(r["op"] == op for run in runs for r in run["rows"])]
     ncols = min(2, len(ops))
     nrows = -(-len(ops) // ncols)

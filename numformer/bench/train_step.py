@@ -65,7 +65,6 @@ def make_batch(c: dict, seed: int = 0):
 
 def numformer_step(c: dict, dropout: float):
     """The numformer model, optimizer and a step closure returning the loss."""
-    import numpy as np
     from numformer import nn, optim
     cfg = nn.ModelConfig(vocab_size=c["V"], dim=c["C"], n_heads=c["H"], n_layers=c["L"],
                          d_ff=c["F"], max_len=c["T"], dropout=dropout, norm_first=c["norm_first"],
@@ -317,7 +316,7 @@ def run_matrix(repeats: int) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_atomic(RESULTS / "train_step.json", json.dumps(rows, indent=1))
     m = rows[0]["machine"]
-    lines = [f"# Training step: numformer vs PyTorch eager (tokens/s)", "",
+    lines = ["# Training step: numformer vs PyTorch eager (tokens/s)", "",
              f"cpu {m['cpu']}, {m['cores']} cores; numpy {m['numpy']}, numba {m.get('numba')}, "
              f"torch {m.get('torch', '-')}; backend {rows[0]['backend']}; medians of {repeats} "
              f"steps after 3 warm-up steps; each implementation in its own process", "",
