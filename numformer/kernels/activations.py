@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import jit, prange
-from numformer.kernels._loops import (EXACT_OPTS, FAST_OPTS, PARALLEL_OPTS, PLAIN_OPTS,
+from numformer.kernels._loops import (EXACT_OPTS, PARALLEL_OPTS, PLAIN_OPTS,
                                       chunk_bounds, fast_exp, run_flat)
 from numformer.ops import _checks as chk
 from numformer.ops import activations as _ref
@@ -134,7 +134,7 @@ def _gelu_erf32_py(x, out, phi):
         out[i] = xi * ph
 
 
-_gelu_erf32 = jit(_gelu_erf32_py, **FAST_OPTS)
+_gelu_erf32 = jit(_gelu_erf32_py, **EXACT_OPTS)  # calls fast_exp: no reassociation
 
 
 def _gelu_erf32_par_py(x, out, phi, nchunks):
