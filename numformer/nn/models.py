@@ -155,9 +155,9 @@ class MLMHead(Module):
             out = self.decoder(z)  # (N, V)
             out += self.decoder_bias.value
             return out
-        f = kernels.op("linear")
-        out, cache = f.linear_forward(z, self.decoder_weight.value.T, self.decoder_bias.value)  # (N, V)
-        self._set_cache((f, cache))
+        out, _ = kernels.op("linear").linear_forward(z, self.decoder_weight.value.T,
+                                                     self.decoder_bias.value)  # (N, V)
+        self._set_cache(z)  # the backward below needs only z (and E, the Parameter)
         return out
 
     def backward(self, dlogits):
@@ -165,7 +165,7 @@ class MLMHead(Module):
             dz = self.decoder.backward(dlogits)
             self.decoder_bias.grad += dlogits.reshape(-1, dlogits.shape[-1]).sum(axis=0)
         else:
-            _, (z, _, _) = self._pop_cache()
+            z = self._pop_cache()  # (N, C)
             # logits = z @ E^T + b; dE comes out in E's (V, C) layout, no transposed add
             E = self.decoder_weight.value
             dz = matmul(dlogits, E)  # (N, C)
