@@ -72,6 +72,7 @@ def get_backend() -> str:
 KERNEL_OPS: set[str] = set()
 KERNEL_OPS.update({"attention", "matmul"})
 KERNEL_OPS.update({"activations", "adam", "embedding", "layernorm", "losses", "softmax"})
+KERNEL_OPS.update({"dropout"})
 
 
 def op(name: str, backend: str | None = None) -> ModuleType:
