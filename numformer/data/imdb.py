@@ -199,3 +199,24 @@ def load_imdb(path, split: str = "train", clean: bool = True,
 def download_imdb(dest_dir, url: str = IMDB_URL) -> Path:
     """Fetch ``aclImdb_v1.tar.gz`` (84 MB) into ``dest_dir``; returns its path."""
     return download(url, Path(dest_dir) / IMDB_ARCHIVE, timeout=120.0)
+
+
+# the star ratings a labelled review can have (5 and 6 are not in the dataset)
+RATINGS = (1, 2, 3, 4, 7, 8, 9, 10)
+
+
+def by_rating(data: LabelledTexts) -> LabelledTexts:
+    """The same reviews labelled by their star rating: 8 classes, index into
+    ``RATINGS`` (class 0 = 1/10 ... class 7 = 10/10). Finer than positive /
+    negative, so a model learns how strong the sentiment is as well."""
+    ratings = data.extra.get("rating")
+    if ratings is None or len(ratings) != len(data):
+        raise ValueError(f"{data.name}: expected a rating for every review, got none")
+    index = np.full(11, -1, dtype=np.int64)
+    index[list(RATINGS)] = np.arange(len(RATINGS))
+    labels = index[np.clip(ratings, 0, 10)]
+    if (labels < 0).any():
+        i = int(np.flatnonzero(labels < 0)[0])
+        raise ValueError(f"{data.name}: review {i} has rating {int(ratings[i])}, expected one "
+                         f"of {RATINGS} (the unlabelled split has no ratings)")
+    return LabelledTexts(data.texts, labels, len(RATINGS), data.name + " (ratings)", data.extra)

@@ -33,7 +33,7 @@ from numformer import nn
 from numformer.data import embedded
 from numformer.data.batching import collate, plan_batches
 from numformer.data.datasets import load_europarl, load_sst2, load_sst5, load_text
-from numformer.data.imdb import load_imdb
+from numformer.data.imdb import RATINGS, by_rating, load_imdb
 from numformer.data.masking import mask_tokens
 from numformer.data.tokenizers import WordTokenizer
 from numformer.train import metrics as M
@@ -235,7 +235,11 @@ class ClassifyTask:
         if ds == "imdb":
             return load_imdb(path, "train"), {"test": load_imdb(path, "test")}, \
                 ["negative", "positive"]
-        raise ValueError(f"dataset: expected '', sst2, sst5 or imdb for classify, got {ds!r}")
+        if ds == "imdb-rating":  # the star ratings as 8 classes
+            return by_rating(load_imdb(path, "train")), {"test": by_rating(load_imdb(path, "test"))}, \
+                [f"{r}/10" for r in RATINGS]
+        raise ValueError(f"dataset: expected '', sst2, sst5, imdb or imdb-rating for classify, "
+                         f"got {ds!r}")
 
     def encode(self, texts) -> list[np.ndarray]:
         return [encode_example(self.tokenizer, t, self.cfg.max_len, add_cls=True) for t in texts]

@@ -117,3 +117,15 @@ def test_sst_download_missing_through_a_file_url(tmp_path):
     assert load_sst5(dest, "test").labels.tolist() == [4]
     with pytest.raises(ConnectionError, match="stsa.binary.train"):
         load_sst2(dest, "train", download_missing=True, url=url)
+
+
+def test_by_rating_labels_are_star_classes(archive):
+    from numformer.data import by_rating
+    train = load_imdb(archive, "train")
+    r = by_rating(train)
+    assert r.n_classes == 8 and r.texts is train.texts
+    # ratings 2, 4, 7, 9 -> classes 1, 3, 4, 6 (RATINGS = 1, 2, 3, 4, 7, 8, 9, 10)
+    assert r.labels.tolist() == [1, 3, 4, 6]
+    assert by_rating(load_imdb(archive, "test")).labels.tolist() == [0, 7]  # 1/10 then 10/10
+    with pytest.raises(ValueError, match=r"review 0 has rating 0, expected one of \(1, 2, 3, 4, 7"):
+        by_rating(load_imdb(archive, "unsup"))

@@ -26,6 +26,16 @@ def test_imdb_labelled(data_dir, split):
     assert not any("<br />" in t for t in d.texts)  # clean=True
 
 
+def test_imdb_by_rating(data_dir):
+    """The 8 star classes (ratings 1-4 and 7-10) split the 12,500 of each label."""
+    from numformer.data import by_rating
+    d = by_rating(imdb(str(data_dir / "imdb"), "train"))
+    counts = d.class_counts()
+    assert d.n_classes == 8 and counts.sum() == 25_000
+    assert counts[:4].sum() == counts[4:].sum() == 12_500
+    assert counts.min() > 1_000  # every rating is well represented
+
+
 def test_imdb_unsup(data_dir):
     d = imdb(str(data_dir / "imdb"), "unsup")
     assert len(d) == 50_000

@@ -162,3 +162,28 @@ def test_max_steps_is_the_length_of_the_run_across_epochs(tmp_path):
     assert trainer.state.step == 12
     assert trainer.state.epoch >= 12 // trainer.steps_per_epoch
     assert len(trainer.state.history["train_loss"]) == 12
+
+
+def test_classify_imdb_by_rating(tmp_path):
+    """--dataset imdb-rating: the star ratings as 8 classes, named 1/10 ... 10/10."""
+    d = tmp_path / "imdb"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        rows = []
+        for i in range(48):
+            rating = int(rng.choice([1, 2, 3, 4, 7, 8, 9, 10]))
+            word = "awful" if rating <= 2 else "poor" if rating <= 4 else \
+                "fine" if rating <= 8 else "superb"
+            rows.append(json.dumps({"id": i, "rating": rating, "label": int(rating >= 7),
+                                    "text": f"this film was {word} , really {word} ."}))
+        (d / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    cfg = tiny("classify", tmp_path, dataset="imdb-rating", data=str(d), epochs=2, max_len=16)
+    task = make_task(cfg, log=quiet)
+    assert task.n_classes == 8
+    assert task.class_names == ["1/10", "2/10", "3/10", "4/10", "7/10", "8/10", "9/10", "10/10"]
+    train(cfg, log=quiet)
+    from numformer.train.load import load_trained
+    trained = load_trained(cfg.out)
+    assert trained.model.cfg.n_classes == 8
+    assert trained.meta["class_names"] == task.class_names
