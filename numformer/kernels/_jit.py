@@ -5,7 +5,9 @@
 - Compiled code is cached on disk (``cache=True``). When the package folder
   is not writable (a system install), the cache goes to
   ``$XDG_CACHE_HOME/numformer/numba`` (default ``~/.cache/numformer/numba``),
-  unless ``NUMBA_CACHE_DIR`` is already set.
+  unless ``NUMBA_CACHE_DIR`` is already set. A fingerprint of every kernel
+  source is kept there; when it changes, the cached kernels are deleted
+  (numba alone would miss edits of helpers inlined from ``_loops.py``).
 - ``NUMBA_DISABLE_JIT=1`` makes ``jit`` return the plain Python function, so
   the tests can run every loop body uncompiled.
 
@@ -15,6 +17,7 @@ Kernel modules write each loop body as a plain function ``_name_py`` and bind
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -40,6 +43,58 @@ _choose_cache_dir()
 
 import numba  # noqa: E402
 from numba import prange  # noqa: E402,F401
+
+STAMP = "numformer-sources.sha1"
+
+
+def sources_fingerprint() -> str:
+    """sha1 of every kernel source file and of numba's version."""
+    h = hashlib.sha1(numba.__version__.encode())
+    for f in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def cache_folder() -> Path:
+    """Where numba keeps the compiled kernels of this package."""
+    pkg = Path(__file__).resolve().parent
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        from numba.core.caching import UserProvidedCacheLocator
+        sub = UserProvidedCacheLocator.get_suitable_cache_subpath(str(pkg / "_jit.py"))
+        return Path(os.environ["NUMBA_CACHE_DIR"]) / sub
+    return pkg / "__pycache__"
+
+
+def refresh_cache(folder: Path, fingerprint: str) -> bool:
+    """Delete the compiled kernels in ``folder`` unless its stamp matches
+    ``fingerprint``, then write the stamp. True if it deleted (a stale cache).
+
+    numba keys a cached function on the timestamp of its own file only, so an
+    edit of a helper that other kernels inline (``_loops.py``, say) would
+    leave their old machine code in use; with the stamp any edit of any
+    kernel source recompiles them all once."""
+    stamp = folder / STAMP
+    try:
+        if stamp.read_text().strip() == fingerprint:
+            return False
+    except OSError:
+        pass
+    stale = False
+    try:
+        for f in list(folder.glob("*.nbi")) + list(folder.glob("*.nbc")):
+            f.unlink(missing_ok=True)
+            stale = True
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{STAMP}.{os.getpid()}.tmp"
+        tmp.write_text(fingerprint + "\n")
+        os.replace(tmp, stamp)
+    except OSError:  # pragma: no cover - read-only cache: numba recompiles in memory
+        pass
+    return stale
+
+
+if os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0"):
+    refresh_cache(cache_folder(), sources_fingerprint())
 
 JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 

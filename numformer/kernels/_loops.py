@@ -27,9 +27,9 @@ This module also holds the scalar helpers the other kernels share:
     elements.
 
 Without numba's compiler (``NUMBA_DISABLE_JIT=1``) they are plain Python
-(``math.exp``, a comparison, ``type(ref)(v)``). Note for developers: numba's
-on-disk cache of a kernel in another module does not notice edits to these
-helpers; clear ``__pycache__/*.nbi`` after changing them.
+(``math.exp``, a comparison, ``type(ref)(v)``). numba's on-disk cache of a
+kernel in another module does not notice edits to these helpers by itself;
+``_jit.refresh_cache`` clears the cache when any kernel source changed.
 
 And the policy every kernel here follows for threads: each is a serial
 function over a range of rows (or over whole flat arrays) plus a parallel
