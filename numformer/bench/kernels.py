@@ -9,6 +9,8 @@ kernel) and PyTorch (float32 throughout).
                    for-loop, foreach and fused variants; one parameter array
     embedding      the scatter-add of the backward: aten's embedding_dense_backward
                    (what F.embedding's autograd runs) and zeros().index_add_
+    dropout        F.dropout at p = 0.1, backward by autograd (rows x C); torch
+                   draws other masks, so its output is timed, not compared
 
 Each thread count runs in a fresh process with every thread pool pinned
 before numpy, numba or torch load. In it, every implementation is checked
@@ -39,20 +41,23 @@ import tempfile
 from pathlib import Path
 
 NAME = "kernels"
-OPS = ("layernorm", "cross_entropy", "adam", "embedding")
+OPS = ("layernorm", "cross_entropy", "adam", "embedding", "dropout")
 CASES = {
     "layernorm": [(640, 128), (4096, 128), (4096, 768)],            # (rows, C)
     "cross_entropy": [(640, 40000), (4096, 8000)],                   # (rows, V)
     "adam": [(40000, 128), (512, 512), (128, 512), (128,)],          # parameter shape
     "embedding": [(640, 40000, 128), (4096, 8000, 128)],             # (ids, V, C)
+    "dropout": [(640, 128), (4096, 128), (4096, 512)],               # (rows, C), p = 0.1
 }
 QUICK_CASES = {"layernorm": [(640, 128)], "cross_entropy": [(640, 8000)],
-               "adam": [(512, 512)], "embedding": [(640, 8000, 128)]}
+               "adam": [(512, 512)], "embedding": [(640, 8000, 128)],
+               "dropout": [(640, 128)]}
 BYTES_NOTE = {
     "layernorm": "5 passes of rows*C floats (read x, write out; read dout and x, write dx)",
     "cross_entropy": "2 passes of rows*V floats (read logits, write dlogits)",
     "adam": "7 passes of the parameter (read p, g, m, v; write p, m, v)",
     "embedding": "write dW (V*C) once, read dout (ids*C) once",
+    "dropout": "5 passes of rows*C floats (read x, write out and mask; read dout, write dx)",
 }
 ADAM_HYPER = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
 
@@ -194,6 +199,29 @@ def _embedding(np, torch, shape, rng):
     return impls, ("dW",), (True,), (V * C + N * C) * 4
 
 
+def _dropout(np, torch, shape, rng):
+    """Forward and backward at p = 0.1. torch draws other masks, so only the
+    numformer implementations are compared element by element (result None)."""
+    from numformer.kernels import dropout as K
+    from numformer.ops import dropout as R
+    x, dout = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    impls = {}
+    for name, mod in (("numformer numpy", R), ("numformer numba", K)):
+        def call(mod=mod):
+            out, mask = mod.dropout_forward(x, 0.1, np.random.default_rng(1))
+            return out, mask, mod.dropout_backward(dout, mask)
+        impls[name] = (call, call)
+    if torch is not None:
+        tx = torch.from_numpy(x.copy()).requires_grad_(True)
+        td = torch.from_numpy(dout)
+
+        def tcall():
+            out = torch.nn.functional.dropout(tx, 0.1, training=True)
+            return out, torch.autograd.grad(out, (tx,), td)[0]
+        impls["torch"] = (tcall, None)
+    return impls, ("out", "mask", "dx"), (False, False, False), 5 * x.size * 4
+
+
 def _group(name: str) -> str:
     """The variant group an implementation belongs to ("AdamW", "Adam" or "")."""
     last = name.split()[-1]
@@ -206,7 +234,7 @@ def _group(name: str) -> str:
 
 
 BUILDERS = {"layernorm": _layernorm, "cross_entropy": _cross_entropy, "adam": _adam,
-            "embedding": _embedding}
+            "embedding": _embedding, "dropout": _dropout}
 
 
 # -- timing ---------------------------------------------------------------------------
@@ -242,6 +270,8 @@ def run_child(threads: int, ops, cases, repeats: int, out: Path) -> None:
             rng = np.random.default_rng(0)
             impls, labels, reduced, nbytes = BUILDERS[op](np, torch, shape, rng)
             for name, (_, result) in impls.items():
+                if result is None:  # timed only (e.g. torch's dropout draws other masks)
+                    continue
                 ref_name = f"numformer numpy {_group(name)}".strip()
                 ref = impls[ref_name][1]()
                 for label, got, exp, red in zip(labels, result(), ref, reduced):
@@ -297,6 +327,9 @@ def call(m, rows, cols):
     elif name == "embedding":
         y, c = m.embedding_forward(rng.integers(0, rows, rows), x)
         m.embedding_backward(y, c)
+    elif name == "dropout":
+        y, c = m.dropout_forward(x, 0.1, np.random.default_rng(0))
+        m.dropout_backward(x, c)
     elif name == "adam":
         m.adam_step(x, x.copy(), np.zeros_like(x), np.zeros_like(x), lr=1e-3, beta1=0.9,
                     beta2=0.999, eps=1e-8, weight_decay=0.0, step=1, decoupled=True)
@@ -315,7 +348,8 @@ t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "small_s": t2 - t0, "total_s": t3 - t0}))
 """
 
-FIRST_CALL_OPS = ("layernorm", "softmax", "losses", "embedding", "adam", "activations")
+FIRST_CALL_OPS = ("layernorm", "softmax", "losses", "embedding", "adam", "activations",
+                  "dropout")
 
 
 def first_calls(threads: int = 1) -> dict:
