@@ -63,6 +63,8 @@ class TrainConfig:
                                       # takes (0 = epochs decide)
     time_limit: float = 0.0           # minutes of training (0 = none)
     eval_every: int = 0               # steps between evaluations (0 = each epoch)
+    keep_best: str = ""               # an evaluation metric (e.g. dev_accuracy): keep the
+                                      # weights where it was best (best.npz), report those
     mask_prob: float = 0.15           # mlm
     # run
     seed: int = 0

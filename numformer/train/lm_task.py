@@ -77,6 +77,9 @@ class LMTask:
         self.model.backward(self.loss.backward())
         return loss, x.size
 
+    def metric_names(self) -> list[str]:
+        return ["eval_loss", "bits_per_byte", "bits_per_char"]
+
     def evaluate(self, max_tokens: int = 200_000) -> dict:
         """Mean loss over the held-out tail in non-overlapping windows (each position
         predicted with the context since its window's start)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from numformer import nn
 from numformer.train.checkpoint import CheckpointError, load_checkpoint
 from numformer.train.config import TrainConfig
-from numformer.train.loop import CHECKPOINT
+from numformer.train.loop import BEST, CHECKPOINT
 from numformer.train.task_base import tokenizer_from_meta
 
 MODEL_CLASSES = {"MaskedLM": nn.MaskedLM, "Classifier": nn.Classifier, "CausalLM": nn.CausalLM}
@@ -25,10 +25,11 @@ class Trained:
 
 
 def resolve_checkpoint(path) -> Path:
-    """A checkpoint file, or a run folder holding checkpoint.npz."""
+    """A checkpoint file, or a run folder: its best.npz when the run kept one
+    (``--keep-best``), else its checkpoint.npz."""
     path = Path(path)
     if path.is_dir():
-        path = path / CHECKPOINT
+        path = path / BEST if (path / BEST).is_file() else path / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file (give a checkpoint.npz or the "
                                 f"run folder that holds one)")

@@ -30,6 +30,12 @@ from numformer.train.checkpoint import load_checkpoint, save_checkpoint
 from numformer.train.config import RunState, TrainConfig
 
 CHECKPOINT = "checkpoint.npz"
+BEST = "best.npz"  # the weights where cfg.keep_best's metric was best (no optimizer state)
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses, perplexities and bits shrink as a model improves; accuracies grow."""
+    return any(w in metric for w in ("loss", "perplexity", "bits"))
 
 
 class TrainingDiverged(RuntimeError):
@@ -87,21 +93,64 @@ class Trainer:
                                             warmup_steps=min(cfg.warmup, self.total_steps),
                                             total_steps=self.total_steps)
         self.last_checkpoint: Path | None = None
+        # keep_best: {"metric", "value", "step", "epoch"} of the best evaluation so far
+        self.best: dict | None = None
+        if cfg.keep_best and cfg.keep_best not in task.metric_names():
+            raise ValueError(f"keep_best: expected one of this task's metrics "
+                             f"{task.metric_names()}, got {cfg.keep_best!r}")
 
     # checkpoints -----------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
         return self.out / CHECKPOINT
 
-    def save(self) -> Path:
-        meta = {"task": self.cfg.task, "train_config": self.cfg.to_dict(),
+    @property
+    def best_path(self) -> Path:
+        return self.out / BEST
+
+    def _meta(self) -> dict:
+        return {"task": self.cfg.task, "train_config": self.cfg.to_dict(),
                 "model_config": self.task.model_config(), "model_class": type(self.model).__name__,
                 "state": {"step": self.state.step, "epoch": self.state.epoch,
                           "batch": self.state.batch, "seconds": self.state.seconds},
-                "history": self.state.history, **self.task.checkpoint_meta()}
-        self.last_checkpoint = save_checkpoint(self.checkpoint_path, self.model.state_dict(), meta,
-                                               self.opt.state_dict())
+                "history": self.state.history, "best": self.best,
+                **self.task.checkpoint_meta()}
+
+    def save(self) -> Path:
+        self.last_checkpoint = save_checkpoint(self.checkpoint_path, self.model.state_dict(),
+                                               self._meta(), self.opt.state_dict())
         return self.last_checkpoint
+
+    def _track_best(self, metrics: dict) -> None:
+        """After an evaluation: if cfg.keep_best's metric improved, write best.npz."""
+        name = self.cfg.keep_best
+        if not name:
+            return
+        value = float(metrics[name])
+        if self.best is not None and not (
+                value < self.best["value"] if lower_is_better(name) else value > self.best["value"]):
+            return
+        self.best = {"metric": name, "value": value, "step": self.state.step,
+                     "epoch": self.state.epoch}
+        save_checkpoint(self.best_path, self.model.state_dict(), self._meta())
+
+    def restore_best(self) -> dict | None:
+        """Put the best.npz weights back into the model and evaluate them (the
+        history is left as it is). Returns their metrics, or None without a best."""
+        if not self.cfg.keep_best or self.best is None:
+            return None
+        self.model.load_state_dict(load_checkpoint(self.best_path)["model"])
+        self.model.eval()
+        try:
+            metrics = self.task.evaluate()
+        finally:
+            self.model.train()
+        b = self.best
+        n = len(self.state.history.get(b["metric"], []))
+        self.log(f"kept the weights of step {b['step']} (epoch {b['epoch']}): {b['metric']} "
+                 f"{b['value']:.4g}, the best of {n} evaluations; the final report is theirs "
+                 f"({self.best_path}; {self.checkpoint_path} holds the last step, for --resume)")
+        return metrics
 
     def resume(self, path=None) -> None:
         """Load model, optimizer and counters from a checkpoint (default: out/checkpoint.npz)."""
@@ -118,6 +167,7 @@ class Trainer:
         s = meta["state"]
         self.state = RunState(step=s["step"], epoch=s["epoch"], batch=s["batch"],
                               seconds=s["seconds"], history=meta["history"])
+        self.best = meta.get("best")
         self.last_checkpoint = path
         self.log(f"resumed from {path} at step {self.state.step} (epoch {self.state.epoch + 1}, "
                  f"batch {self.state.batch})")
@@ -162,6 +212,8 @@ class Trainer:
         """Train until the step budget, the time limit or Ctrl-C; returns the last metrics."""
         cfg, st = self.cfg, self.state
         self.out.mkdir(parents=True, exist_ok=True)
+        if st.step == 0:  # a fresh run: a best.npz left by an earlier run in out/ is not ours
+            self.best_path.unlink(missing_ok=True)
         (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
         bar = _progress(cfg.progress, self.total_steps, st.step)
         metrics: dict = {}
@@ -209,10 +261,13 @@ class Trainer:
         elif not metrics or self.state.history["eval_step"][-1:] != [st.step]:
             metrics = self._eval_and_save(None)
         self.log(f"saved checkpoint {self.last_checkpoint}")
+        if stopped is None or "time" in stopped:
+            metrics = self.restore_best() or metrics
         return metrics
 
     def _eval_and_save(self, bar) -> dict:
         metrics = self.evaluate()
+        self._track_best(metrics)
         self.save()
         line = f"step {self.state.step} epoch {self.state.epoch}: " + ", ".join(
             f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))

@@ -118,6 +118,9 @@ class MLMTask:
         self.model.backward(self.loss.backward())
         return loss, int(b.key_mask.sum())
 
+    def metric_names(self) -> list[str]:
+        return ["eval_loss", "mlm_accuracy", "perplexity"]
+
     def evaluate(self) -> dict:
         nll = correct = count = 0.0
         for b in self._eval_batches:
@@ -277,6 +280,9 @@ class ClassifyTask:
             e = np.exp(logits - logits.max(-1, keepdims=True))
             out.append(e / e.sum(-1, keepdims=True))
         return np.concatenate(out) if out else np.zeros((0, self.n_classes))
+
+    def metric_names(self) -> list[str]:
+        return [f"{name}_{m}" for name in self.evals for m in ("loss", "accuracy")]
 
     def evaluate(self) -> dict:
         result = {}

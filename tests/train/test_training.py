@@ -187,3 +187,63 @@ def test_classify_imdb_by_rating(tmp_path):
     trained = load_trained(cfg.out)
     assert trained.model.cfg.n_classes == 8
     assert trained.meta["class_names"] == task.class_names
+
+
+def test_keep_best_reports_and_saves_the_best_evaluation(tmp_path):
+    """--keep-best dev_accuracy: best.npz holds the weights of the evaluation with the
+    highest dev accuracy; the summary and `load_trained(folder)` are those weights,
+    while checkpoint.npz keeps the last step for --resume."""
+    from numformer.train.load import load_trained
+    cfg = tiny("classify", tmp_path, epochs=5, lr=3e-3, keep_best="dev_accuracy")
+    summary = train(cfg, log=quiet)
+    h = json.load(open(summary["files"]["history"]))
+    i = int(np.argmax(h["dev_accuracy"]))  # the first of equal maxima
+    best = summary["best"]
+    assert best["step"] == h["eval_step"][i] and best["value"] == h["dev_accuracy"][i]
+    assert summary["metrics"]["dev_accuracy"] == pytest.approx(h["dev_accuracy"][i], abs=1e-12)
+    assert summary["metrics"]["test_accuracy"] == pytest.approx(h["test_accuracy"][i], abs=1e-12)
+    assert load_trained(cfg.out).meta["state"]["step"] == best["step"]
+    assert load_checkpoint(os.path.join(cfg.out, "checkpoint.npz"))["meta"]["state"]["step"] \
+        == summary["steps"]
+    assert load_checkpoint(summary["files"]["best"])["optim"] is None
+
+
+def test_keep_best_of_a_loss_takes_the_lowest(tmp_path):
+    cfg = tiny("mlm", tmp_path, epochs=3, lr=3e-3, eval_every=7, keep_best="eval_loss")
+    summary = train(cfg, log=quiet)
+    h = json.load(open(summary["files"]["history"]))
+    i = int(np.argmin(h["eval_loss"]))
+    assert summary["best"]["step"] == h["eval_step"][i]
+    assert summary["metrics"]["eval_loss"] == pytest.approx(h["eval_loss"][i], rel=1e-9)
+
+
+def test_keep_best_names_the_metrics_and_fresh_runs_drop_a_stale_best(tmp_path):
+    with pytest.raises(ValueError, match=r"keep_best: expected one of this task's metrics "
+                                         r"\['dev_loss', 'dev_accuracy', 'test_loss', "
+                                         r"'test_accuracy'\], got 'accuracy'"):
+        train(tiny("classify", tmp_path, keep_best="accuracy"), log=quiet)
+    cfg = tiny("classify", tmp_path, epochs=2, keep_best="dev_accuracy")
+    train(cfg, log=quiet)
+    assert os.path.exists(os.path.join(cfg.out, "best.npz"))
+    summary = train(tiny("classify", tmp_path, epochs=1), log=quiet)  # same out, no keep_best
+    assert summary["best"] is None and "best" not in summary["files"]
+    assert not os.path.exists(os.path.join(cfg.out, "best.npz"))
+
+
+def test_keep_best_survives_ctrl_c_and_resume(tmp_path):
+    kw = dict(epochs=3, eval_every=3, keep_best="dev_loss")
+    ref_cfg = tiny("classify", tmp_path / "ref", **kw)
+    ref = Trainer(make_task(ref_cfg, log=quiet), ref_cfg, log=quiet)
+    ref.fit()
+    cfg = tiny("classify", tmp_path / "run", **kw)
+    t1 = Trainer(make_task(cfg, log=quiet), cfg, log=quiet)
+    _interrupt_at(t1, ref.state.step // 2 + 1)
+    t1.fit()
+    assert t1.best is not None and t1.state.step < ref.state.step
+    t2 = Trainer(make_task(cfg, log=quiet), cfg, log=quiet)
+    t2.resume()
+    assert t2.best == t1.best  # from the checkpoint's metadata
+    t2.fit()
+    assert t2.best == ref.best
+    for (name, p), (_, q) in zip(ref.model.named_parameters(), t2.model.named_parameters()):
+        np.testing.assert_array_equal(p.value, q.value, err_msg=name)  # both hold the best
