@@ -21,3 +21,28 @@ def test_write_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path):
     assert write_atomic(path, "new") == path
     assert path.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_train_step_breakdown_adds_up(monkeypatch):
+    """--breakdown: the dense GEMMs and the attention kernels of a (tiny) masked-LM
+    step are found, and the parts sum to the total."""
+    from numformer.bench import train_step
+    tiny = dict(task="mlm", V=50, C=16, H=2, L=2, F=32, T=12, B=4, norm_first=False)
+    monkeypatch.setitem(train_step.CONFIGS, "tiny", tiny)
+    import numformer
+    numba_backend = numformer.get_backend() == "numba"
+    if numba_backend:  # breakdown sets numba's thread count: put it back afterwards
+        from numformer.kernels._jit import get_num_threads, set_num_threads
+        before = get_num_threads()
+    try:
+        r = train_step.breakdown("tiny", threads=1, dropout=0.1, steps=2)
+    finally:
+        if numba_backend:
+            set_num_threads(before)
+    parts = r["ms_per_step"]
+    assert set(parts) == {"dense GEMMs (np.matmul)", "attention kernels", "other numba kernels",
+                          "rest (NumPy, Python)"}
+    assert parts["dense GEMMs (np.matmul)"] > 0
+    if numba_backend:
+        assert parts["attention kernels"] > 0 and parts["other numba kernels"] > 0
+    assert abs(sum(parts.values()) - r["total_ms"]) < 1e-9

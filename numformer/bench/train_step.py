@@ -18,6 +18,7 @@ embedding, AdamW with weight decay on matrices only). Before timing, the
 same weights and batch go through both and their losses must agree.
 
     python benchmarks/train_step.py --config article --threads 1 --json out.json
+    python benchmarks/train_step.py --config mini --dropout 0 --breakdown   # where the time goes
 """
 
 from __future__ import annotations
@@ -263,6 +264,45 @@ def time_impl(impl: str, config: str, threads: int, dropout: float, repeats: int
     return {"ms": t["ms"], "first_ms": t["first_ms"]}
 
 
+def breakdown(config: str, threads: int, dropout: float, steps: int = 5) -> dict:
+    """Where numformer's step spends its time: cProfile's own time per function over
+    ``steps`` steps (after warm-up), summed into the dense layers' GEMMs (np.matmul
+    through ops._alloc), the fused attention kernels (their block GEMMs included),
+    the other Numba kernels, and the rest (NumPy calls and Python). Milliseconds
+    per step; profiling adds a little to the rest."""
+    import cProfile
+    import pstats
+
+    import numformer
+    c = CONFIGS[config]
+    from numformer.kernels import numba_available
+    if numba_available() and numformer.get_backend() == "numba":
+        from numformer.kernels._jit import set_num_threads
+        set_num_threads(threads)
+    _, step, _ = numformer_step(c, dropout)
+    for _ in range(3):
+        step()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    prof.disable()
+    parts = {"dense GEMMs (np.matmul)": 0.0, "attention kernels": 0.0, "other numba kernels": 0.0,
+             "rest (NumPy, Python)": 0.0}
+    for (file, _, func), (_, _, tottime, _, _) in pstats.Stats(prof).stats.items():
+        if file.endswith("_alloc.py") and func == "matmul":
+            key = "dense GEMMs (np.matmul)"
+        elif file.endswith("kernels/attention.py") and func.endswith("_py"):
+            key = "attention kernels"
+        elif "/numformer/kernels/" in file and func.endswith("_py"):
+            key = "other numba kernels"
+        else:
+            key = "rest (NumPy, Python)"
+        parts[key] += tottime * 1e3 / steps
+    return {"config": config, "threads": threads, "dropout": dropout, "steps": steps,
+            "ms_per_step": parts, "total_ms": sum(parts.values())}
+
+
 def _child(impl, config, threads, dropout, repeats) -> dict:
     import subprocess
     from numformer.bench.harness import THREAD_VARS
@@ -359,6 +399,9 @@ def main(argv=None) -> int:
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--json", metavar="FILE", help="write the result here")
+    p.add_argument("--breakdown", action="store_true",
+                   help="numformer only: time per step in dense GEMMs, attention, other "
+                        "kernels and the rest (cProfile)")
     p.add_argument("--impl", choices=("numformer", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--matrix", action="store_true",
                    help="every configuration x dropout 0.1 and 0 x 1 and 2 threads; writes "
@@ -367,6 +410,18 @@ def main(argv=None) -> int:
     if args.matrix:
         return run_matrix(args.repeats)
     os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
+    if args.breakdown:
+        from numformer.bench.harness import pin_threads
+        pin_threads(args.threads)  # before numpy's BLAS starts its threads
+        r = breakdown(args.config, args.threads, args.dropout)
+        print(f"{args.config} dropout={args.dropout} threads={args.threads}: "
+              f"{r['total_ms']:.1f} ms per step (profiled) = " + ", ".join(
+                  f"{k} {v:.1f}" for k, v in r["ms_per_step"].items()))
+        if args.json:
+            from pathlib import Path
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(r, indent=1))
+        return 0
     if args.impl:  # a timing child
         print(json.dumps(time_impl(args.impl, args.config, args.threads, args.dropout,
                                    args.repeats)))
