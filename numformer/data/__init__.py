@@ -37,7 +37,8 @@ from numformer.data.tokenizers import (CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_
 __all__ = ["embedded", "Batch", "as_rng", "collate", "iterate_batches", "plan_batches",
            "random_lm_batch", "sequential_lm_batches", "LabelledTexts", "download_sst",
            "load_europarl", "load_sst", "load_sst2", "load_sst5", "load_text",
-           "load_tinyshakespeare", "load_wikitext2", "DataError", "download_imdb", "load_imdb", "by_rating",
+           "load_tinyshakespeare", "load_wikitext2", "DataError", "download_imdb", "load_imdb",
+           "by_rating",
            "MLMBatch", "MLMMasker", "mask_tokens", "mlm_batches", "SPECIALS", "SPECIAL_IDS",
            "PAD_ID", "UNK_ID", "MASK_ID", "CLS_ID", "SEP_ID", "Tokenizer", "WordTokenizer",
            "ByteTokenizer", "load_tokenizer"]

@@ -93,10 +93,9 @@ def refresh_cache(folder: Path, fingerprint: str) -> bool:
     return stale
 
 
-if os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0"):
-    refresh_cache(cache_folder(), sources_fingerprint())
-
 JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
+if not JIT_DISABLED:
+    refresh_cache(cache_folder(), sources_fingerprint())
 
 
 def jit(fn=None, *, parallel: bool = False, fastmath: bool = False, **kwargs):

@@ -9,7 +9,8 @@ hashes (key, element index) with splitmix64 (see ``numformer.ops.dropout``);
 here that hash, the comparison, the mask and the product are one pass,
 which the compiler vectorises (eight 64-bit lanes), in parallel chunks for
 large inputs. NumPy's ``rng.random`` alone costs about 1.8 ns an element
-(measured on (32, 128, 128) float32); the whole fused pass about 0.25 ns.
+(measured on (32, 128, 128) float32, 1 thread); the whole fused pass about
+0.3 ns.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import numpy as np
 
 from numformer.kernels._jit import jit, prange
 from numformer.kernels._loops import PARALLEL_OPTS, PLAIN_OPTS, chunk_bounds, run_flat
-from numformer.ops import _checks as chk
 from numformer.ops import dropout as _ref
 from numformer.ops.dropout import BITS, GOLDEN, MIX1, MIX2, dropout_backward  # noqa: F401
 
@@ -56,12 +56,11 @@ def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None = N
                     training: bool = True):
     """As the reference: ``out = x * mask``, ``cache = mask`` (None when not
     training or p == 0), the same mask for the same generator state."""
-    chk.float_array("x", x)
-    p = chk.probability("p", p)
-    if not training or p == 0.0 or x.size == 0:
+    p = _ref.check_dropout(x, p, rng, training)
+    if p is None:  # the identity, as in the reference
+        return x, None
+    if x.size == 0:
         return _ref.dropout_forward(x, p, rng, training)
-    if rng is None:
-        raise ValueError("rng: expected a numpy.random.Generator when training with p > 0, got None")
     out = np.empty(x.shape, dtype=x.dtype)
     mask = np.empty(x.shape, dtype=x.dtype)
     run_flat(_dropout, _dropout_par, x.size, np.ascontiguousarray(x).reshape(-1),

@@ -53,16 +53,26 @@ def keep_mask(key: np.uint64, n: int, thresh: np.uint64) -> np.ndarray:
     return keep
 
 
+def check_dropout(x: np.ndarray, p: float, rng, training: bool) -> float | None:
+    """Validate the inputs (for both backends); p as a float when elements are to be
+    dropped, None when the op is the identity (not training, or p == 0)."""
+    chk.float_array("x", x)
+    p = chk.probability("p", p)
+    if not training or p == 0.0:
+        return None
+    if rng is None:
+        raise ValueError("rng: expected a numpy.random.Generator when training with p > 0, "
+                         "got None")
+    return p
+
+
 def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None = None,
                     training: bool = True):
     """``out = x * mask`` with ``mask`` in {0, 1/(1-p)}. ``cache = mask`` (None when
     not training or p == 0: the op is then the identity)."""
-    chk.float_array("x", x)
-    p = chk.probability("p", p)
-    if not training or p == 0.0:
+    p = check_dropout(x, p, rng, training)
+    if p is None:
         return x, None
-    if rng is None:
-        raise ValueError("rng: expected a numpy.random.Generator when training with p > 0, got None")
     keep = keep_mask(draw_key(rng), x.size, threshold(p)).reshape(x.shape)
     mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))  # x.shape
     return x * mask, mask

@@ -127,9 +127,10 @@ class Trainer:
         if not name:
             return
         value = float(metrics[name])
-        if self.best is not None and not (
-                value < self.best["value"] if lower_is_better(name) else value > self.best["value"]):
-            return
+        if self.best is not None:
+            best = self.best["value"]
+            if not (value < best if lower_is_better(name) else value > best):
+                return
         self.best = {"metric": name, "value": value, "step": self.state.step,
                      "epoch": self.state.epoch}
         save_checkpoint(self.best_path, self.model.state_dict(), self._meta())
@@ -140,11 +141,7 @@ class Trainer:
         if not self.cfg.keep_best or self.best is None:
             return None
         self.model.load_state_dict(load_checkpoint(self.best_path)["model"])
-        self.model.eval()
-        try:
-            metrics = self.task.evaluate()
-        finally:
-            self.model.train()
+        metrics = self.evaluate(record=False)
         b = self.best
         n = len(self.state.history.get(b["metric"], []))
         self.log(f"kept the weights of step {b['step']} (epoch {b['epoch']}): {b['metric']} "
@@ -173,12 +170,15 @@ class Trainer:
                  f"batch {self.state.batch})")
 
     # evaluation --------------------------------------------------------------
-    def evaluate(self) -> dict:
+    def evaluate(self, record: bool = True) -> dict:
+        """The task's metrics in eval mode; ``record`` appends them to the history."""
         self.model.eval()
         try:
             metrics = self.task.evaluate()
         finally:
             self.model.train()
+        if not record:
+            return metrics
         h = self.state.history
         h["eval_step"].append(self.state.step)
         for k, v in metrics.items():

@@ -48,7 +48,8 @@ def train(cfg: TrainConfig, resume: bool | str = False, log=print) -> dict:
     files["curves"] = str(outputs.plot_curves(hist, out / "curves.png", title=f"{cfg.task}"))
     files.update(task.report(out, log=log))
     elapsed = time.perf_counter() - t0
-    summary = {"metrics": metrics, "files": files, "steps": trainer.state.step, "best": trainer.best,
+    summary = {"metrics": metrics, "files": files, "steps": trainer.state.step,
+               "best": trainer.best,
                "train_seconds": trainer.state.seconds, "total_seconds": elapsed}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log(f"done in {elapsed:.0f} s ({trainer.state.seconds:.0f} s training). Outputs in {out}/:")

@@ -239,7 +239,8 @@ class ClassifyTask:
             return load_imdb(path, "train"), {"test": load_imdb(path, "test")}, \
                 ["negative", "positive"]
         if ds == "imdb-rating":  # the star ratings as 8 classes
-            return by_rating(load_imdb(path, "train")), {"test": by_rating(load_imdb(path, "test"))}, \
+            test = by_rating(load_imdb(path, "test"))
+            return by_rating(load_imdb(path, "train")), {"test": test}, \
                 [f"{r}/10" for r in RATINGS]
         raise ValueError(f"dataset: expected '', sst2, sst5, imdb or imdb-rating for classify, "
                          f"got {ds!r}")
