@@ -98,6 +98,10 @@ class Trainer:
         if cfg.keep_best and cfg.keep_best not in task.metric_names():
             raise ValueError(f"keep_best: expected one of this task's metrics "
                              f"{task.metric_names()}, got {cfg.keep_best!r}")
+        if cfg.keep_best.startswith("test_"):
+            log(f"warning: --keep-best {cfg.keep_best} chooses the weights by the test split, "
+                f"so the test figures it reports are optimistic; choose by a dev metric "
+                f"where the dataset has one")
 
     # checkpoints -----------------------------------------------------------
     @property

@@ -222,6 +222,10 @@ def test_keep_best_names_the_metrics_and_fresh_runs_drop_a_stale_best(tmp_path):
                                          r"\['dev_loss', 'dev_accuracy', 'test_loss', "
                                          r"'test_accuracy'\], got 'accuracy'"):
         train(tiny("classify", tmp_path, keep_best="accuracy"), log=quiet)
+    said = []
+    Trainer(make_task(tiny("classify", tmp_path, keep_best="test_accuracy"), log=quiet),
+            tiny("classify", tmp_path, keep_best="test_accuracy"), log=said.append)
+    assert any("chooses the weights by the test split" in line for line in said)
     cfg = tiny("classify", tmp_path, epochs=2, keep_best="dev_accuracy")
     train(cfg, log=quiet)
     assert os.path.exists(os.path.join(cfg.out, "best.npz"))
