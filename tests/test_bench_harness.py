@@ -46,3 +46,23 @@ def test_train_step_breakdown_adds_up(monkeypatch):
     if numba_backend:
         assert parts["attention kernels"] > 0 and parts["other numba kernels"] > 0
     assert abs(sum(parts.values()) - r["total_ms"]) < 1e-9
+    # the floor: the step's matmul FLOPs (the head only at the masked tokens) at the peak
+    per_token_layer = 2 * (3 * 16 * 16 + 16 * 16 + 2 * 16 * 32) + 2 * 2 * 12 * 16
+    fwd = 4 * 12 * 2 * per_token_layer + r["masked"] * 2 * (16 * 50 + 16 * 16)
+    assert r["step_gflop"] == 3 * fwd / 1e9
+    floor = r["step_gflop"] / r["matmul_peak_gflops"] * 1e3
+    assert abs(r["matmul_floor_ms"] - floor) <= 1e-12 * floor  # rounding only
+    assert r["attention_gflop"] == 3 * 4 * 12 * 2 * (2 * 2 * 12 * 16) / 1e9
+    dense_s = r["ms_per_step"]["dense GEMMs (np.matmul)"] * 1e-3
+    rate = (r["step_gflop"] - r["attention_gflop"]) / dense_s
+    assert abs(r["dense_gemm_gflops"] - rate) <= 1e-9 * rate
+    assert r["unprofiled_ms"] > 0
+    assert r["above_floor_ms"] == r["unprofiled_ms"] - r["matmul_floor_ms"]
+
+
+def test_budget_line_states_what_the_target_leaves_above_the_floor():
+    from numformer.bench.train_step import budget_line
+    r = {"matmul_floor_ms": 250.0, "above_floor_ms": 100.0}
+    line = budget_line(r, torch_ms=390.0)
+    assert "needs <= 325.0 ms" in line and "<= 75.0 ms above the matmul floor" in line
+    assert "now: 100.0 ms above it" in line

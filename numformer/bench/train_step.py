@@ -269,7 +269,11 @@ def breakdown(config: str, threads: int, dropout: float, steps: int = 5) -> dict
     ``steps`` steps (after warm-up), summed into the dense layers' GEMMs (np.matmul
     through ops._alloc), the fused attention kernels (their block GEMMs included),
     the other Numba kernels, and the rest (NumPy calls and Python). Milliseconds
-    per step; profiling adds a little to the rest."""
+    per step; profiling adds a little to the rest.
+
+    Against that, the floor: the step's matmul FLOPs (dense layers and attention)
+    at the measured matmul peak, and how far the unprofiled step (median of
+    ``steps``) is above it."""
     import cProfile
     import pstats
 
@@ -279,9 +283,9 @@ def breakdown(config: str, threads: int, dropout: float, steps: int = 5) -> dict
     if numba_available() and numformer.get_backend() == "numba":
         from numformer.kernels._jit import set_num_threads
         set_num_threads(threads)
-    _, step, _ = numformer_step(c, dropout)
-    for _ in range(3):
-        step()
+    _, step, batch = numformer_step(c, dropout)
+    from numformer.bench.harness import time_call
+    unprofiled = time_call(step, repeats=steps, warmup=3)["ms"]
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(steps):
@@ -299,8 +303,29 @@ def breakdown(config: str, threads: int, dropout: float, steps: int = 5) -> dict
         else:
             key = "rest (NumPy, Python)"
         parts[key] += tottime * 1e3 / steps
+    total = sum(parts.values())
+    n_head = len(batch.positions) if c["task"] == "mlm" else c["B"] * c["T"]
+    flops = step_flops(c, n_head)
+    attention_flops = 3.0 * c["B"] * c["T"] * c["L"] * 2 * 2 * c["T"] * c["C"]
+    dense_rate = (flops - attention_flops) / (parts["dense GEMMs (np.matmul)"] * 1e-3) / 1e9
+    peak = matmul_peak_gflops()
+    floor = flops / (peak * 1e9) * 1e3
     return {"config": config, "threads": threads, "dropout": dropout, "steps": steps,
-            "ms_per_step": parts, "total_ms": sum(parts.values())}
+            "masked": n_head if c["task"] == "mlm" else 0,
+            "ms_per_step": parts, "total_ms": total, "unprofiled_ms": unprofiled,
+            "step_gflop": flops / 1e9, "attention_gflop": attention_flops / 1e9,
+            "dense_gemm_gflops": dense_rate,
+            "matmul_peak_gflops": peak, "matmul_floor_ms": floor,
+            "above_floor_ms": unprofiled - floor}
+
+
+def budget_line(r: dict, torch_ms: float, target: float = 1.2) -> str:
+    """What ``target`` x torch's tokens/s leaves for everything but the matmul FLOPs
+    (run at the measured peak), against what numformer spends on it now."""
+    need = torch_ms / target
+    return (f"torch {torch_ms:.1f} ms per step: {target}x torch's tokens/s needs <= {need:.1f} ms, "
+            f"i.e. <= {need - r['matmul_floor_ms']:.1f} ms above the matmul floor "
+            f"(numformer now: {r['above_floor_ms']:.1f} ms above it)")
 
 
 def _child(impl, config, threads, dropout, repeats) -> dict:
@@ -400,8 +425,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--json", metavar="FILE", help="write the result here")
     p.add_argument("--breakdown", action="store_true",
-                   help="numformer only: time per step in dense GEMMs, attention, other "
-                        "kernels and the rest (cProfile)")
+                   help="numformer's time per step in dense GEMMs, attention, other kernels "
+                        "and the rest (cProfile), against the floor set by the step's matmul "
+                        "FLOPs at the measured peak; with torch importable, also what 1.2x "
+                        "torch's tokens/s leaves above that floor")
     p.add_argument("--impl", choices=("numformer", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--matrix", action="store_true",
                    help="every configuration x dropout 0.1 and 0 x 1 and 2 threads; writes "
@@ -417,6 +444,17 @@ def main(argv=None) -> int:
         print(f"{args.config} dropout={args.dropout} threads={args.threads}: "
               f"{r['total_ms']:.1f} ms per step (profiled) = " + ", ".join(
                   f"{k} {v:.1f}" for k, v in r["ms_per_step"].items()))
+        print(f"dense GEMMs: {r['step_gflop'] - r['attention_gflop']:.2f} GFLOP at "
+              f"{r['dense_gemm_gflops']:.0f} GFLOP/s; attention products: "
+              f"{r['attention_gflop']:.2f} GFLOP")
+        print(f"matmul FLOPs of the step {r['step_gflop']:.2f} GFLOP at the measured peak "
+              f"{r['matmul_peak_gflops']:.0f} GFLOP/s: a floor of {r['matmul_floor_ms']:.1f} ms; "
+              f"numformer's step (unprofiled) {r['unprofiled_ms']:.1f} ms is "
+              f"{r['above_floor_ms']:.1f} ms above it")
+        if _torch() is not None:  # torch in its own process, as in the timings
+            r["torch_ms"] = _child("torch", args.config, args.threads, args.dropout,
+                                   args.repeats)["ms"]
+            print(budget_line(r, r["torch_ms"]))
         if args.json:
             from pathlib import Path
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
