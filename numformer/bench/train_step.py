@@ -35,14 +35,21 @@ CONFIGS = {
 }
 
 
+def attention_flops(c: dict) -> float:
+    """FLOPs of attention's products (S = QK^T and PV) in one step: forward, then
+    twice that for the backward."""
+    B, T, C, L = c["B"], c["T"], c["C"], c["L"]
+    return 3.0 * B * T * L * 2 * 2 * T * C
+
+
 def step_flops(c: dict, n_masked: int) -> float:
-    """Matmul FLOPs of one step: forward, then twice that for the backward."""
+    """Matmul FLOPs of one step (dense layers, head, attention): forward, then twice
+    that for the backward."""
     B, T, C, F, L, V = c["B"], c["T"], c["C"], c["F"], c["L"], c["V"]
-    per_token_layer = 2 * (3 * C * C + C * C + 2 * C * F) + 2 * 2 * T * C
-    fwd = B * T * L * per_token_layer
+    fwd = B * T * L * 2 * (3 * C * C + C * C + 2 * C * F)
     n_head = n_masked if c["task"] == "mlm" else B * T
     fwd += n_head * 2 * (C * V + (C * C if c["task"] == "mlm" else 0))
-    return 3.0 * fwd
+    return 3.0 * fwd + attention_flops(c)
 
 
 def matmul_peak_gflops() -> float:
@@ -304,16 +311,16 @@ def breakdown(config: str, threads: int, dropout: float, steps: int = 5) -> dict
             key = "rest (NumPy, Python)"
         parts[key] += tottime * 1e3 / steps
     total = sum(parts.values())
-    n_head = len(batch.positions) if c["task"] == "mlm" else c["B"] * c["T"]
-    flops = step_flops(c, n_head)
-    attention_flops = 3.0 * c["B"] * c["T"] * c["L"] * 2 * 2 * c["T"] * c["C"]
-    dense_rate = (flops - attention_flops) / (parts["dense GEMMs (np.matmul)"] * 1e-3) / 1e9
+    masked = len(batch.positions) if c["task"] == "mlm" else 0
+    flops = step_flops(c, masked)
+    attn = attention_flops(c)
+    dense_rate = (flops - attn) / (parts["dense GEMMs (np.matmul)"] * 1e-3) / 1e9
     peak = matmul_peak_gflops()
     floor = flops / (peak * 1e9) * 1e3
     return {"config": config, "threads": threads, "dropout": dropout, "steps": steps,
-            "masked": n_head if c["task"] == "mlm" else 0,
+            "masked": masked,
             "ms_per_step": parts, "total_ms": total, "unprofiled_ms": unprofiled,
-            "step_gflop": flops / 1e9, "attention_gflop": attention_flops / 1e9,
+            "step_gflop": flops / 1e9, "attention_gflop": attn / 1e9,
             "dense_gemm_gflops": dense_rate,
             "matmul_peak_gflops": peak, "matmul_floor_ms": floor,
             "above_floor_ms": unprofiled - floor}
