@@ -247,6 +247,15 @@ def _torch():
     return torch_or_none()
 
 
+def _numba_threads(threads: int) -> None:
+    """numba's thread count for numformer's kernels (when they are the backend)."""
+    import numformer
+    from numformer.kernels import numba_available
+    if numba_available() and numformer.get_backend() == "numba":
+        from numformer.kernels._jit import set_num_threads
+        set_num_threads(threads)
+
+
 def time_impl(impl: str, config: str, threads: int, dropout: float, repeats: int) -> dict:
     """Median step time of one implementation (call in a fresh process: numba's
     OpenMP pool and torch's slow each other down when both start in one)."""
@@ -256,10 +265,7 @@ def time_impl(impl: str, config: str, threads: int, dropout: float, repeats: int
     import numformer
     model, nf_step, batch = numformer_step(c, dropout)
     if impl == "numformer":
-        from numformer.kernels import numba_available
-        if numba_available() and numformer.get_backend() == "numba":
-            from numformer.kernels._jit import set_num_threads
-            set_num_threads(threads)
+        _numba_threads(threads)
         t = time_call(nf_step, repeats=repeats, warmup=3)
         return {"ms": t["ms"], "first_ms": t["first_ms"], "backend": numformer.get_backend(),
                 "masked": int(len(batch.positions)) if c["task"] == "mlm" else 0,
@@ -284,12 +290,8 @@ def breakdown(config: str, threads: int, dropout: float, steps: int = 5) -> dict
     import cProfile
     import pstats
 
-    import numformer
     c = CONFIGS[config]
-    from numformer.kernels import numba_available
-    if numba_available() and numformer.get_backend() == "numba":
-        from numformer.kernels._jit import set_num_threads
-        set_num_threads(threads)
+    _numba_threads(threads)
     _, step, batch = numformer_step(c, dropout)
     from numformer.bench.harness import time_call
     unprofiled = time_call(step, repeats=steps, warmup=3)["ms"]
