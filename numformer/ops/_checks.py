@@ -71,3 +71,37 @@ def probability(name: str, p: float) -> float:
     if not (0.0 <= float(p) < 1.0):
         raise ValueError(f"{name}: expected a probability in [0, 1), got {p}")
     return float(p)
+
+
+def check_dout(name: str, dout, expected_shape, expected_dtype, arg: str = "dout") -> np.ndarray:
+    """The upstream gradient of ``name`` (an op's backward, e.g. "linear_backward").
+
+    ``dout`` must be an ndarray of the forward's dtype (``expected_dtype``: no
+    silent promotion of a float32 cache by a float64 gradient, nor the
+    reverse) and of the forward output's shape (``expected_shape``, a tuple
+    whose ``None`` entries match anything; ``None`` skips the shape check).
+    Call it on the first line after unpacking the cache, in the reference and
+    in the kernel alike, so that a kernel never falls back to the reference
+    over a dtype mismatch. ``arg`` names the argument when the backward calls
+    it something else (the message still says it is the upstream gradient).
+    """
+    label = arg if arg == "dout" else f"{arg} (dout, the upstream gradient)"
+    if not isinstance(dout, np.ndarray):
+        raise ValueError(f"{name}: {label}: expected a numpy array, got {type(dout).__name__}")
+    expected_dtype = np.dtype(expected_dtype)
+    if dout.dtype != expected_dtype:
+        raise ValueError(
+            f"{name}: {label}: expected dtype {expected_dtype} (the dtype of the forward pass), "
+            f"got {dout.dtype}; cast it (dout.astype(np.{expected_dtype.name})) instead of "
+            f"letting the backward promote the gradients")
+    if expected_shape is not None:
+        expected_shape = tuple(expected_shape)
+        ok = dout.ndim == len(expected_shape) and all(
+            e is None or e == s for e, s in zip(expected_shape, dout.shape))
+        if not ok:
+            want = "(" + ", ".join("?" if e is None else str(e) for e in expected_shape) + ")"
+            if len(expected_shape) == 1:
+                want = want[:-1] + ",)"
+            raise ValueError(f"{name}: {label}: expected shape {want} (the shape of the forward's "
+                             f"output), got {tuple(dout.shape)}")
+    return dout
