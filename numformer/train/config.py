@@ -72,8 +72,13 @@ class TrainConfig:
     backend: str = ""                 # numba | numpy ("" = the current one)
     threads: int = 0                  # 0 = leave as is
     progress: bool = True
+    overwrite: bool = False           # a new run may replace the run already in out/
+    on_nonfinite: str = "stop"        # a NaN/inf gradient: stop (default) | skip the update
 
     def __post_init__(self):
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite (--on-nonfinite): expected stop or skip, "
+                             f"got {self.on_nonfinite!r}")
         if self.task not in TASKS:
             raise ValueError(f"task: expected one of {TASKS}, got {self.task!r}")
         for name in ("max_len", "vocab_size", "dim", "n_heads", "n_layers", "d_ff",
