@@ -2,12 +2,19 @@
 
 - The threading layer is OpenMP (``NUMBA_THREADING_LAYER=omp``, unless the
   user set another): the lowest overhead for entering a parallel region.
-- Compiled code is cached on disk (``cache=True``). When the package folder
-  is not writable (a system install), the cache goes to
-  ``$XDG_CACHE_HOME/numformer/numba`` (default ``~/.cache/numformer/numba``),
-  unless ``NUMBA_CACHE_DIR`` is already set. A fingerprint of every kernel
-  source is kept there; when it changes, the cached kernels are deleted
-  (numba alone would miss edits of helpers inlined from ``_loops.py``).
+- Compiled code is cached on disk (``cache=True``), never inside the
+  installed package: numformer's kernels go to a per-user folder,
+  ``$NUMFORMER_CACHE_DIR`` or else ``$XDG_CACHE_HOME/numformer`` (default
+  ``~/.cache/numformer``), in a sub-folder named by numformer's, Python's and
+  numba's versions and keyed by the path of the kernel sources, so two
+  installs (a wheel and an editable checkout, or two versions) never share or
+  shadow each other's machine code. ``NUMBA_CACHE_DIR``, when the user sets
+  it, wins (numba's own rule, for every numba function of the process).
+  Only numformer's kernel files are redirected: other numba code in the
+  process caches where numba puts it by default. A fingerprint of every
+  kernel source is kept beside the cache; when it changes, the cached kernels
+  are deleted (numba alone would miss edits of helpers inlined from
+  ``_loops.py``).
 - ``NUMBA_DISABLE_JIT=1`` makes ``jit`` return the plain Python function, so
   the tests can run every loop body uncompiled.
 
@@ -19,30 +26,73 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
 
 
-def _choose_cache_dir() -> None:
-    if "NUMBA_CACHE_DIR" in os.environ:
-        return
-    pkg = Path(__file__).resolve().parent
-    if os.access(pkg, os.W_OK):
-        return  # numba caches next to the sources (__pycache__)
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    target = base / "numformer" / "numba"
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        os.environ["NUMBA_CACHE_DIR"] = str(target)
-    except OSError:  # pragma: no cover - nowhere writable: numba warns and compiles each time
-        pass
+KERNELS_DIR = Path(__file__).resolve().parent
 
 
-_choose_cache_dir()
+def cache_root() -> Path:
+    """The per-user folder under which numformer keeps compiled kernels."""
+    if os.environ.get("NUMFORMER_CACHE_DIR"):
+        return Path(os.environ["NUMFORMER_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "numformer"
+
+
+def _own_cache_path() -> Path:
+    """Where this install's kernels go when NUMBA_CACHE_DIR is not set: a
+    folder per (numformer, Python, numba) version and per source location."""
+    from numformer import __version__
+    version = (f"numformer-{__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
+               f"-numba-{numba.__version__}")
+    where = hashlib.sha1(str(KERNELS_DIR).encode()).hexdigest()[:16]
+    return cache_root() / version / f"kernels_{where}"
+
 
 import numba  # noqa: E402
 from numba import prange  # noqa: E402,F401
+from numba.core import caching as _caching  # noqa: E402
+
+
+class NumformerCacheLocator(_caching._SourceFileBackedLocatorMixin, _caching._CacheLocator):
+    """numba cache locator for the files of numformer/kernels only: their
+    machine code goes to ``_own_cache_path()``; every other function (and
+    every function when NUMBA_CACHE_DIR is set) is left to numba's locators."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = str(_own_cache_path())
+
+    def get_cache_path(self):
+        return self._cache_path
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if numba.config.CACHE_DIR or Path(py_file).resolve().parent != KERNELS_DIR:
+            return None
+        return super().from_function(py_func, py_file)
+
+
+def _install_locator() -> bool:
+    """Put NumformerCacheLocator first in numba's list of cache locators.
+    False when numba's private list is not where this numba version keeps it;
+    then NUMBA_CACHE_DIR is pointed at the per-user folder instead."""
+    classes = getattr(getattr(_caching, "CacheImpl", None), "_locator_classes", None)
+    if not isinstance(classes, list):
+        return False
+    if NumformerCacheLocator not in classes:
+        classes.insert(0, NumformerCacheLocator)
+    return True
+
+
+if not os.environ.get("NUMBA_CACHE_DIR") and not _install_locator():  # pragma: no cover
+    os.environ["NUMBA_CACHE_DIR"] = str(cache_root() / "numba")
+    numba.config.reload_config()
 
 STAMP = "numformer-sources.sha1"
 
@@ -57,12 +107,11 @@ def sources_fingerprint() -> str:
 
 def cache_folder() -> Path:
     """Where numba keeps the compiled kernels of this package."""
-    pkg = Path(__file__).resolve().parent
     if os.environ.get("NUMBA_CACHE_DIR"):
-        from numba.core.caching import UserProvidedCacheLocator
-        sub = UserProvidedCacheLocator.get_suitable_cache_subpath(str(pkg / "_jit.py"))
+        sub = _caching.UserProvidedCacheLocator.get_suitable_cache_subpath(
+            str(KERNELS_DIR / "_jit.py"))
         return Path(os.environ["NUMBA_CACHE_DIR"]) / sub
-    return pkg / "__pycache__"
+    return _own_cache_path()
 
 
 def refresh_cache(folder: Path, fingerprint: str) -> bool:

@@ -42,7 +42,48 @@ def test_fingerprint_covers_every_kernel_source(tmp_path, monkeypatch):
 def test_cache_folder_follows_numba_cache_dir(tmp_path, monkeypatch):
     from pathlib import Path
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    assert _jit.cache_folder() == Path(_jit.__file__).resolve().parent / "__pycache__"
+    monkeypatch.setenv("NUMFORMER_CACHE_DIR", str(tmp_path / "own"))
+    folder = _jit.cache_folder()
+    package = Path(_jit.__file__).resolve().parent
+    assert package not in folder.parents, f"cache inside the package: {folder}"
+    assert folder.parent.parent == tmp_path / "own"
+    assert folder.parent.name.startswith("numformer-") and folder.name.startswith("kernels_")
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     folder = _jit.cache_folder()
     assert folder.parent == tmp_path and folder.name.startswith("kernels_")
+
+
+def test_two_versions_get_two_folders(tmp_path, monkeypatch):
+    import numformer
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("NUMFORMER_CACHE_DIR", str(tmp_path))
+    a = _jit.cache_folder()
+    monkeypatch.setattr(numformer, "__version__", "9.9.9")
+    b = _jit.cache_folder()
+    assert a != b and "9.9.9" in str(b) and "9.9.9" not in str(a)
+
+
+def test_compiled_kernels_land_in_the_user_folder_not_the_package(tmp_path):
+    """A fresh process compiles a kernel: its machine code goes under
+    $XDG_CACHE_HOME/numformer/..., and nothing is written into the package
+    (a wheel's site-packages folder must stay as pip left it)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    package = Path(_jit.__file__).resolve().parent
+    before = {p.name for p in (package / "__pycache__").glob("*.nb*")} \
+        if (package / "__pycache__").is_dir() else set()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "NUMFORMER_CACHE_DIR", "NUMBA_DISABLE_JIT")}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    code = ("import numpy as np\n"
+            "from numformer.kernels import softmax\n"
+            "x = np.ones((3, 5), np.float32)\n"
+            "softmax.softmax_forward(x)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
+    written = list(tmp_path.glob("numformer/numformer-*/kernels_*/*.nbi"))
+    assert written, f"no kernel index under {tmp_path}: {sorted(tmp_path.rglob('*'))[:10]}"
+    after = {p.name for p in (package / "__pycache__").glob("*.nb*")} \
+        if (package / "__pycache__").is_dir() else set()
+    assert after - before == set(), f"kernels written into the package: {sorted(after - before)}"
