@@ -9,10 +9,9 @@ Layout (see DESIGN.md of the team):
 
 __version__ = "0.1.0"
 
-from numformer import _runtime  # noqa: E402
-
-_runtime.tune()
-
+# Importing numformer changes nothing in the process: the speed settings of
+# numformer._runtime (OMP_WAIT_POLICY, glibc's allocator) are applied when the
+# Numba kernels first load and when training starts.
 from numformer.kernels import get_backend, set_backend  # noqa: E402
 
 __all__ = ["__version__", "get_backend", "set_backend"]

@@ -1,18 +1,26 @@
-"""Process settings numformer applies once, at import, for speed on the CPU.
+"""Process settings numformer applies for speed on the CPU, lazily: importing
+``numformer`` (or ``numformer.bench.harness``) changes nothing in the
+process. ``tune()`` runs when the Numba kernels are first loaded
+(``numformer.kernels._jit``, which is what starts OpenMP) and when training
+starts (``numformer.train.train``); a process that never does either, such
+as a benchmark child timing PyTorch, keeps its runtime as it was.
 
-- ``OMP_WAIT_POLICY=PASSIVE`` (unless set): idle OpenMP workers of the Numba
-  kernels sleep instead of spinning, so they do not steal the cores from the
-  BLAS threads of the next matrix product. Measured on 2 cores: a training
-  step at 2 threads went from 138 ms to 52 ms (``article`` configuration of
-  benchmarks/train_step.py).
+- ``OMP_WAIT_POLICY=PASSIVE`` (unless already set): idle OpenMP workers of the
+  Numba kernels sleep instead of spinning, so they do not steal the cores
+  from the BLAS threads of the next matrix product. It has to be set before
+  OpenMP starts, hence the tuning at the kernels' first load. To re-measure
+  the effect, run the train-step benchmark with and without
+  ``--no-tune-runtime`` (which sets ``NUMFORMER_TUNE_RUNTIME=0`` in the
+  numformer child), e.g. ``python benchmarks/train_step.py --config article
+  --threads 2`` against the same with ``--no-tune-runtime``.
 - glibc's allocator keeps freed memory for reuse (``mallopt``: trim threshold
   1 GiB, top pad 64 MiB, mmap threshold at its 32 MiB maximum) instead of
   returning it to the system after every large temporary: touching fresh
-  pages from several threads at once is slow (a 2-thread GELU over 34 MB of
-  new memory took 62 ms against 3 ms on reused memory). The resident size then
-  stays near the peak of a training step, as with PyTorch's caching allocator.
+  pages from several threads at once is slow. The resident size then stays
+  near the peak of a training step, as with PyTorch's caching allocator.
 
-``NUMFORMER_TUNE_RUNTIME=0`` turns both off. Only Linux with glibc is tuned.
+``NUMFORMER_TUNE_RUNTIME=0`` turns both off. Only Linux with glibc gets the
+allocator settings. ``applied`` holds what was changed (empty until then).
 """
 
 from __future__ import annotations
@@ -21,12 +29,22 @@ import os
 import sys
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+ENV_VAR = "NUMFORMER_TUNE_RUNTIME"
 applied: dict = {}
+_done = False
+
+
+def enabled() -> bool:
+    """False when ``NUMFORMER_TUNE_RUNTIME=0``."""
+    return os.environ.get(ENV_VAR, "1").strip() != "0"
 
 
 def tune() -> dict:
-    if os.environ.get("NUMFORMER_TUNE_RUNTIME", "1") == "0" or applied:
+    """Apply the settings once per process (no-op when disabled); returns ``applied``."""
+    global _done
+    if _done or not enabled():
         return applied
+    _done = True
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         applied["OMP_WAIT_POLICY"] = "PASSIVE"

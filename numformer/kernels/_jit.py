@@ -53,6 +53,10 @@ def _own_cache_path() -> Path:
     return cache_root() / version / f"kernels_{where}"
 
 
+from numformer import _runtime  # noqa: E402
+
+_runtime.tune()  # OMP_WAIT_POLICY before numba starts OpenMP (see numformer/_runtime.py)
+
 import numba  # noqa: E402
 from numba import prange  # noqa: E402,F401
 from numba.core import caching as _caching  # noqa: E402

@@ -17,6 +17,8 @@ from numformer.train.tasks import make_task
 
 def _setup_runtime(cfg: TrainConfig) -> None:
     import numformer
+    from numformer import _runtime
+    _runtime.tune()  # the process settings for speed (numformer/_runtime.py)
     if cfg.backend:
         numformer.set_backend(cfg.backend)
     if cfg.threads:
