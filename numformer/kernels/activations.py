@@ -219,7 +219,8 @@ def _same(a, ref: np.ndarray) -> bool:
 
 
 def relu_forward(x: np.ndarray):
-    """``max(x, 0)``. ``cache = x > 0`` (the mask). One pass writing both."""
+    """``max(x, 0)``. ``cache = (x > 0, x.dtype)`` (the reference's). One pass
+    writing out and the mask."""
     chk.float_array("x", x)
     if x.size == 0:
         return _ref.relu_forward(x)
@@ -227,15 +228,14 @@ def relu_forward(x: np.ndarray):
     mask = np.empty(x.shape, dtype=np.bool_)
     run_flat(_relu, _relu_par, x.size, _flat(x), x.dtype.type(0), out.reshape(-1),
              mask.reshape(-1))
-    return out, mask
+    return out, (mask, x.dtype)
 
 
 def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
     """dout where the mask is set, 0 elsewhere; one pass."""
-    mask = cache
-    if not (isinstance(dout, np.ndarray) and dout.dtype in chk.FLOAT_DTYPES
-            and isinstance(mask, np.ndarray) and mask.dtype == np.bool_
-            and dout.shape == mask.shape and dout.size > 0):
+    mask, dtype = cache
+    chk.check_dout("relu_backward", dout, mask.shape, dtype)
+    if dout.size == 0:
         return _ref.relu_backward(dout, cache)
     dx = np.empty(dout.shape, dtype=dout.dtype)
     run_flat(_relu_backward, _relu_backward_par, dout.size, _flat(dout), _flat(mask),
@@ -270,7 +270,8 @@ def gelu_forward(x: np.ndarray, approximate: str = "none"):
 def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
     """dx for either form, one pass in the input's dtype."""
     x, approximate, saved = cache
-    if not (_same(dout, x) and _same(saved, x)):
+    chk.check_dout("gelu_backward", dout, x.shape, x.dtype)
+    if not (_same(dout, x) and _same(saved, x)):  # empty arrays
         return _ref.gelu_backward(dout, cache)
     dt = x.dtype.type
     dx = np.empty(x.shape, dtype=x.dtype)

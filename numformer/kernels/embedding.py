@@ -104,8 +104,8 @@ def embedding_backward(dout: np.ndarray, cache, out: np.ndarray | None = None) -
     """
     ids, wshape, dtype = cache
     V, C = wshape
-    if not (isinstance(dout, np.ndarray) and dout.dtype == dtype
-            and dout.shape == ids.shape + (C,) and dout.size > 0):
+    chk.check_dout("embedding_backward", dout, ids.shape + (C,), dtype)
+    if dout.size == 0:
         return _ref.embedding_backward(dout, cache, out)
     if out is not None:
         dW = _ref.check_out(out, wshape, dtype)

@@ -16,6 +16,7 @@ from numformer.kernels._jit import jit, prange
 from numformer.kernels._loops import (FAST_OPTS, PARALLEL_OPTS, chunk_bounds, like,
                                       parallel_chunks, run_rows)
 from numformer.ops import layernorm as _ref
+from numformer.ops._checks import check_dout
 
 # Chunks of rows in the backward: each keeps its own partial dgamma/dbeta,
 # summed at the end. The chunking depends on R only (not on the thread count
@@ -135,8 +136,8 @@ def layernorm_backward(dout: np.ndarray, cache):
     passes into per-chunk partials (summed in float64 at the end).
     """
     xhat, gamma, rstd = cache
-    if not (isinstance(dout, np.ndarray) and dout.shape == xhat.shape
-            and dout.dtype == xhat.dtype and xhat.size > 0):
+    check_dout("layernorm_backward", dout, xhat.shape, xhat.dtype)
+    if xhat.size == 0:
         return _ref.layernorm_backward(dout, cache)
     C = xhat.shape[-1]
     h2 = np.ascontiguousarray(xhat).reshape(-1, C)  # (R, C)

@@ -16,6 +16,7 @@ from numformer.kernels._jit import jit, prange
 from numformer.kernels._loops import (FAST_OPTS, PARALLEL_OPTS, chunk_bounds, exp_shifted, like,
                                       row_max, row_sum, run_rows)
 from numformer.ops import losses as _ref
+from numformer.ops._checks import check_dloss
 
 # A row is read in blocks of this many logits (8 KiB of float32, a quarter of
 # L1): the block's max, exp and sums all run on data already in L1.
@@ -142,6 +143,7 @@ def cross_entropy_backward(dloss, cache) -> np.ndarray:
     writes dlogits once.
     """
     p, t, counted, n, eps, shape = cache
+    check_dloss("cross_entropy_backward", dloss, p.dtype)
     if n == 0 or p.size == 0:
         return _ref.cross_entropy_backward(dloss, cache)
     p2 = np.ascontiguousarray(p)  # (N, V)

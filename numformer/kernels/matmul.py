@@ -37,6 +37,7 @@ import numpy as np
 
 from numformer.kernels._jit import JIT_DISABLED, get_num_threads, jit, prange, set_num_threads
 from numformer.ops import matmul as _ref
+from numformer.ops._checks import check_dout
 
 # Products at most this size (M * N * K) run on the calling thread in
 # OpenBLAS; measured on the team's machines (128 x 128 x 32 stays on one
@@ -251,6 +252,7 @@ def matmul_forward(a: np.ndarray, b: np.ndarray):
 def matmul_backward(dout: np.ndarray, cache):
     """(da, db) = (dout @ b^T, a^T @ dout), per batch and head."""
     a, b = cache
+    check_dout("matmul_backward", dout, a.shape[:3] + (b.shape[3],), a.dtype)
     # out = a @ b
     da = batched(dout, b, trans_b=True)  # (B, H, M, K)
     db = batched(a, dout, trans_a=True)  # (B, H, K, N)

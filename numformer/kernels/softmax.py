@@ -135,11 +135,6 @@ def _rows(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1, a.shape[-1])  # (R, N)
 
 
-def _same(a, like_arr) -> bool:
-    return (isinstance(a, np.ndarray) and a.shape == like_arr.shape
-            and a.dtype == like_arr.dtype and a.size > 0)
-
-
 def softmax_forward(x: np.ndarray):
     """``p = softmax(x)`` over the last axis; ``cache = p`` (as the reference).
 
@@ -162,7 +157,8 @@ def softmax_forward(x: np.ndarray):
 def softmax_backward(dp: np.ndarray, cache) -> np.ndarray:
     """dx = p * (dp - sum(dp * p)): rows in parallel, two passes per row in cache."""
     p = cache
-    if not (_same(dp, p) and isinstance(p, np.ndarray)):
+    chk.check_dout("softmax_backward", dp, p.shape, p.dtype, arg="dp")
+    if p.size == 0:
         return _ref.softmax_backward(dp, cache)
     p2 = _rows(p)  # (R, N)
     dx = np.empty_like(p2)  # (R, N)
@@ -190,7 +186,8 @@ def log_softmax_forward(x: np.ndarray):
 def log_softmax_backward(dlogp: np.ndarray, cache) -> np.ndarray:
     """dx = dlogp - p * sum(dlogp): rows in parallel, two passes per row in cache."""
     p = cache
-    if not (_same(dlogp, p) and isinstance(p, np.ndarray)):
+    chk.check_dout("log_softmax_backward", dlogp, p.shape, p.dtype, arg="dlogp")
+    if p.size == 0:
         return _ref.log_softmax_backward(dlogp, cache)
     p2 = _rows(p)  # (R, N)
     dx = np.empty_like(p2)  # (R, N)

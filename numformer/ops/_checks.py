@@ -105,3 +105,14 @@ def check_dout(name: str, dout, expected_shape, expected_dtype, arg: str = "dout
             raise ValueError(f"{name}: {label}: expected shape {want} (the shape of the forward's "
                              f"output), got {tuple(dout.shape)}")
     return dout
+
+
+def check_dloss(name: str, dloss, expected_dtype):
+    """The upstream gradient of a scalar loss: a Python number (it adopts the
+    loss's dtype), or a 0-d array / NumPy scalar of the loss's dtype."""
+    if isinstance(dloss, np.generic):  # before the number test: np.float64 is a float
+        dloss = np.asarray(dloss)
+    elif isinstance(dloss, (int, float)) and not isinstance(dloss, bool):
+        return dloss
+    check_dout(name, dloss, (), expected_dtype, arg="dloss")
+    return dloss

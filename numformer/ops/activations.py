@@ -22,14 +22,16 @@ GELU_APPROXIMATIONS = ("none", "tanh")
 
 
 def relu_forward(x: np.ndarray):
-    """``max(x, 0)``. ``cache = x > 0`` (the mask)."""
+    """``max(x, 0)``. ``cache = (mask, dtype)``: mask = x > 0 (bool) and x's dtype
+    (which the backward checks dout against)."""
     chk.float_array("x", x)
     mask = x > 0
-    return x * mask, mask
+    return x * mask, (mask, x.dtype)
 
 
 def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
-    mask = cache
+    mask, dtype = cache
+    chk.check_dout("relu_backward", dout, mask.shape, dtype)
     # out = max(x, 0)
     return dout * mask
 
@@ -43,6 +45,7 @@ def tanh_forward(x: np.ndarray):
 
 def tanh_backward(dout: np.ndarray, cache) -> np.ndarray:
     out = cache
+    chk.check_dout("tanh_backward", dout, out.shape, out.dtype)
     # out = tanh(x)
     return dout * (out.dtype.type(1) - out * out)
 
@@ -69,6 +72,7 @@ def gelu_forward(x: np.ndarray, approximate: str = "none"):
 
 def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
     x, approximate, saved = cache
+    chk.check_dout("gelu_backward", dout, x.shape, x.dtype)
     dt = x.dtype.type
     if approximate == "none":
         phi = saved

@@ -80,5 +80,7 @@ def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None = N
 
 def dropout_backward(dout: np.ndarray, cache) -> np.ndarray:
     mask = cache
+    if mask is not None:  # the identity (None) computes nothing, so it cannot promote
+        chk.check_dout("dropout_backward", dout, mask.shape, mask.dtype)
     # out = x * mask
     return dout if mask is None else dout * mask

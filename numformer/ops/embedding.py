@@ -33,6 +33,7 @@ def embedding_backward(dout: np.ndarray, cache, out: np.ndarray | None = None) -
     the cost.
     """
     ids, wshape, dtype = cache
+    chk.check_dout("embedding_backward", dout, ids.shape + (wshape[1],), dtype)
     # out = W[ids]
     dW = check_out(out, wshape, dtype) if out is not None else np.zeros(wshape, dtype=dtype)  # (V, C)
     np.add.at(dW, ids.reshape(-1), dout.reshape(-1, wshape[1]))
@@ -66,7 +67,7 @@ def position_forward(x: np.ndarray, P: np.ndarray, offset: int = 0):
 
     The same op serves the fixed sinusoidal table (its dP is ignored) and a
     learned table. ``offset`` shifts the positions (used when generating with
-    a key-value cache). ``cache = (T, offset, P.shape)``.
+    a key-value cache). ``cache = (T, offset, P.shape, P.dtype)``.
     """
     chk.float_array("x", x)
     chk.ndim("x", x, 3, "(B, T, C)")
@@ -79,12 +80,13 @@ def position_forward(x: np.ndarray, P: np.ndarray, offset: int = 0):
         raise ValueError(f"x: sequence of length {T} at offset {offset} is longer than the "
                          f"positional table ({P.shape[0]} positions)")
     out = x + P[offset:offset + T]  # (B, T, C)
-    return out, (T, offset, P.shape)
+    return out, (T, offset, P.shape, P.dtype)
 
 
 def position_backward(dout: np.ndarray, cache):
     """(dx, dP): dx passes through; dP sums over the batch into the used rows."""
-    T, offset, pshape = cache
+    T, offset, pshape, dtype = cache
+    chk.check_dout("position_backward", dout, (None, T, pshape[1]), dtype)
     # out = x + P[offset:offset+T]
     dP = np.zeros(pshape, dtype=dout.dtype)  # (L, C)
     dP[offset:offset + T] = dout.sum(axis=0)

@@ -46,6 +46,7 @@ def layernorm_backward(dout: np.ndarray, cache):
     terms being the direct path, the mean path and the variance path.
     """
     xhat, gamma, rstd = cache
+    chk.check_dout("layernorm_backward", dout, xhat.shape, xhat.dtype)
     # out = xhat * gamma + beta
     C = xhat.shape[-1]
     dgamma = (dout * xhat).reshape(-1, C).sum(axis=0)  # (C,)

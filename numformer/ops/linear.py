@@ -32,6 +32,7 @@ def linear_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None = None):
 def linear_backward(dout: np.ndarray, cache):
     """(dx, dW, db); db is None when the forward had no bias."""
     x, W, has_bias = cache
+    chk.check_dout("linear_backward", dout, x.shape[:-1] + (W.shape[1],), x.dtype)
     # out = x @ W + b
     x2 = x.reshape(-1, x.shape[-1])  # (N, C_in)
     d2 = dout.reshape(-1, dout.shape[-1])  # (N, C_out)

@@ -72,6 +72,7 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index:
 def cross_entropy_backward(dloss, cache) -> np.ndarray:
     """dlogits = dloss * (p - q) / n on counted positions, 0 elsewhere (logits' shape)."""
     p, t, counted, n, eps, shape = cache
+    chk.check_dloss("cross_entropy_backward", dloss, p.dtype)
     dx = np.zeros_like(p)  # (N, V)
     if n == 0:
         return dx.reshape(shape)

@@ -34,6 +34,7 @@ def matmul_forward(a: np.ndarray, b: np.ndarray):
 def matmul_backward(dout: np.ndarray, cache):
     """(da, db) = (dout @ b^T, a^T @ dout), per batch and head."""
     a, b = cache
+    chk.check_dout("matmul_backward", dout, a.shape[:3] + (b.shape[3],), a.dtype)
     # out = a @ b
     da = matmul(dout, b.swapaxes(-1, -2))  # (B, H, M, K)
     db = matmul(a.swapaxes(-1, -2), dout)  # (B, H, K, N)

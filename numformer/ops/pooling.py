@@ -30,6 +30,7 @@ def mean_pool_forward(x: np.ndarray, mask: np.ndarray | None = None):
 
 def mean_pool_backward(dout: np.ndarray, cache) -> np.ndarray:
     w = cache
+    chk.check_dout("mean_pool_backward", dout, (w.shape[0], None), w.dtype)
     # out = sum_t w[t] * x[t]
     return dout[:, None, :] * w  # (B, T, C)
 
@@ -43,6 +44,7 @@ def cls_pool_forward(x: np.ndarray):
 
 def cls_pool_backward(dout: np.ndarray, cache) -> np.ndarray:
     xshape, dtype = cache
+    chk.check_dout("cls_pool_backward", dout, (xshape[0], xshape[2]), dtype)
     # out = x[:, 0]
     dx = np.zeros(xshape, dtype=dtype)  # (B, T, C)
     dx[:, 0, :] = dout

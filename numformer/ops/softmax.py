@@ -22,6 +22,7 @@ def softmax_forward(x: np.ndarray):
 def softmax_backward(dp: np.ndarray, cache) -> np.ndarray:
     """dx = p * (dp - sum(dp * p)): the Jacobian-vector product, no Jacobian built."""
     p = cache
+    chk.check_dout("softmax_backward", dp, p.shape, p.dtype, arg="dp")
     # p = softmax(x)
     return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
 
@@ -39,5 +40,6 @@ def log_softmax_forward(x: np.ndarray):
 def log_softmax_backward(dlogp: np.ndarray, cache) -> np.ndarray:
     """dx = dlogp - p * sum(dlogp)."""
     p = cache
+    chk.check_dout("log_softmax_backward", dlogp, p.shape, p.dtype, arg="dlogp")
     # logp = x - logsumexp(x)
     return dlogp - p * dlogp.sum(axis=-1, keepdims=True)
