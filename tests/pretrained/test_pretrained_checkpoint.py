@@ -37,7 +37,7 @@ def test_load_bert_builds_the_architecture_of_the_config(tiny_bert_dir, checkpoi
     assert not model.training  # eval mode, as from_pretrained
     assert len(model.encoder.blocks) == cfg["num_hidden_layers"]
     block = model.encoder.blocks[0]
-    assert not block.norm_first and block.ln1.eps == 1e-12 == model.embeddings.norm.eps
+    assert not block.norm_first and block.ln1.eps == 1e-12 == model.embed_norm.eps
     assert block.attn.Wqkv.shape == (6, 18) and block.ffn.fc1.weight.shape == (6, 10)
     assert tok.vocab_size == cfg["vocab_size"] and tok.max_length == 10
     ids, mask, tt = tiny_batch(tok)
@@ -64,11 +64,11 @@ def test_classifier_on_loaded_bert_passes_gradcheck(tiny_bert_dir, numpy_backend
     ids, mask, tt = tiny_batch(tok)
     report = check_module(clf, ids, mask, token_type_ids=tt, title=f"BertClassifier({pooling})")
     names = {r.name for r in report.rows}
-    assert {"bert.encoder.blocks.1.attn.Wqkv", "bert.embeddings.word.weight",
-            "bert.embeddings.token_type.weight", "fc.weight"} <= names
+    assert {"bert.encoder.blocks.1.attn.Wqkv", "bert.tok.weight",
+            "bert.type.weight", "fc.weight"} <= names
     report.assert_ok()
     # the check has teeth: the deepest gradients are far above finite-difference noise
-    assert np.abs(clf.bert.embeddings.word.weight.grad).max() > 1e-3
+    assert np.abs(clf.bert.tok.weight.grad).max() > 1e-3
     assert np.abs(clf.bert.encoder.blocks[0].attn.Wqkv.grad).max() > 1e-3
     if pooling == "pooler":
         assert np.abs(clf.bert.pooler.dense.weight.grad).max() > 1e-3
@@ -185,3 +185,25 @@ def test_config_json_of_saved_model_is_loadable_by_transformers(tiny_bert_dir, t
     cfg = transformers.BertConfig.from_pretrained(str(folder))
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size) == (6, 2, 10)
     assert json.loads((folder / "config.json").read_text())["layer_norm_eps"] == 1e-12
+
+
+def test_state_dicts_with_the_old_embedding_names_still_load(tiny_bert_dir):
+    """Checkpoints written before BERT was a Transformer configuration named its
+    embeddings embeddings.{word,position,token_type,norm}: they load unchanged."""
+    from numformer.pretrained.bert import LEGACY_NAMES
+    model, tok = load_bert(tiny_bert_dir)
+    clf = BertClassifier(model, n_classes=2, seed=3)
+    state = clf.state_dict()
+    old = {}
+    for name, value in state.items():
+        for legacy, now in LEGACY_NAMES.items():
+            if name.startswith("bert." + now):
+                name = "bert." + legacy + name[len("bert." + now):]
+                break
+        old[name] = value
+    assert "bert.embeddings.word.weight" in old and "bert.tok.weight" not in old
+    fresh = BertClassifier(load_bert(tiny_bert_dir)[0], n_classes=2, seed=4)
+    fresh.load_state_dict(old)
+    for name, value in state.items():
+        np.testing.assert_array_equal(dict(fresh.named_parameters())[name].value, value,
+                                      err_msg=name)
