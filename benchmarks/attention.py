@@ -1,5 +1,6 @@
 """Attention forward and forward+backward, numformer (NumPy, Numba) vs PyTorch (see
-numformer/bench/attention.py). Examples:
+numformer/bench/attention.py; torch's side is benchmarks/twins/attention.py, run
+in a process that never loads numformer's kernels or runtime settings). Examples:
 
     python benchmarks/attention.py                  # 1 and 2 threads, T = 20 ... 1024
     python benchmarks/attention.py --quick          # 1 thread, T = 64, 256, 2 repeats

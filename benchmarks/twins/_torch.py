@@ -40,8 +40,12 @@ def twin_info(torch, threads: int) -> dict:
     from numformer.bench.harness import blas_info, machine_info
     info = machine_info(threads)
     info["torch_threads"] = torch.get_num_threads()
-    info["torch_config_blas"] = next((ln.strip() for ln in torch.__config__.show().splitlines()
-                                      if "BLAS_INFO" in ln), None)
-    info["blas"] = blas_info()
+    import re
+    m = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    linked = m.group(1) if m else "unknown"
+    # torch's own BLAS is linked into libtorch (threadpoolctl sees only what is loaded
+    # as a separate library, e.g. NumPy's OpenBLAS)
+    info["blas"] = [{"internal_api": f"torch BLAS_INFO={linked}", "library": "libtorch_cpu",
+                     "num_threads": torch.get_num_threads()}] + blas_info()
     info["pid"] = os.getpid()
     return info

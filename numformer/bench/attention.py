@@ -2,21 +2,26 @@
 kernel) against PyTorch on the CPU (scaled_dot_product_attention, and eager
 ``softmax(q k^T * scale) v``), at B=32, H=4, D=32, float32, for a range of T.
 
-Each thread count runs in fresh processes with every thread pool pinned
-before numpy, numba or torch load. On one thread, all implementations share
-one process and are timed in interleaved rounds (one sample of each per
-round), so a load that comes and goes on a shared machine hits them alike;
-on more threads, each implementation gets its own process, because the
-pools of NumPy's BLAS, numba and PyTorch compete inside one process (on 2
-cores, badly). In each process, for each T:
+Each side runs in fresh processes (``harness.run_child``) with every thread
+pool pinned before numpy, numba or torch load: numformer's implementations
+in one, PyTorch's (benchmarks/twins/attention.py, not shipped with the
+package) in another that never loads numformer's kernels or runtime settings
+(its JSON records that, and the parent refuses its timings otherwise). On one
+thread the implementations of a side share their process and are timed in
+interleaved rounds (one sample of each per round), so a load that comes and
+goes hits them alike; on more threads each implementation gets its own
+process. The inputs (and the NumPy reference's results) are written once by
+the parent and read by every child. In each process, for each T:
 
 - the output and gradients are checked against the NumPy reference
   (computed once by the parent) before timing;
 - the first call of the Numba kernel (JIT compile into an empty cache) is
   timed and reported apart;
 - times are medians of repeats after two warm-up calls (fast calls looped
-  to 50 ms per sample); the load average of the (shared) machine is
-  recorded around each process;
+  to 50 ms per sample), with min, quartiles and max; the load average of the
+  (shared) machine is recorded around each process, and each side's BLAS
+  (threadpoolctl) and own GEMM peak (np.matmul, torch.mm: 1024^3 float32)
+  beside its % of that peak;
 - GFLOP/s counts the useful work, 4*B*H*T^2*D forward and 12*B*H*T^2*D
   forward+backward (causal: the visible pairs only), for every
   implementation (the fused kernel does 14*B*H*T^2*D: its backward
@@ -58,10 +63,15 @@ def gflop(T: int, what: str, causal: bool = False) -> float:
     return (4 if what == "forward" else 12) * B * H * pairs * D / 1e9
 
 
-def _implementations(np, torch, q, k, v, dout, causal):
-    """name -> (forward(), forward_backward(), result() -> (out, dq, dk, dv) as NumPy)."""
+TWIN = "benchmarks.twins.attention"
+SELF = "numformer.bench.attention"
+
+
+def numformer_impls(case: dict, causal: bool) -> dict:
+    """name -> (forward(), forward_backward(), result() -> (out, dq, dk, dv))."""
     from numformer.kernels import attention as ka
     from numformer.ops import attention as ref
+    q, k, v, dout = (case[x] for x in ("q", "k", "v", "dout"))
     impls = {}
     for name, mod in (("numformer numpy", ref), ("numformer numba", ka)):
         def fwd(mod=mod):
@@ -75,130 +85,67 @@ def _implementations(np, torch, q, k, v, dout, causal):
             out, grads = fwd_bwd()
             return (out, *grads)
         impls[name] = (fwd, fwd_bwd, result)
-    if torch is None:
-        return impls
-    F = torch.nn.functional
-    tq, tk, tv = (torch.from_numpy(x).requires_grad_(True) for x in (q, k, v))
-    tdout = torch.from_numpy(dout)
-    scale = 1.0 / D ** 0.5
-
-    def sdpa(a, b_, c):
-        return F.scaled_dot_product_attention(a, b_, c, is_causal=causal)
-
-    def eager(a, b_, c):
-        s = (a @ b_.transpose(-2, -1)) * scale  # (B, H, T, T)
-        if causal:
-            T = s.shape[-1]
-            s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
-        return torch.softmax(s, dim=-1) @ c
-
-    for name, f in (("torch SDPA", sdpa), ("torch eager math", eager)):
-        def fwd(f=f):
-            return f(tq, tk, tv)  # autograd on: the training forward
-
-        def fwd_bwd(f=f):
-            out = f(tq, tk, tv)
-            return out, torch.autograd.grad(out, (tq, tk, tv), tdout)
-
-        def result(fwd_bwd=fwd_bwd):
-            out, grads = fwd_bwd()
-            return tuple(t.detach().numpy() for t in (out, *grads))
-        impls[name] = (fwd, fwd_bwd, result)
     return impls
 
 
-def _allocator_for_memory_peaks():
-    """glibc only: from now on serve big blocks by mmap (freed straight back to
-    the OS) and return what is free now, so the rise of resident memory during
-    a call is the memory that call needs. Called after all timings: the times
-    are taken with the allocator's defaults."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 17)  # M_MMAP_THRESHOLD = 128 KiB, fixed
-        return lambda: libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        return lambda: None
-
-
-def _inputs(np, T: int):
-    """q, k, v, dout (B, H, T, D) float32, the same in every process."""
-    rng = np.random.default_rng(T)
-    return tuple(rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(4))
-
-
-def write_reference(Ts, causal: bool, directory: Path) -> None:
-    """The NumPy reference's out, dq, dk, dv for each T, as .npy files."""
+def write_cases(Ts, causal: bool, directory: Path) -> None:
+    """For each T: q, k, v, dout (B, H, T, D) float32 and the NumPy reference's
+    out, dq, dk, dv, as ``<T>.npz`` (read by every child, no pickles)."""
     import numpy as np
+    from numformer.bench.harness import save_npz
     from numformer.ops import attention as ref
     for T in Ts:
-        q, k, v, dout = _inputs(np, T)
+        rng = np.random.default_rng(T)
+        q, k, v, dout = (rng.standard_normal((B, H, T, D)).astype(np.float32) for _ in range(4))
         out, cache = ref.attention_forward(q, k, v, causal=causal)
-        for label, x in zip(("out", "dq", "dk", "dv"), (out, *ref.attention_backward(dout, cache))):
-            np.save(directory / f"{T}_{label}.npy", x)
+        dq, dk, dv = ref.attention_backward(dout, cache)
+        save_npz(directory / f"{T}.npz", dict(q=q, k=k, v=v, dout=dout, out=out, dq=dq, dk=dk,
+                                              dv=dv))
         del out, cache
 
 
-def run_child(threads: int, Ts, repeats: int, names: list, causal: bool, ref_dir: Path,
-              out: Path) -> None:
-    """Check, time and measure some implementations at one thread count, in this
-    process (several only when they run on one thread: their pools would
-    compete otherwise)."""
-    from numformer.bench.harness import pin_threads
-    pin_threads(threads)
-    # an empty numba cache, removed when this function returns: the first call
-    # below is a real JIT compile
-    jit_cache = tempfile.TemporaryDirectory(prefix="numformer-bench-jit-")
-    os.environ["NUMBA_CACHE_DIR"] = jit_cache.name
+def measure(make_impls, names: list, threads: int, Ts, repeats: int, causal: bool,
+            case_dir: Path, gemm_peak: dict, first_call: str | None = None) -> dict:
+    """Check, time and measure the implementations ``names`` of one side, in this
+    process: for each T, ``make_impls(case)`` gives name -> (forward,
+    forward_backward, result); each result is checked against the reference in
+    the case file before anything is timed. Both sides' children call this."""
     import time
 
     import numpy as np
-    from numformer.bench.harness import check_against, machine_info, peak_extra_mb, \
-        time_interleaved, torch_or_none
+    from numformer.bench.harness import check_against, load_average, load_npz, \
+        malloc_for_memory_peaks, peak_extra_mb, time_interleaved
     from numformer.testing import REDUCED_FACTOR, tolerance
-    if "numformer numba" in names:
-        # never in a process that times torch on several threads: numba's OpenMP
-        # pool started before torch's parallel regions makes them ~100x slower
-        # (one libgomp serves both)
-        from numformer.kernels._jit import set_num_threads
-        set_num_threads(threads)
-    torch = torch_or_none() if any(n.startswith("torch") for n in names) else None
-    names = [n for n in names if torch is not None or not n.startswith("torch")]
     rtol, atol = tolerance(np.float32, reduced=True)  # sums over up to T=1024 keys
     rows, compile_ms = [], {}
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     for T in Ts:  # check, then time
-        impls = _implementations(np, torch, *_inputs(np, T), causal)
-        impls = {n: impls[n] for n in names}
+        case = load_npz(case_dir / f"{T}.npz")
+        impls = {n: f for n, f in make_impls(case).items() if n in names}
         diffs = {}
         for name, (fwd, fwd_bwd, result) in impls.items():
-            if name == "numformer numba" and not compile_ms:
-                t0 = time.perf_counter()
-                fwd()
-                compile_ms["forward"] = 1e3 * (time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                fwd_bwd()
-                compile_ms["forward+backward"] = 1e3 * (time.perf_counter() - t0)
-            diffs[name] = 0.0
-            for label, g in zip(("out", "dq", "dk", "dv"), result()):
-                e = np.load(ref_dir / f"{T}_{label}.npy")
-                check_against(f"{name} {label} (T={T})", g, e, rtol, atol)
-                diffs[name] = max(diffs[name], float(np.abs(g - e).max()))
+            if name == first_call and not compile_ms:
+                for what, f in zip(PASSES, (fwd, fwd_bwd)):
+                    t0 = time.perf_counter()
+                    f()
+                    compile_ms[what] = 1e3 * (time.perf_counter() - t0)
+            diffs[name] = max(check_against(f"{name} {label} (T={T})", g, case[label], rtol, atol)
+                              for label, g in zip(("out", "dq", "dk", "dv"), result()))
         for p_i, what in enumerate(PASSES):
             times = time_interleaved({n: f[p_i] for n, f in impls.items()}, repeats)
             for name, t in times.items():
-                rows.append(dict(threads=threads, T=T, what=what, impl=name, ms=t["ms"],
-                                 min_ms=t["min_ms"],
-                                 gflops=gflop(T, what, causal) / (t["ms"] * 1e-3),
-                                 peak_mb=None, max_abs_diff=diffs[name]))
+                gf = gflop(T, what, causal) / (t["ms"] * 1e-3)
+                rows.append(dict(t, threads=threads, T=T, what=what, impl=name, gflops=gf,
+                                 peak_fraction=gf / gemm_peak["gflops"], peak_mb=None,
+                                 max_abs_diff=diffs[name]))
         print(f"  threads={threads} T={T}: " + ", ".join(
             f"{r['impl']} {r['what']} {r['ms']:.2f} ms" for r in rows if r["T"] == T),
             flush=True)
         del impls
-    load_after = os.getloadavg()[0]
-    trim = _allocator_for_memory_peaks()
+    load_after = load_average()
+    trim = malloc_for_memory_peaks()
     for T in Ts:  # memory, once per implementation and pass
-        impls = _implementations(np, torch, *_inputs(np, T), causal)
+        impls = make_impls(load_npz(case_dir / f"{T}.npz"))
         for r in rows:
             if r["T"] == T:
                 fn = impls[r["impl"]][PASSES.index(r["what"])]
@@ -206,12 +153,34 @@ def run_child(threads: int, Ts, repeats: int, names: list, causal: bool, ref_dir
                 trim()
                 r["peak_mb"] = peak_extra_mb(fn)
         del impls
-    out.write_text(json.dumps({"machine": machine_info(threads), "compile_ms": compile_ms,
-                               "check": {"rtol": rtol, "atol": atol,
-                                         "note": f"float32 table x{REDUCED_FACTOR:g}"},
-                               "repeats": repeats, "rows": rows,
-                               "loadavg": {", ".join(names): [load_before, load_after]}}))
+    return {"compile_ms": compile_ms, "repeats": repeats, "rows": rows,
+            "check": {"rtol": rtol, "atol": atol, "note": f"float32 table x{REDUCED_FACTOR:g}"},
+            "loadavg": {", ".join(names): [load_before, load_after]},
+            "gemm_peak": {", ".join(names): gemm_peak}}
+
+
+def add_child_args(p) -> None:
+    p.add_argument("--T", required=True)
+    p.add_argument("--repeats", type=int, required=True)
+    p.add_argument("--impls", required=True)
+    p.add_argument("--causal", action="store_true")
+    p.add_argument("--dir", required=True)
+
+
+def child_body(args) -> dict:
+    """numformer's side: its implementations, in a process with an empty numba cache
+    (removed at the end), so the first call below is a real JIT compile."""
+    jit_cache = tempfile.TemporaryDirectory(prefix="numformer-bench-jit-")
+    os.environ["NUMBA_CACHE_DIR"] = jit_cache.name
+    from numformer.bench.harness import blas_info, machine_info, numpy_gemm_peak
+    from numformer.kernels._jit import set_num_threads
+    set_num_threads(args.threads)
+    res = measure(lambda case: numformer_impls(case, args.causal), args.impls.split(","),
+                  args.threads, [int(t) for t in args.T.split(",")], args.repeats, args.causal,
+                  Path(args.dir), numpy_gemm_peak(), first_call="numformer numba")
+    res["machine"] = dict(machine_info(args.threads), blas={"numformer": blas_info()})
     jit_cache.cleanup()
+    return res
 
 
 # -- reporting ------------------------------------------------------------------------
@@ -221,29 +190,41 @@ def _fmt(x, spec):
 
 
 def markdown(runs: list[dict]) -> str:
+    from numformer.bench.harness import fmt_blas, fmt_spread
     lines = []
     for run in runs:
         threads = run["machine"]["threads"]
         cms = run.get("compile_ms") or {}
         lines += [f"### {threads} thread{'s' if threads > 1 else ''}", ""]
         if "command" in run:
-            load = ", ".join(f"{k} {a:.1f} -> {b:.1f}"
-                             for k, (a, b) in (run.get("loadavg") or {}).items())
-            lines += [f"`{run['command']}`; medians of {run.get('repeats', '?')} samples. "
-                      f"1-minute load average of the (2-core, shared) machine before -> after "
-                      f"each implementation's process: {load}", ""]
+            load = ", ".join(f"{k} {a[0]:.1f} -> {b[0]:.1f}"
+                             for k, (a, b) in (run.get("loadavg") or {}).items() if a and b)
+            lines += [f"`{run['command']}`; medians [min-max] of {run.get('repeats', '?')} "
+                      f"samples. 1-minute load average of the (shared) machine before -> after "
+                      f"each process: {load}", ""]
+        peaks = "; ".join(f"{k}: {v['gflops']:.0f} GFLOP/s" for k, v in
+                          (run.get("gemm_peak") or {}).items())
+        if peaks:
+            lines += [f"GEMM peak of each process (np.matmul or torch.mm, 1024^3 float32; "
+                      f"'% peak' uses its own process's): {peaks}", ""]
+        for side, blas in (run["machine"].get("blas") or {}).items():
+            lines += [f"BLAS, {side}: {fmt_blas(blas)}", ""]
+        if run.get("torch_path"):
+            lines += ["torch SDPA backend chosen: " + ", ".join(
+                f"T={t}: {b}" for t, b in run["torch_path"].items()), ""]
         if cms:
             lines += [f"numba first call (JIT compile into an empty cache, excluded from the "
                       f"times): forward {cms['forward'] / 1e3:.1f} s, then forward+backward "
                       f"{cms['forward+backward'] / 1e3:.1f} s", ""]
-        lines += ["| T | pass | implementation | ms | GFLOP/s | peak extra MB "
+        lines += ["| T | pass | implementation | ms [min-max] | GFLOP/s | % peak | peak extra MB "
                   "| ms / torch SDPA ms |",
-                  "|---:|---|---|---:|---:|---:|---:|"]
+                  "|---:|---|---|---:|---:|---:|---:|---:|"]
         for r in sorted(run["rows"], key=lambda r: (r["T"], PASSES.index(r["what"]),
                                                      IMPLS.index(r["impl"]))):
-            lines.append(f"| {r['T']} | {r['what']} | {r['impl']} | {r['ms']:.2f} | "
-                         f"{r['gflops']:.1f} | {_fmt(r['peak_mb'], '.1f')} | "
-                         f"{_fmt(r['ratio'], '.2f')} |")
+            pf = r.get("peak_fraction")
+            lines.append(f"| {r['T']} | {r['what']} | {r['impl']} | {fmt_spread(r)} | "
+                         f"{r['gflops']:.1f} | {_fmt(pf and 100 * pf, '.0f')} | "
+                         f"{_fmt(r['peak_mb'], '.1f')} | {_fmt(r.get('ratio'), '.2f')} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -306,6 +287,10 @@ def plot(runs: list[dict], path: Path) -> bool:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--out" in argv:  # a child of run_child
+        from numformer.bench.harness import child_main
+        return child_main(argv, child_body, add_child_args)
     p = argparse.ArgumentParser(prog="numformer bench attention",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", default="1,2", help="thread counts, comma-separated (a fresh "
@@ -323,8 +308,7 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="store_true",
                    help="keep the runs of other thread counts already in the results file "
                         "(run each thread count when the machine is quiet)")
-    p.add_argument("--child-json", help=argparse.SUPPRESS)
-    p.add_argument("--ref-dir", help=argparse.SUPPRESS)
+    p.add_argument("--no-torch", action="store_true", help="numformer's implementations only")
     args = p.parse_args(argv)
     if args.quick:
         args.threads, args.T, args.repeats = "1", "64,256", 2
@@ -333,40 +317,52 @@ def main(argv=None) -> int:
     unknown = [n for n in impl_names if n not in IMPLS]
     if unknown:
         p.error(f"--impls: unknown {unknown}; choose from {', '.join(IMPLS)}")
-    if args.child_json:
-        run_child(int(args.threads), Ts, args.repeats, impl_names, args.causal,
-                  Path(args.ref_dir), Path(args.child_json))
-        return 0
 
-    from numformer.bench.harness import RESULTS, run_per_thread_count, write_atomic
+    from numformer.bench.harness import RESULTS, check_untouched, run_child, \
+        torch_importable, twins_root, write_atomic
     os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
     command = "python benchmarks/attention.py " + shlex.join(
         argv if argv is not None else sys.argv[1:])
     directory = Path(args.results) if args.results else RESULTS
     name = NAME + ("_causal" if args.causal else "")
+    has_torch = not args.no_torch and torch_importable() and twins_root() is not None
+    if not has_torch:
+        print("torch (or benchmarks/twins) not available: numformer's implementations only",
+              flush=True)
+        impl_names = [n for n in impl_names if not n.startswith("torch")]
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print(f"NumPy reference for T = {args.T} ...", flush=True)
-        write_reference(Ts, args.causal, tmp)
+        write_cases(Ts, args.causal, tmp)
         for n in (int(t) for t in args.threads.split(",")):
             run = None
-            # one thread: all in one process, timed in interleaved rounds (fair under a
-            # load that comes and goes); more: a process per implementation
-            groups = [impl_names] if n == 1 else [[impl] for impl in impl_names]
-            for i, group in enumerate(groups):
-                child = tmp / f"{n}_{i}.json"
+            sides = [[i for i in impl_names if not i.startswith("torch")],
+                     [i for i in impl_names if i.startswith("torch")]]
+            # one thread: a side's implementations in one process, timed in interleaved
+            # rounds (fair under a load that comes and goes); more: a process per
+            # implementation (their pools would compete)
+            groups = [g for g in sides if g] if n == 1 else [[i] for i in impl_names]
+            for group in groups:
+                torch_side = group[0].startswith("torch")
                 extra = ["--T", args.T, "--repeats", str(args.repeats), "--impls",
-                         ",".join(group), "--ref-dir", str(tmp), "--child-json", str(child)]
-                run_per_thread_count(__file__, [n], extra + (["--causal"] if args.causal else []))
-                res = json.loads(child.read_text())
+                         ",".join(group), "--dir", str(tmp)] + (["--causal"] if args.causal
+                                                                else [])
+                res = run_child(TWIN if torch_side else SELF, extra, n)
+                if torch_side:
+                    check_untouched(res["runtime"], "torch's attention")
+                res["runtime"] = {", ".join(group): res["runtime"]}
                 if run is None:
                     run = dict(res, command=command.strip())
                 else:
                     run["rows"] += res["rows"]
                     run["compile_ms"] = run["compile_ms"] or res["compile_ms"]
-                    run["loadavg"].update(res["loadavg"])
+                    for key in ("loadavg", "gemm_peak", "runtime"):
+                        run[key].update(res[key])
+                    blas = dict(run["machine"].get("blas") or {}, **res["machine"].get("blas", {}))
                     run["machine"].update(res["machine"])  # torch's version, if any
+                    run["machine"]["blas"] = blas
+                    run["torch_path"] = run.get("torch_path") or res.get("torch_path")
             runs.append(run)
         for run in runs:
             for r in run["rows"]:
@@ -386,7 +382,7 @@ def main(argv=None) -> int:
               f"{info}\n\n"
               f"Every implementation matched the NumPy reference (out, dq, dk, dv) within "
               f"rtol={chk['rtol']:g}, atol={chk['atol']:g} ({chk['note']}) before timing. "
-              f"Times: medians, wall clock, in interleaved rounds. GFLOP/s: 4BHT^2D forward, "
+              f"Times: medians [min-max], wall clock, in interleaved rounds; torch in a process of its own that never loaded numformer's kernels or runtime settings. GFLOP/s: 4BHT^2D forward, "
               f"12BHT^2D forward+backward{' (T^2 -> T(T+1)/2, causal)' if args.causal else ''}."
               f"\n")
     md = f"{header}\n{markdown(runs)}\n{targets(runs)}\n"
