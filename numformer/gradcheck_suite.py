@@ -214,6 +214,122 @@ MODEL_CASES: dict[str, Callable[[], GradReport]] = {
     "model/causal_lm_untied": lambda: _causal_lm(False),
 }
 
+# --- the modern decoder ops (Llama): RMSNorm, rotary embeddings, SiLU, SwiGLU ---------
+# Rotary needs an even head dim: DR = 4 (C = H * DR = 8 for the strided case).
+DR = 4
+
+
+def _rope(offset, t=T):
+    cos, sin = ops.rope_tables(offset + t + 2, DR, base=100.0, dtype=np.float64)
+
+    def fwd(x):
+        return ops.rope_forward(x, cos, sin, offset)
+    return check_op(fwd, ops.rope_backward, dict(x=_x((B, H, t, DR), 6)), ["x"],
+                    title=f"rope T={t} offset {offset}")
+
+
+def _rope_strided():
+    """k of a fused (B, T, 3C) projection, split into heads as a strided view."""
+    cos, sin = ops.rope_tables(T + 3, DR, base=100.0, dtype=np.float64)
+
+    def heads(qkv):
+        return qkv.reshape(B, T, 3, H, DR).transpose(2, 0, 3, 1, 4)[1]  # (B, H, T, DR) view
+
+    def fwd(qkv):
+        out, cache = ops.rope_forward(heads(qkv), cos, sin, 3)
+        return out, (cache, qkv.shape)
+
+    def bwd(dout, cache):
+        rope_cache, shape = cache
+        dqkv = np.zeros(shape)  # (B, T, 3C)
+        heads(dqkv)[...] = ops.rope_backward(dout, rope_cache)
+        return dqkv
+    return check_op(fwd, bwd, dict(qkv=_x((B, T, 3 * H * DR), 7)), ["qkv"],
+                    title="rope on a strided view of qkv")
+
+
+def _swiglu_inputs(F=7):
+    return dict(x=_x((B, T, C)), W_gate=_x((C, F), 1) * 0.5, W_up=_x((C, F), 2) * 0.5,
+                W_down=_x((F, C), 3) * 0.5)
+
+
+def _rmsnorm_layer():
+    """RMSNorm with a non-unit weight: with its ones init the output is invariant
+    to the scale of each row, so dx is orthogonal to x and much smaller than the
+    upstream gradient, and the finite difference measures mostly rounding."""
+    m = nn.RMSNorm(C)
+    m.weight.value[...] = _x((C,), 1)
+    return m
+
+
+OP_CASES.update({
+    "op/rmsnorm": lambda: check_op(ops.rmsnorm_forward, ops.rmsnorm_backward,
+                                   dict(x=_x((B, T, C)), weight=_x((C,), 1)), ["x", "weight"],
+                                   title="rmsnorm"),
+    "op/rmsnorm_T1": lambda: check_op(ops.rmsnorm_forward, ops.rmsnorm_backward,
+                                      dict(x=_x((B + 1, 1, 5)), weight=_x((5,), 1)),
+                                      ["x", "weight"], dict(eps=1e-2), title="rmsnorm T=1 eps 1e-2"),
+    "op/rope": lambda: _rope(0),
+    "op/rope_offset": lambda: _rope(3),
+    "op/rope_decode": lambda: _rope(4, t=1),
+    "op/rope_strided": _rope_strided,
+    "op/silu": lambda: check_op(ops.silu_forward, ops.silu_backward, dict(x=_x((B, T, C)) * 3),
+                                ["x"], title="silu"),
+    "op/silu_mul": lambda: check_op(ops.silu_mul_forward, ops.silu_mul_backward,
+                                    dict(g=_x((B, T, 7)) * 3, u=_x((B, T, 7), 1)), ["g", "u"],
+                                    title="silu(g) * u"),
+    "op/swiglu": lambda: check_op(ops.swiglu_forward, ops.swiglu_backward, _swiglu_inputs(),
+                                  ["x", "W_gate", "W_up", "W_down"], title="swiglu feed-forward"),
+})
+
+LAYER_CASES.update({
+    "layer/RMSNorm": lambda: _layer(_rmsnorm_layer(), _x((B, T, C)), title="RMSNorm"),
+    "layer/Rotary": lambda: _layer(nn.Rotary(DR, T + 3, base=100.0), _x((B, H, T, DR)), offset=2,
+                                   title="Rotary (offset 2)"),
+    "layer/SiLU": lambda: _layer(nn.SiLU(), _x((B, T, C)) * 3, title="SiLU"),
+    "layer/SwiGLU": lambda: _layer(nn.SwiGLU(C, 7, rng=0, init_std=0.5), _x((B, T, C)),
+                                   title="SwiGLU"),
+})
+
+
+# --- grouped-query attention: Hkv key/value heads shared by H query heads -------------
+
+def _gqa(Hq, Hkv, causal, masked, tq=T, tk=T):
+    b = B + 1 if masked else B
+    q, k, v = _x((b, Hq, tq, D), 11), _x((b, Hkv, tk, D), 12), _x((b, Hkv, tk, D), 13)
+    km = None
+    if masked:
+        km = np.ones((b, tk), dtype=bool)
+        km[1, tk - 2:] = False
+        km[2, :] = False
+    return check_op(ops.attention_forward, ops.attention_backward,
+                    dict(q=q, k=k, v=v, key_mask=km), ["q", "k", "v"], dict(causal=causal),
+                    title=f"gqa H={Hq} Hkv={Hkv}{' causal' if causal else ''}"
+                          f"{' mask' if masked else ''} {tq}x{tk}")
+
+
+def _mha_gqa(Hq, Hkv, bias, causal=True):
+    r = _rng(14)
+    c = Hq * D
+    n = (Hq + 2 * Hkv) * D
+    inputs = dict(x=_x((B + 1, T, c), 15), Wqkv=r.standard_normal((c, n)) * 0.5,
+                  bqkv=r.standard_normal(n) if bias else None, Wo=r.standard_normal((c, c)) * 0.5,
+                  bo=r.standard_normal(c) if bias else None)
+    return check_op(ops.mha_forward, ops.mha_backward, inputs, ["x", "Wqkv", "bqkv", "Wo", "bo"],
+                    dict(n_heads=Hq, key_mask=_key_mask(), causal=causal, n_kv_heads=Hkv),
+                    title=f"mha H={Hq} Hkv={Hkv}{' bias' if bias else ' no bias'}")
+
+
+OP_CASES.update({
+    "op/attention_gqa": lambda: _gqa(6, 2, False, True),
+    "op/attention_gqa_causal_mask": lambda: _gqa(6, 3, True, True),
+    "op/attention_mqa_causal": lambda: _gqa(4, 1, True, False),
+    "op/attention_gqa_decode": lambda: _gqa(6, 2, True, True, tq=1, tk=T),
+    "op/mha_gqa": lambda: _mha_gqa(4, 2, bias=True),
+    "op/mha_gqa_no_bias": lambda: _mha_gqa(3, 1, bias=False),
+})
+
+
 CASES: dict[str, Callable[[], GradReport]] = {**OP_CASES, **LAYER_CASES, **MODEL_CASES}
 
 

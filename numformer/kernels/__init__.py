@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 import warnings
 from types import ModuleType
 
@@ -67,12 +68,18 @@ def get_backend() -> str:
     return _backend
 
 
-# Op families that have a Numba twin in this package. The list grows as
-# kernels land; an op not listed always uses the reference.
-KERNEL_OPS: set[str] = set()
-KERNEL_OPS.update({"attention", "matmul"})
-KERNEL_OPS.update({"activations", "adam", "embedding", "layernorm", "losses", "softmax"})
-KERNEL_OPS.update({"dropout"})
+def _kernel_families() -> set[str]:
+    """The op families with a Numba twin: every module of this package whose name
+    does not start with "_" (``kernels/<name>.py`` mirrors ``ops/<name>.py``).
+    Found from the file names, without importing numba or the kernels."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    return {m.name for m in pkgutil.iter_modules([folder])
+            if not m.name.startswith("_") and not m.ispkg}
+
+
+# Op families that have a Numba twin in this package, registered by adding
+# the file (no list to edit); an op family without one always uses the reference.
+KERNEL_OPS: set[str] = _kernel_families()
 
 
 def op(name: str, backend: str | None = None) -> ModuleType:

@@ -1,4 +1,5 @@
-"""Numba twins of ``numformer.ops.activations``: ReLU and GELU (exact erf form and tanh form).
+"""Numba twins of ``numformer.ops.activations``: ReLU, GELU (exact erf form and tanh form)
+and SiLU (cache ``(x, sigmoid(x))``).
 tanh (used once, in BERT's pooler, on (B, C)) is not a hot loop: the
 reference serves it.
 
@@ -282,4 +283,74 @@ def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
         run_flat(_gelu_tanh_backward, _gelu_tanh_backward_par, x.size, _flat(dout),
                  _flat(x), _flat(saved), dt(0.5), dt(1.0), dt(_SQRT_2_OVER_PI),
                  dt(_SQRT_2_OVER_PI * 3 * _GELU_TANH_CUBIC), dx.reshape(-1))
+    return dx
+
+
+# --- SiLU ----------------------------------------------------------------------
+
+def _silu_py(x, one, out, sig):
+    """sig = sigmoid(x) from exp(-|x|) (no overflow), out = x * sig; vectorised
+    (``fast_exp``)."""
+    for i in range(x.shape[0]):
+        xi = x[i]
+        e = fast_exp(-abs(xi))
+        r = one / (one + e)
+        sg = r if xi >= 0 else e * r
+        sig[i] = sg
+        out[i] = xi * sg
+
+
+_silu = jit(_silu_py, **EXACT_OPTS)  # calls fast_exp: no reassociation
+
+
+def _silu_par_py(x, one, out, sig, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, x.shape[0])
+        _silu(x[lo:hi], one, out[lo:hi], sig[lo:hi])
+
+
+_silu_par = jit(_silu_par_py, **PARALLEL_OPTS)
+
+
+def _silu_backward_py(dout, x, sig, one, dx):
+    """dx = dout * sig * (1 + x * (1 - sig))."""
+    for i in range(x.shape[0]):
+        s = sig[i]
+        dx[i] = dout[i] * (s * (one + x[i] * (one - s)))
+
+
+_silu_backward = jit(_silu_backward_py, **EXACT_OPTS)
+
+
+def _silu_backward_par_py(dout, x, sig, one, dx, nchunks):
+    for c in prange(nchunks):
+        lo, hi = chunk_bounds(c, nchunks, x.shape[0])
+        _silu_backward(dout[lo:hi], x[lo:hi], sig[lo:hi], one, dx[lo:hi])
+
+
+_silu_backward_par = jit(_silu_backward_par_py, **PARALLEL_OPTS)
+
+
+def silu_forward(x: np.ndarray):
+    """SiLU ``x * sigmoid(x)`` with the reference's cache ``(x, sig)``: one
+    pass writing out and sig (NumPy makes about six)."""
+    chk.float_array("x", x)
+    if x.size == 0:
+        return _ref.silu_forward(x)
+    out = np.empty(x.shape, dtype=x.dtype)
+    sig = np.empty(x.shape, dtype=x.dtype)
+    run_flat(_silu, _silu_par, x.size, _flat(x), x.dtype.type(1), out.reshape(-1),
+             sig.reshape(-1))
+    return out, (x, sig)
+
+
+def silu_backward(dout: np.ndarray, cache) -> np.ndarray:
+    """dx = dout * sig * (1 + x (1 - sig)), one pass."""
+    x, sig = cache
+    chk.check_dout("silu_backward", dout, x.shape, x.dtype)
+    if x.size == 0:
+        return _ref.silu_backward(dout, cache)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    run_flat(_silu_backward, _silu_backward_par, x.size, _flat(dout), _flat(x), _flat(sig),
+             x.dtype.type(1), dx.reshape(-1))
     return dx

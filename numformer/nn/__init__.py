@@ -10,9 +10,11 @@ from numformer.nn.layers import (ClsPool, CrossEntropyLoss, Dropout, Embedding, 
 from numformer.nn.models import (Classifier, MaskedLM, MLMHead, ModelConfig, TransformerEncoder,
                                  WithLoss)
 from numformer.nn.module import Module, ModuleList, Parameter
+from numformer.nn.modern import RMSNorm, Rotary, SiLU, SwiGLU
 
 __all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "SinusoidalPositions",
            "LearnedPositions", "LayerNorm", "ReLU", "Tanh", "GELU", "Dropout", "Softmax",
            "MultiHeadAttention", "FeedForward", "MeanPool", "ClsPool", "CrossEntropyLoss",
            "make_activation", "attention_maps", "EncoderBlock", "Encoder", "ModelConfig", "TransformerEncoder",
-           "MLMHead", "MaskedLM", "Classifier", "CausalLM", "WithLoss"]
+           "MLMHead", "MaskedLM", "Classifier", "CausalLM", "WithLoss",
+           "RMSNorm", "Rotary", "SiLU", "SwiGLU"]

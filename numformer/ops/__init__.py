@@ -20,6 +20,13 @@ from numformer.ops.pooling import (cls_pool_backward, cls_pool_forward, mean_poo
                                    mean_pool_forward)
 from numformer.ops.softmax import (log_softmax_backward, log_softmax_forward, softmax_backward,
                                    softmax_forward)
+# the modern decoder ops (Llama): RMSNorm, rotary embeddings, SiLU, SwiGLU
+from numformer.ops.activations import silu_backward, silu_forward
+from numformer.ops.rmsnorm import rmsnorm_backward, rmsnorm_forward
+from numformer.ops.rope import half_split_permutation, rope_backward, rope_forward, rope_tables
+from numformer.ops.swiglu import (silu_mul_backward, silu_mul_forward, swiglu_backward,
+                                  swiglu_forward)
 
 __all__ = [name for name in dir() if name.endswith(("_forward", "_backward"))] + [
-    "MASKED_SCORE", "merge_heads", "split_heads", "sinusoidal_table"]
+    "MASKED_SCORE", "merge_heads", "split_heads", "sinusoidal_table"] + [
+    "rope_tables", "half_split_permutation"]

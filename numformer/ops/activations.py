@@ -1,4 +1,4 @@
-"""Elementwise activations: ReLU, tanh and GELU (exact erf form and tanh approximation).
+"""Elementwise activations: ReLU, tanh, GELU (exact erf form and tanh approximation) and SiLU.
 
 Shapes: any; the output has the input's shape and dtype.
 """
@@ -83,3 +83,24 @@ def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
     # out = x * (1 + tanh(u)) / 2,  u = sqrt(2/pi) (x + 0.044715 x^3)
     du = dt(_SQRT_2_OVER_PI) * (dt(1.0) + dt(3 * 0.044715) * x * x)
     return dout * (dt(0.5) * (dt(1.0) + th) + dt(0.5) * x * (dt(1.0) - th * th) * du)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) without overflow: exp(-|x|) <= 1, then the side of 0."""
+    e = np.exp(-np.abs(x))  # (...)
+    one = x.dtype.type(1)
+    return np.where(x >= 0, one / (one + e), e / (one + e)).astype(x.dtype, copy=False)
+
+
+def silu_forward(x: np.ndarray):
+    """SiLU (swish): ``out = x * sigmoid(x)``. ``cache = (x, sig)`` with sig = sigmoid(x)."""
+    chk.float_array("x", x)
+    sig = _sigmoid(x)
+    return x * sig, (x, sig)
+
+
+def silu_backward(dout: np.ndarray, cache) -> np.ndarray:
+    x, sig = cache
+    chk.check_dout("silu_backward", dout, x.shape, x.dtype)
+    # out = x * sig(x);  d/dx = sig + x * sig * (1 - sig)
+    return dout * (sig * (x.dtype.type(1) + x * (x.dtype.type(1) - sig)))
