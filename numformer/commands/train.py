@@ -38,6 +38,9 @@ def config_from_args(task: str, args) -> TrainConfig:
 
 
 def run(args) -> int:
+    """0: finished; 2: bad settings, data, --out or checkpoint; 3: diverged (NaN
+    loss or gradient); 130 / 143: stopped by SIGINT / SIGTERM after saving."""
+    from numformer.train.interrupt import EXIT_CODES
     from numformer.train.loop import TrainingDiverged
     from numformer.train.run import train
     try:
@@ -46,13 +49,17 @@ def run(args) -> int:
         print(f"numformer train: {e}", file=sys.stderr)
         return 2
     try:
-        train(cfg, resume=args.resume or False)
+        summary = train(cfg, resume=args.resume or False)
     except TrainingDiverged as e:
         print(f"numformer train: {e}", file=sys.stderr)
         return 3
-    except (ValueError, FileNotFoundError) as e:  # bad data, bad checkpoint
+    except (ValueError, FileNotFoundError) as e:  # bad data, bad checkpoint, bad --out
         print(f"numformer train: {e}", file=sys.stderr)
         return 2
+    if summary.get("interrupted"):
+        print(f"numformer train: interrupted by {summary['interrupted']}; checkpoint saved in "
+              f"{cfg.out} (continue with --resume)", file=sys.stderr)
+        return EXIT_CODES.get(summary["interrupted"], 1)
     return 0
 
 
@@ -63,6 +70,7 @@ def register(sub) -> None:
                    help="mlm (default), classify or lm")
     p.add_argument("--config", metavar="FILE", help="settings from a TOML or JSON file")
     p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
-                   help="continue from OUT/checkpoint.npz (or the given checkpoint)")
+                   help="continue from OUT/checkpoint.npz (or the given checkpoint), with its "
+                        "tokenizer; its data, seed and model settings must be the same")
     add_config_flags(p)
     p.set_defaults(func=run)

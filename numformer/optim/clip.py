@@ -28,6 +28,8 @@ def grad_norm(params) -> float:
     """sqrt(sum over Parameters of sum(grad^2)), accumulated in float64."""
     total = 0.0
     for p in _params(params):
+        if p.grad is None:  # frozen
+            continue
         g = p.grad.ravel().astype(np.float64, copy=False)  # (n,)
         total += float(np.dot(g, g))
     return math.sqrt(total)
@@ -54,5 +56,20 @@ def clip_grad_norm(params, max_norm: float, error_if_nonfinite: bool = False) ->
     if norm > max_norm:
         coef = max_norm / (norm + 1e-6)
         for p in ps:
-            p.grad *= p.grad.dtype.type(coef)
+            if p.grad is not None:  # frozen ones have none
+                p.grad *= p.grad.dtype.type(coef)
     return norm
+
+
+def first_nonfinite(named_params) -> tuple[str, int, int] | None:
+    """The first ``(name, count, size)`` whose gradient holds NaN or inf, from
+    ``(name, Parameter)`` pairs (``model.named_parameters()``); None if all are
+    finite. A second pass over the gradients, meant for after ``grad_norm`` (or
+    ``clip_grad_norm``) returned a non-finite norm, to say where."""
+    for name, p in named_params:
+        if p.grad is None:  # frozen
+            continue
+        bad = p.grad.size - int(np.count_nonzero(np.isfinite(p.grad)))
+        if bad:
+            return name, bad, p.grad.size
+    return None

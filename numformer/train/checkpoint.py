@@ -8,9 +8,12 @@ Layout of the archive (every entry a plain array):
     optim/<key>          the optimizer's (flat) state_dict arrays; its plain
                          numbers go in meta
 
-Writing goes to a temporary file in the same folder, flushed and fsynced,
-then renamed over the target, so a crash or a full disk leaves the previous
-checkpoint whole. Loading uses ``np.load(allow_pickle=False)``; a truncated,
+Writing goes to a temporary file in the same folder (``<name>.<random>.tmp``),
+flushed and fsynced, then renamed over the target, so a crash or a full disk
+leaves the previous checkpoint whole; a process killed mid-write leaves that
+temporary behind, which ``temporaries`` finds (a new run in the folder removes
+them). A checkpoint holding a NaN or infinite value is never written
+(``NonFiniteError`` names the tensor). Loading uses ``np.load(allow_pickle=False)``; a truncated,
 corrupt or foreign file raises ``CheckpointError`` naming the file.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -32,6 +36,38 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read as a numformer checkpoint."""
 
 
+class NonFiniteError(ValueError):
+    """save_checkpoint was given a tensor holding NaN or inf: nothing was written."""
+
+
+def nonfinite_tensors(arrays: dict) -> list[tuple[str, int, int]]:
+    """``(name, count, size)`` of every float array holding NaN or inf."""
+    out = []
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind in "fc":
+            bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+            if bad:
+                out.append((name, bad, a.size))
+    return out
+
+
+# tempfile.mkstemp's names: prefix, 8 characters of [a-z0-9_], suffix
+_TMP_MIDDLE = re.compile(r"[a-z0-9_]+")
+
+
+def temporaries(folder, name: str) -> list[Path]:
+    """The temporary files a killed ``save_checkpoint(folder / name)`` left in
+    ``folder`` (only names of the form ``<name>.<mkstemp's random part>.tmp``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    prefix, suffix = name + ".", ".tmp"
+    return sorted(p for p in folder.iterdir()
+                  if p.name.startswith(prefix) and p.name.endswith(suffix)
+                  and _TMP_MIDDLE.fullmatch(p.name[len(prefix):-len(suffix)]) and p.is_file())
+
+
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -43,14 +79,27 @@ def _jsonable(value):
 
 
 def save_checkpoint(path, model_state: dict, meta: dict, optim_state: dict | None = None) -> Path:
-    """Write a checkpoint atomically; returns the final path."""
+    """Write a checkpoint atomically; returns the final path.
+
+    Raises NonFiniteError, naming the first tensor (``model/<name>`` or
+    ``optim/<key>``) that holds NaN or inf, before anything is written: the
+    file already at ``path`` is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"model/{k}": np.asarray(v) for k, v in model_state.items()}
-    meta = dict(_jsonable(meta))
     if optim_state is not None:  # a flat dict of arrays and plain numbers
         arrays.update({f"optim/{k}": v for k, v in optim_state.items()
                        if isinstance(v, np.ndarray)})
+    bad = nonfinite_tensors(arrays)
+    if bad:
+        name, n, size = bad[0]
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise NonFiniteError(f"checkpoint {path}: not written: {name} holds {n} non-finite "
+                             f"values (NaN or inf) of {size}{more}; the file on disk is left "
+                             f"as it was")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(_jsonable(meta))
+    if optim_state is not None:
         meta["optim_scalars"] = {k: _jsonable(v) for k, v in optim_state.items()
                                  if not isinstance(v, np.ndarray)}
     meta["format"], meta["version"] = FORMAT, VERSION

@@ -3,11 +3,12 @@ generation and attention maps."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from numformer import nn
-from numformer.train.checkpoint import CheckpointError, load_checkpoint
+from numformer.train.checkpoint import CheckpointError, load_checkpoint, nonfinite_tensors
 from numformer.train.config import TrainConfig
 from numformer.train.loop import BEST, CHECKPOINT
 from numformer.train.task_base import tokenizer_from_meta
@@ -36,10 +37,25 @@ def resolve_checkpoint(path) -> Path:
     return path
 
 
+class NonFiniteWeights(RuntimeWarning):
+    """A loaded checkpoint holds NaN or infinite weights."""
+
+
 def load_trained(path) -> Trained:
-    """Model (in eval mode), tokenizer and configuration of a training checkpoint."""
+    """Model (in eval mode), tokenizer and configuration of a training checkpoint.
+
+    Weights holding NaN or inf (numformer never writes them; a checkpoint
+    from elsewhere or an older version might) load, with a NonFiniteWeights
+    warning naming the tensors: what the model computes from them is NaN.
+    """
     path = resolve_checkpoint(path)
     ck = load_checkpoint(path)
+    bad = nonfinite_tensors(ck["model"])
+    if bad:
+        names = ", ".join(f"{name} ({n} of {size})" for name, n, size in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        warnings.warn(f"checkpoint {path}: non-finite weights (NaN or inf) in {names}{more}; "
+                      f"the model's outputs will be NaN", NonFiniteWeights, stacklevel=2)
     meta = ck["meta"]
     kind = meta.get("model_class")
     if (kind not in MODEL_CLASSES and kind != "BertClassifier") or "model_config" not in meta \

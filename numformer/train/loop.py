@@ -13,24 +13,43 @@ checkpoints, resumption and the ways a run can end:
 - A NaN or infinite loss stops the run with ``TrainingDiverged`` before the
   optimizer touches the weights; nothing is saved, so the last good
   checkpoint stays in place.
-- Ctrl-C (SIGINT) finishes the current step, saves a checkpoint and returns;
-  a second Ctrl-C interrupts at once.
+- A finite loss with a NaN or infinite gradient: the global gradient norm
+  (the one clipping computes; computed alone when clipping is off) is not
+  finite. ``cfg.on_nonfinite == "stop"`` (the default) raises
+  ``NonFiniteGradient`` naming the first parameter holding one and the step,
+  before the update, nothing saved; ``"skip"`` skips that update (the step
+  and its batch count, the weights and the optimizer state stay as they
+  were), logs it and counts it (``Trainer.skipped``, saved in checkpoints).
+  A checkpoint holding a non-finite value is never written: save_checkpoint
+  refuses, and the loop raises ``TrainingDiverged`` naming the tensor.
+- Ctrl-C (SIGINT) and SIGTERM (what schedulers and containers send) finish
+  the current step, save a checkpoint and return; ``Trainer.interrupted``
+  then names the signal ("SIGINT" or "SIGTERM"; None for a run that ended by
+  itself), as does ``train()``'s summary["interrupted"]; ``numformer train``
+  exits with 130 or 143 after saving. A second Ctrl-C interrupts at once
+  (KeyboardInterrupt); a second SIGTERM ends the process at once.
+- ``fit`` holds the run folder's lock (numformer.train.rundir) for its whole
+  life and refuses a fresh run into a folder holding another run's checkpoint
+  unless ``cfg.overwrite``; ``train()`` takes that lock before loading data.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 from pathlib import Path
 
 from numformer import optim
-from numformer.train.checkpoint import load_checkpoint, save_checkpoint
+from numformer.optim.clip import first_nonfinite, grad_norm
+from numformer.train import resume as resume_check
+from numformer.train.checkpoint import NonFiniteError, load_checkpoint, save_checkpoint
 from numformer.train.config import RunState, TrainConfig
+from numformer.train.interrupt import StopFlag
+from numformer.train.rundir import BEST, CHECKPOINT, open_run_folder
 
-CHECKPOINT = "checkpoint.npz"
-BEST = "best.npz"  # the weights where cfg.keep_best's metric was best (no optimizer state)
+__all__ = ["Trainer", "TrainingDiverged", "NonFiniteGradient", "CHECKPOINT", "BEST",
+           "make_optimizer", "lower_is_better"]
 
 
 def lower_is_better(metric: str) -> bool:
@@ -39,7 +58,11 @@ def lower_is_better(metric: str) -> bool:
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss (or the weights to be saved) became NaN or infinite."""
+
+
+class NonFiniteGradient(TrainingDiverged):
+    """A gradient held NaN or inf (with ``on_nonfinite="stop"``)."""
 
 
 def make_optimizer(model, cfg: TrainConfig):
@@ -51,34 +74,12 @@ def make_optimizer(model, cfg: TrainConfig):
                no_decay="auto")
 
 
-class _StopFlag:
-    """SIGINT sets a flag the loop reads after each step; a second one raises."""
-
-    def __init__(self):
-        self.set = False
-        self._old = None
-
-    def _handler(self, signum, frame):
-        if self.set:
-            raise KeyboardInterrupt
-        self.set = True
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._old = None
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
 class Trainer:
     """Runs ``task`` under ``cfg``, writing into ``cfg.out``."""
 
-    def __init__(self, task, cfg: TrainConfig, log=print):
+    def __init__(self, task, cfg: TrainConfig, log=print, lock=None):
+        """``lock``: the run folder's held RunLock (``train()`` takes it before
+        loading data); without one, ``fit`` takes it."""
         self.task = task
         self.cfg = cfg
         self.model = task.model
@@ -93,6 +94,11 @@ class Trainer:
                                             warmup_steps=min(cfg.warmup, self.total_steps),
                                             total_steps=self.total_steps)
         self.last_checkpoint: Path | None = None
+        self.lock = lock
+        self.resumed_from: Path | None = None
+        self.skipped: list[int] = []  # steps whose update was skipped (on_nonfinite="skip")
+        self.interrupted: str | None = None  # "SIGINT" | "SIGTERM" after an interrupted fit
+        self._bar = None
         # keep_best: {"metric", "value", "step", "epoch"} of the best evaluation so far
         self.best: dict | None = None
         if cfg.keep_best and cfg.keep_best not in task.metric_names():
@@ -117,12 +123,25 @@ class Trainer:
                 "model_config": self.task.model_config(), "model_class": type(self.model).__name__,
                 "state": {"step": self.state.step, "epoch": self.state.epoch,
                           "batch": self.state.batch, "seconds": self.state.seconds},
-                "history": self.state.history, "best": self.best,
+                "history": self.state.history, "best": self.best, "skipped_updates": self.skipped,
+                "paths": resume_check.absolute_paths(self.cfg),
                 **self.task.checkpoint_meta()}
 
+    def _write(self, path, with_optimizer: bool) -> Path:
+        """save_checkpoint, with a refused non-finite tensor made a TrainingDiverged."""
+        try:
+            return save_checkpoint(path, self.model.state_dict(), self._meta(),
+                                   self.opt.state_dict() if with_optimizer else None)
+        except NonFiniteError as e:
+            raise TrainingDiverged(f"after step {self.state.step}: {e}; "
+                                   f"{self._last_good()}") from None
+
+    def _last_good(self) -> str:
+        return (f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint
+                else "no checkpoint was written yet")
+
     def save(self) -> Path:
-        self.last_checkpoint = save_checkpoint(self.checkpoint_path, self.model.state_dict(),
-                                               self._meta(), self.opt.state_dict())
+        self.last_checkpoint = self._write(self.checkpoint_path, with_optimizer=True)
         return self.last_checkpoint
 
     def _track_best(self, metrics: dict) -> None:
@@ -135,9 +154,14 @@ class Trainer:
             best = self.best["value"]
             if not (value < best if lower_is_better(name) else value > best):
                 return
-        self.best = {"metric": name, "value": value, "step": self.state.step,
-                     "epoch": self.state.epoch}
-        save_checkpoint(self.best_path, self.model.state_dict(), self._meta())
+        best = {"metric": name, "value": value, "step": self.state.step,
+                "epoch": self.state.epoch}
+        previous, self.best = self.best, best
+        try:
+            self._write(self.best_path, with_optimizer=False)
+        except BaseException:
+            self.best = previous
+            raise
 
     def restore_best(self) -> dict | None:
         """Put the best.npz weights back into the model and evaluate them (the
@@ -153,11 +177,28 @@ class Trainer:
                  f"({self.best_path}; {self.checkpoint_path} holds the last step, for --resume)")
         return metrics
 
-    def resume(self, path=None) -> None:
-        """Load model, optimizer and counters from a checkpoint (default: out/checkpoint.npz)."""
+    def resume(self, path=None, checkpoint: dict | None = None, check: bool = True) -> None:
+        """Load model, optimizer and counters from a checkpoint (default:
+        out/checkpoint.npz; ``checkpoint``: that file already loaded).
+
+        ``check``: compare the saved settings with this run's (see
+        numformer.train.resume: data, seed, model settings refused, step budget
+        and the like warned); ``train()`` has done it before loading the data.
+        The task must use the checkpoint's tokenizer (``make_task(cfg,
+        tokenizer=...)``): another vocabulary is refused.
+        """
         path = Path(path) if path else self.checkpoint_path
-        ck = load_checkpoint(path)
+        ck = checkpoint if checkpoint is not None else load_checkpoint(path)
         meta = ck["meta"]
+        if check:
+            for line in resume_check.compare(meta, self.cfg, path):
+                self.log(line)
+        tok = self.task.checkpoint_meta().get("tokenizer")
+        if "tokenizer" in meta and tok is not None and meta["tokenizer"] != tok:
+            raise resume_check.ResumeMismatch(
+                f"--resume {path}: this run's tokenizer differs from the checkpoint's (a "
+                f"vocabulary rebuilt from other data?); build the task with the checkpoint's "
+                f"tokenizer: make_task(cfg, tokenizer=tokenizer_from_meta(meta['tokenizer']))")
         if meta.get("model_config") != self.task.model_config():
             raise ValueError(f"checkpoint {path}: its model configuration differs from this "
                              f"run's: {meta.get('model_config')} vs {self.task.model_config()}")
@@ -169,7 +210,15 @@ class Trainer:
         self.state = RunState(step=s["step"], epoch=s["epoch"], batch=s["batch"],
                               seconds=s["seconds"], history=meta["history"])
         self.best = meta.get("best")
+        if self.best is not None and (self.best.get("metric") != self.cfg.keep_best
+                                      or path.parent.resolve() != self.out.resolve()):
+            self.log(f"--resume: the saved best ({self.best.get('metric')} at step "
+                     f"{self.best.get('step')}) is not carried over (another --keep-best or "
+                     f"another folder); the best is tracked afresh")
+            self.best = None
+        self.skipped = list(meta.get("skipped_updates", []))
         self.last_checkpoint = path
+        self.resumed_from = path
         self.log(f"resumed from {path} at step {self.state.step} (epoch {self.state.epoch + 1}, "
                  f"batch {self.state.batch})")
 
@@ -192,79 +241,117 @@ class Trainer:
 
     # the loop ----------------------------------------------------------------
     def train_step(self, batch) -> tuple[float, int]:
-        """One step: forward and backward, divergence check, clipping, schedule, update."""
+        """One step: forward and backward, divergence check, clipping (whose global
+        norm is the gradients' finiteness check), schedule, update."""
         cfg, st = self.cfg, self.state
         self.model.train()
         self.model.seed((cfg.seed, st.step))
         self.model.zero_grad()
         loss, n_tokens = self.task.loss_and_backward(batch)
         if not math.isfinite(loss):
-            where = (f"last good checkpoint: {self.last_checkpoint}" if self.last_checkpoint
-                     else "no checkpoint was written yet")
             raise TrainingDiverged(f"loss became {loss} at step {st.step + 1} (epoch "
-                                   f"{st.epoch + 1}); training stopped before the update; {where}")
-        if cfg.clip:
-            optim.clip_grad_norm(self.model, cfg.clip)
-        self.schedule.apply(self.opt)
-        self.opt.step()
+                                   f"{st.epoch + 1}); training stopped before the update; "
+                                   f"{self._last_good()}")
+        norm = optim.clip_grad_norm(self.model, cfg.clip) if cfg.clip else grad_norm(self.model)
+        if math.isfinite(norm):
+            self.schedule.apply(self.opt)
+            self.opt.step()
+        else:
+            self._nonfinite_gradient(norm)
         st.step += 1
         st.history["step"].append(st.step)
         st.history["train_loss"].append(loss)
         return loss, n_tokens
 
+    def _nonfinite_gradient(self, norm: float) -> None:
+        """Stop (NonFiniteGradient) or, with on_nonfinite="skip", log the skipped update."""
+        st = self.state
+        bad = first_nonfinite(self.model.named_parameters())
+        what = (f"the gradient of {bad[0]} holds {bad[1]} NaN or infinite values of {bad[2]}"
+                if bad else f"the gradient norm overflowed to {norm} (every element finite)")
+        where = f"step {st.step + 1} (epoch {st.epoch + 1})"
+        if self.cfg.on_nonfinite != "skip":
+            raise NonFiniteGradient(f"non-finite gradient at {where}: {what}; training stopped "
+                                    f"before the update; {self._last_good()} (--on-nonfinite "
+                                    f"skip skips such updates instead)")
+        self.skipped.append(st.step + 1)
+        self._say(f"{where}: {what}; update skipped ({len(self.skipped)} skipped so far)")
+
+    def _say(self, line: str) -> None:
+        (self._bar.write if self._bar is not None else self.log)(line)
+
     def fit(self) -> dict:
-        """Train until the step budget, the time limit or Ctrl-C; returns the last metrics."""
+        """Train until the step budget, the time limit, Ctrl-C or SIGTERM; returns the
+        last metrics (``self.interrupted`` names the signal that stopped it)."""
+        own_lock = self.lock is None
+        if own_lock:
+            same = (self.resumed_from is not None
+                    and self.resumed_from.resolve() == self.checkpoint_path.resolve())
+            self.lock = open_run_folder(self.out, fresh=not same, overwrite=self.cfg.overwrite,
+                                        log=self.log)
+        try:
+            with StopFlag() as stop:
+                return self._fit(stop)
+        finally:
+            if own_lock:
+                self.lock.release()
+                self.lock = None
+
+    def _fit(self, stop) -> dict:
         cfg, st = self.cfg, self.state
-        self.out.mkdir(parents=True, exist_ok=True)
-        if st.step == 0:  # a fresh run: a best.npz left by an earlier run in out/ is not ours
-            self.best_path.unlink(missing_ok=True)
+        self.interrupted = None
         (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        bar = _progress(cfg.progress, self.total_steps, st.step)
+        bar = self._bar = _progress(cfg.progress, self.total_steps, st.step)
         metrics: dict = {}
         stopped = None
         t_last = time.perf_counter()
         tokens = 0
-        with _StopFlag() as stop:
-            try:
-                while st.step < self.total_steps and stopped is None:
-                    batches = self.task.train_batches(st.epoch)
-                    while st.batch < len(batches) and st.step < self.total_steps:
-                        loss, n = self.train_step(batches[st.batch])
-                        st.batch += 1
-                        now = time.perf_counter()
-                        st.seconds += now - t_last
-                        t_last = now
-                        tokens += n
-                        if bar is not None:
-                            bar.update(1)
-                            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / max(st.seconds, 1e-9):.0f}",
-                                            refresh=False)
-                        if stop.set:
-                            stopped = "interrupted (Ctrl-C)"
-                            break
-                        if cfg.time_limit and st.seconds >= 60 * cfg.time_limit:
-                            stopped = f"time limit of {cfg.time_limit} min reached"
-                            break
-                        if cfg.eval_every and st.step % cfg.eval_every == 0:
-                            metrics = self._eval_and_save(bar)
-                            t_last = time.perf_counter()
-                    if st.batch >= len(batches):
-                        st.epoch += 1
-                        st.batch = 0
-                        if not cfg.eval_every:
-                            metrics = self._eval_and_save(bar)
-                            t_last = time.perf_counter()
-            finally:
-                if bar is not None:
-                    bar.close()
+        try:
+            while st.step < self.total_steps and stopped is None:
+                batches = self.task.train_batches(st.epoch)
+                while st.batch < len(batches) and st.step < self.total_steps:
+                    loss, n = self.train_step(batches[st.batch])
+                    st.batch += 1
+                    now = time.perf_counter()
+                    st.seconds += now - t_last
+                    t_last = now
+                    tokens += n
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / max(st.seconds, 1e-9):.0f}",
+                                        refresh=False)
+                    if stop.set:
+                        self.interrupted = stop.set
+                        stopped = "interrupted (" + ("Ctrl-C" if stop.set == "SIGINT"
+                                                     else stop.set) + ")"
+                        break
+                    if cfg.time_limit and st.seconds >= 60 * cfg.time_limit:
+                        stopped = f"time limit of {cfg.time_limit} min reached"
+                        break
+                    if cfg.eval_every and st.step % cfg.eval_every == 0:
+                        metrics = self._eval_and_save(bar)
+                        t_last = time.perf_counter()
+                if st.batch >= len(batches):
+                    st.epoch += 1
+                    st.batch = 0
+                    if not cfg.eval_every:
+                        metrics = self._eval_and_save(bar)
+                        t_last = time.perf_counter()
+        finally:
+            if bar is not None:
+                bar.close()
+            self._bar = None
         if stopped is not None:
             self.log(f"stopped: {stopped} at step {st.step}")
             metrics = self._eval_and_save(None) if "time" in stopped else metrics
-            if "interrupted" in stopped:
+            if self.interrupted:
                 self.save()
         elif not metrics or self.state.history["eval_step"][-1:] != [st.step]:
             metrics = self._eval_and_save(None)
         self.log(f"saved checkpoint {self.last_checkpoint}")
+        if self.skipped:
+            self.log(f"{len(self.skipped)} update(s) skipped for non-finite gradients, at steps "
+                     f"{self.skipped[:10]}{' ...' if len(self.skipped) > 10 else ''}")
         if stopped is None or "time" in stopped:
             metrics = self.restore_best() or metrics
         return metrics

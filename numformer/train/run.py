@@ -10,8 +10,12 @@ import json
 import time
 from pathlib import Path
 
+from numformer.train import resume as resume_check
+from numformer.train.checkpoint import load_checkpoint
 from numformer.train.config import TrainConfig
 from numformer.train.loop import Trainer
+from numformer.train.rundir import CHECKPOINT, open_run_folder
+from numformer.train.task_base import tokenizer_from_meta
 from numformer.train.tasks import make_task
 
 
@@ -29,16 +33,57 @@ def _setup_runtime(cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig, resume: bool | str = False, log=print) -> dict:
-    """Train, evaluate, write the outputs; returns a summary dict (metrics and files)."""
+    """Train, evaluate, write the outputs; returns a summary dict (metrics and files).
+
+    ``resume``: True continues from ``cfg.out``/checkpoint.npz, a path from that
+    checkpoint. Before any data is loaded: ``cfg.out`` is checked (a writable
+    folder), locked for the run's life (a second run into it gets
+    ``RunLocked`` naming the holder's pid) and cleared of a killed write's
+    temporaries; a new run into a folder holding a run's checkpoint is refused
+    unless ``cfg.overwrite`` (``RunFolderError``); a resumed run must keep the
+    checkpoint's data, seed and model settings (``ResumeMismatch``; see
+    numformer.train.resume) and uses its tokenizer. All three are ValueErrors.
+
+    An interrupted run (Ctrl-C or SIGTERM) saves its checkpoint, writes its
+    outputs and returns: ``summary["interrupted"]`` is then "SIGINT" or
+    "SIGTERM" (None for a run that ended by itself), so a caller can tell it
+    from a finished run. ``summary["skipped_updates"]`` counts the updates
+    skipped for non-finite gradients (``cfg.on_nonfinite="skip"``).
+    """
     _setup_runtime(cfg)
     t0 = time.perf_counter()
-    task = make_task(cfg, log=log)
-    trainer = Trainer(task, cfg, log=log)
-    if resume:
-        trainer.resume(None if resume is True else resume)
-    log(f"training {trainer.total_steps} steps ({trainer.steps_per_epoch} per epoch, batch "
-        f"{cfg.batch_size}), backend {_backend()}")
-    metrics = trainer.fit()
+    out = Path(cfg.out)
+    if resume and cfg.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: "
+                         "give one of them")
+    ck_path = (out / CHECKPOINT) if resume is True else Path(resume) if resume else None
+    same = ck_path is not None and ck_path.resolve() == (out / CHECKPOINT).resolve()
+    lock = open_run_folder(out, fresh=not same, overwrite=cfg.overwrite, log=log)
+    try:
+        tokenizer, ck = None, None
+        if ck_path is not None:
+            if not ck_path.is_file():
+                raise FileNotFoundError(f"--resume: {ck_path}: no checkpoint to resume (a run "
+                                        f"writes one at its first evaluation; start without "
+                                        f"--resume, or give a checkpoint file)")
+            ck = load_checkpoint(ck_path)
+            for line in resume_check.compare(ck["meta"], cfg, ck_path):
+                log(line)
+            if "tokenizer" in ck["meta"]:
+                tokenizer = tokenizer_from_meta(ck["meta"]["tokenizer"])
+        task = make_task(cfg, log=log, tokenizer=tokenizer)
+        trainer = Trainer(task, cfg, log=log, lock=lock)
+        if ck is not None:
+            trainer.resume(ck_path, checkpoint=ck, check=False)
+        log(f"training {trainer.total_steps} steps ({trainer.steps_per_epoch} per epoch, batch "
+            f"{cfg.batch_size}), backend {_backend()}")
+        metrics = trainer.fit()
+        return _outputs(cfg, task, trainer, metrics, t0, log)
+    finally:
+        lock.release()
+
+
+def _outputs(cfg, task, trainer, metrics, t0, log) -> dict:
     out = Path(cfg.out)
     from numformer.train import outputs
     files = {"checkpoint": str(trainer.last_checkpoint)}
@@ -51,10 +96,12 @@ def train(cfg: TrainConfig, resume: bool | str = False, log=print) -> dict:
     files.update(task.report(out, log=log))
     elapsed = time.perf_counter() - t0
     summary = {"metrics": metrics, "files": files, "steps": trainer.state.step,
-               "best": trainer.best,
+               "best": trainer.best, "interrupted": trainer.interrupted,
+               "skipped_updates": len(trainer.skipped),
                "train_seconds": trainer.state.seconds, "total_seconds": elapsed}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    log(f"done in {elapsed:.0f} s ({trainer.state.seconds:.0f} s training). Outputs in {out}/:")
+    state = f"interrupted by {trainer.interrupted}" if trainer.interrupted else "done"
+    log(f"{state} in {elapsed:.0f} s ({trainer.state.seconds:.0f} s training). Outputs in {out}/:")
     for k, v in files.items():
         log(f"  {k:>18}: {v}")
     return summary

@@ -1,5 +1,7 @@
 """Checkpoints: round trip, atomic writes, clear errors on bad files, no pickle."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,33 @@ def test_wrong_format_or_version(tmp_path):
     np.savez(p, meta=np.frombuffer(meta, np.uint8))
     with pytest.raises(CheckpointError, match="expected version 1, got 99"):
         load_checkpoint(p)
+
+
+@pytest.mark.parametrize("where", ["model", "optim"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_nonfinite_tensor_is_never_written(tmp_path, where, bad):
+    from numformer.train.checkpoint import NonFiniteError
+    path = save_checkpoint(tmp_path / "ckpt.npz", {"w": np.ones(3)}, {"step": 1}, {"m/w": np.ones(3)})
+    before = path.read_bytes()
+    model = {"w": np.ones(3, np.float32), "e": np.ones((4, 2), np.float32)}
+    optim = {"t": 2, "m/w": np.zeros(3), "v/e": np.zeros((4, 2))}
+    (model if where == "model" else optim)["e" if where == "model" else "v/e"][2, 1] = bad
+    name = "model/e" if where == "model" else "optim/v/e"
+    with pytest.raises(NonFiniteError, match=rf"checkpoint .*ckpt.npz: not written: {name} holds "
+                                             rf"1 non-finite values .* of 8"):
+        save_checkpoint(path, model, {"step": 2}, optim)
+    assert path.read_bytes() == before  # the last good checkpoint, bit for bit
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
+
+
+def test_temporaries_names_only_what_save_checkpoint_leaves(tmp_path):
+    import tempfile
+
+    from numformer.train.checkpoint import temporaries
+    fd, ours = tempfile.mkstemp(prefix="checkpoint.npz.", suffix=".tmp", dir=tmp_path)
+    os.close(fd)
+    for other in ("checkpoint.npz", "checkpoint.npz.tmp", "checkpoint.npz.X Y.tmp",
+                  "other.npz.abcd1234.tmp", "checkpoint.npz.abcd1234.tmp.bak"):
+        (tmp_path / other).write_text("")
+    assert [p.name for p in temporaries(tmp_path, "checkpoint.npz")] == [os.path.basename(ours)]
+    assert temporaries(tmp_path / "missing", "checkpoint.npz") == []

@@ -229,7 +229,8 @@ def test_keep_best_names_the_metrics_and_fresh_runs_drop_a_stale_best(tmp_path):
     cfg = tiny("classify", tmp_path, epochs=2, keep_best="dev_accuracy")
     train(cfg, log=quiet)
     assert os.path.exists(os.path.join(cfg.out, "best.npz"))
-    summary = train(tiny("classify", tmp_path, epochs=1), log=quiet)  # same out, no keep_best
+    summary = train(tiny("classify", tmp_path, epochs=1, overwrite=True),  # same out, no keep_best
+                    log=quiet)
     assert summary["best"] is None and "best" not in summary["files"]
     assert not os.path.exists(os.path.join(cfg.out, "best.npz"))
 
