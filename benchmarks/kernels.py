@@ -1,5 +1,7 @@
-"""Layernorm, softmax cross-entropy, Adam/AdamW and embedding scatter-add:
-numformer (NumPy, Numba) vs PyTorch (see numformer/bench/kernels.py). Examples:
+"""Layernorm, softmax cross-entropy, Adam/AdamW, embedding scatter-add and dropout:
+numformer (NumPy, Numba) vs PyTorch (see numformer/bench/kernels.py; torch's
+side is benchmarks/twins/kernels.py, run in a process that never loads
+numformer's kernels or runtime settings). Examples:
 
     python benchmarks/kernels.py                     # 1 and 2 threads, all ops
     python benchmarks/kernels.py --quick             # 1 thread, small cases, 3 repeats

@@ -89,16 +89,19 @@ def child_env(threads: int, tune_runtime: bool = True) -> dict:
     return env
 
 
-def run_child(module: str, args: list, threads: int, tune_runtime: bool = True) -> dict:
+def run_child(module: str, args: list, threads: int, tune_runtime: bool = True,
+              env: dict | None = None) -> dict:
     """Run ``python -m module --threads N --out FILE *args`` in a fresh process and
     return the JSON it wrote to FILE. Its output goes to the terminal; a failure
     raises with its exit code. ``module`` is a numformer side
-    (``numformer.bench.NAME``) or a competitor's twin (``benchmarks.twins.NAME``)."""
+    (``numformer.bench.NAME``) or a competitor's twin (``benchmarks.twins.NAME``);
+    ``env`` adds variables (e.g. an empty ``NUMBA_CACHE_DIR``)."""
     with tempfile.TemporaryDirectory(prefix="numformer-bench-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", module, "--threads", str(threads), "--out", str(out),
                *map(str, args)]
-        rc = subprocess.run(cmd, env=child_env(threads, tune_runtime)).returncode
+        rc = subprocess.run(cmd, env=dict(child_env(threads, tune_runtime), **(env or {}))
+                            ).returncode
         if rc or not out.is_file():
             raise RuntimeError(f"benchmark child failed (exit code {rc}): {' '.join(cmd)}")
         return json.loads(out.read_text())

@@ -12,18 +12,26 @@ kernel) and PyTorch (float32 throughout).
     dropout        F.dropout at p = 0.1, backward by autograd (rows x C); torch
                    draws other masks, so its output is timed, not compared
 
-Each thread count runs in a fresh process with every thread pool pinned
-before numpy, numba or torch load. In it, every implementation is checked
-against the NumPy reference before it is timed (the tolerance table of
-numformer.testing; its batch-reduced entry for dgamma/dbeta, the loss and
-Adam's moments after ten steps), and times are medians of samples taken
-round-robin (each sample of each implementation in turn, fast calls looped
-to 50 ms), so load from other processes hits all alike. GB/s counts the
-bytes an ideal implementation must move (stated per op), the same for all.
+The inputs of every case are written once by the parent and read by both
+sides. At each thread count, each side runs in a fresh process with every
+thread pool pinned before numpy, numba or torch load: numformer's (numpy and
+numba; it checks the kernel against the NumPy reference and writes that
+reference's results), then PyTorch's (benchmarks/twins/kernels.py, not in
+the package), in a process that never loads numformer's kernels or runtime
+settings (its JSON records that; the parent refuses its timings otherwise),
+checked against the same reference. The tolerance table of
+numformer.testing applies (its batch-reduced entry for dgamma/dbeta/dW and
+for Adam after ten steps). In each process, times are medians of samples
+taken round-robin (each sample of each implementation in turn, fast calls
+looped to 50 ms), with min, quartiles and max, so load from other processes
+hits all alike; the load average before and after, the BLAS and the GEMM
+peak of each process are reported. GB/s counts the bytes an ideal
+implementation must move (stated per op), the same for all.
 
 Then, per op family, two more fresh processes share an empty numba cache:
 the first compiles (cold), the second loads the cache (warm); each reports
-the time from ``import numformer`` to the end of its first forward+backward.
+the time from loading the kernel module to the end of its first
+forward+backward.
 
     python benchmarks/kernels.py                        # 1 and 2 threads, all ops
     python benchmarks/kernels.py --quick                # 1 thread, small cases, 3 repeats
@@ -35,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -62,164 +69,96 @@ BYTES_NOTE = {
 ADAM_HYPER = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
 
 
-# -- the cases: name -> (call, result) per implementation ---------------------------
+TWIN = "benchmarks.twins.kernels"
+SELF = "numformer.bench.kernels"
 
-def _layernorm(np, torch, shape, rng):
-    from numformer.kernels import layernorm as K
-    from numformer.ops import layernorm as R
-    N, C = shape
-    x, dout = (rng.standard_normal((N, C)).astype(np.float32) for _ in range(2))
-    g = (1 + 0.1 * rng.standard_normal(C)).astype(np.float32)
-    b = (0.1 * rng.standard_normal(C)).astype(np.float32)
+
+# -- the cases: inputs written once, then name -> (call, result) per side ---------------
+
+def case_inputs(op: str, shape, rng) -> dict:
+    """The arrays of one case (float32), the same for every implementation."""
+    import numpy as np
+    f32 = np.float32
+    if op == "layernorm":
+        N, C = shape
+        return {"x": rng.standard_normal((N, C)).astype(f32),
+                "dout": rng.standard_normal((N, C)).astype(f32),
+                "g": (1 + 0.1 * rng.standard_normal(C)).astype(f32),
+                "b": (0.1 * rng.standard_normal(C)).astype(f32)}
+    if op == "cross_entropy":
+        N, V = shape
+        return {"x": (2 * rng.standard_normal((N, V))).astype(f32), "t": rng.integers(0, V, N)}
+    if op == "adam":
+        return {"p0": rng.standard_normal(shape).astype(f32),
+                "g": rng.standard_normal(shape).astype(f32)}
+    if op == "embedding":
+        N, V, C = shape
+        return {"ids": np.minimum(rng.zipf(1.3, N) - 1, V - 1),  # word-frequency-like
+                "dout": rng.standard_normal((N, C)).astype(f32), "V": np.array(V)}
+    if op == "dropout":
+        return {"x": rng.standard_normal(shape).astype(f32),
+                "dout": rng.standard_normal(shape).astype(f32)}
+    raise ValueError(f"op: expected one of {OPS}, got {op!r}")
+
+
+# what each case's result holds, and which entries are batch-reduced (looser tolerance)
+LABELS = {"layernorm": (("out", "dx", "dgamma", "dbeta"), (False, False, True, True)),
+          "cross_entropy": (("loss", "dlogits"), (False, False)),
+          "adam": (("p", "m", "v"), (True, True, True)),  # after ten steps
+          "embedding": (("dW",), (True,)),
+          "dropout": (("out", "mask", "dx"), (False, False, False))}
+NBYTES = {"layernorm": lambda s: 5 * s[0] * s[1] * 4, "cross_entropy": lambda s: 2 * s[0] * s[1] * 4,
+          "adam": lambda s: 7 * int(__import__("math").prod(s)) * 4,
+          "embedding": lambda s: (s[1] * s[2] + s[0] * s[2]) * 4,
+          "dropout": lambda s: 5 * s[0] * s[1] * 4}
+ADAM_STEPS = 10
+
+
+def numformer_impls(op: str, inp: dict) -> dict:
+    """name -> (call, result): numformer numpy (the reference) and numba; for Adam one
+    pair per weight-decay form ("... AdamW", "... Adam")."""
+    import numpy as np
+    from numformer import kernels
     impls = {}
-    for name, mod in (("numformer numpy", R), ("numformer numba", K)):
-        def call(mod=mod):
-            out, cache = mod.layernorm_forward(x, g, b)
-            return (out, *mod.layernorm_backward(dout, cache))
-        impls[name] = (call, call)
-    if torch is not None:
-        F = torch.nn.functional
-        tx, tg, tb = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, g, b))
-        td = torch.from_numpy(dout)
+    for name, backend in (("numformer numpy", "numpy"), ("numformer numba", "numba")):
+        mod = kernels.op(op if op != "cross_entropy" else "losses", backend)
+        if op == "layernorm":
+            def call(mod=mod):
+                out, cache = mod.layernorm_forward(inp["x"], inp["g"], inp["b"])
+                return (out, *mod.layernorm_backward(inp["dout"], cache))
+            impls[name] = (call, call)
+        elif op == "cross_entropy":
+            def call(mod=mod):
+                loss, cache = mod.cross_entropy_forward(inp["x"], inp["t"])
+                return np.asarray(loss), mod.cross_entropy_backward(1.0, cache)
+            impls[name] = (call, call)
+        elif op == "embedding":
+            cache = (inp["ids"], (int(inp["V"]), inp["dout"].shape[1]), np.dtype(np.float32))
 
-        def tcall():
-            out = F.layer_norm(tx, (C,), tg, tb, 1e-5)
-            return out, torch.autograd.grad(out, (tx, tg, tb), td)
+            def call(mod=mod, cache=cache):
+                return (mod.embedding_backward(inp["dout"], cache),)
+            impls[name] = (call, call)
+        elif op == "dropout":
+            def call(mod=mod):
+                out, mask = mod.dropout_forward(inp["x"], 0.1, np.random.default_rng(1))
+                return out, mask, mod.dropout_backward(inp["dout"], mask)
+            impls[name] = (call, call)
+        else:
+            for decoupled, label in ((True, "AdamW"), (False, "Adam")):
+                def make(mod=mod, decoupled=decoupled):
+                    p0 = inp["p0"]
+                    p, m, v = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+                    return lambda step=10: mod.adam_step(p, inp["g"], m, v, step=step,
+                                                         decoupled=decoupled,
+                                                         **ADAM_HYPER) or (p, m, v)
 
-        def tresult():
-            out, grads = tcall()
-            return tuple(t.detach().numpy() for t in (out, *grads))
-        impls["torch"] = (tcall, tresult)
-    return impls, ("out", "dx", "dgamma", "dbeta"), (False, False, True, True), 5 * N * C * 4
-
-
-def _cross_entropy(np, torch, shape, rng):
-    from numformer.kernels import losses as K
-    from numformer.ops import losses as R
-    N, V = shape
-    x = (2 * rng.standard_normal((N, V))).astype(np.float32)
-    t = rng.integers(0, V, N)
-    impls = {}
-    for name, mod in (("numformer numpy", R), ("numformer numba", K)):
-        def call(mod=mod):
-            loss, cache = mod.cross_entropy_forward(x, t)
-            return np.asarray(loss), mod.cross_entropy_backward(1.0, cache)
-        impls[name] = (call, call)
-    if torch is not None:
-        F = torch.nn.functional
-        tx = torch.from_numpy(x.copy()).requires_grad_(True)
-        tt = torch.from_numpy(t)
-
-        def tcall():
-            loss = F.cross_entropy(tx, tt)
-            return loss, torch.autograd.grad(loss, (tx,))[0]
-
-        def tresult():
-            loss, dx = tcall()
-            return loss.detach().numpy(), dx.numpy()
-        impls["torch"] = (tcall, tresult)
-    return impls, ("loss", "dlogits"), (False, False), 2 * N * V * 4
-
-
-def _adam(np, torch, shape, rng, steps=10):
-    """Each implementation's call does one step; its result is (p, m, v) after
-    ``steps`` steps from the same start, for AdamW (decoupled) and Adam (L2)."""
-    from numformer.kernels import adam as K
-    from numformer.ops import adam as R
-    p0, g = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
-    impls = {}
-    for decoupled, label in ((True, "AdamW"), (False, "Adam")):
-        for name, mod in (("numformer numpy", R), ("numformer numba", K)):
-            def make(mod=mod, decoupled=decoupled):
-                p, m, v = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
-                return lambda step=10: mod.adam_step(p, g, m, v, step=step, decoupled=decoupled,
-                                                     **ADAM_HYPER) or (p, m, v)
-
-            def result(make=make):
-                f = make()
-                for s in range(1, steps + 1):
-                    out = f(s)
-                return out
-            impls[f"{name} {label}"] = (make(), result)
-        if torch is None:
-            continue
-        cls = torch.optim.AdamW if decoupled else torch.optim.Adam
-        for variant in ("for-loop", "foreach", "fused"):
-            kw = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True),
-                  "fused": dict(fused=True)}[variant]
-
-            def make(cls=cls, kw=kw):
-                tp = torch.nn.Parameter(torch.from_numpy(p0.copy()))
-                tp.grad = torch.from_numpy(g.copy())
-                h = dict(ADAM_HYPER)
-                opt = cls([tp], lr=h["lr"], betas=(h["beta1"], h["beta2"]), eps=h["eps"],
-                          weight_decay=h["weight_decay"], **kw)
-                return opt, tp
-
-            def result(make=make):
-                opt, tp = make()
-                for _ in range(steps):
-                    opt.step()
-                st = opt.state[tp]
-                return (tp.detach().numpy(), st["exp_avg"].numpy(), st["exp_avg_sq"].numpy())
-            try:
-                opt, _ = make()
-                opt.step()
-            except (RuntimeError, TypeError) as e:  # a variant this torch lacks on the CPU
-                print(f"  skip torch {label} {variant}: {e}", file=sys.stderr)
-                continue
-            impls[f"torch {label} {variant}"] = (opt.step, result)
-    n = int(np.prod(shape))
-    return impls, ("p", "m", "v"), (False, False, False), 7 * n * 4
-
-
-def _embedding(np, torch, shape, rng):
-    from numformer.kernels import embedding as K
-    from numformer.ops import embedding as R
-    N, V, C = shape
-    ids = np.minimum(rng.zipf(1.3, N) - 1, V - 1)  # word-frequency-like: many repeats
-    dout = rng.standard_normal((N, C)).astype(np.float32)
-    cache = (ids, (V, C), np.dtype(np.float32))
-    impls = {}
-    for name, mod in (("numformer numpy", R), ("numformer numba", K)):
-        def call(mod=mod):
-            return (mod.embedding_backward(dout, cache),)
-        impls[name] = (call, call)
-    if torch is not None:
-        tids = torch.from_numpy(ids)
-        td = torch.from_numpy(dout)
-
-        def dense_bwd():
-            return torch.ops.aten.embedding_dense_backward(td, tids, V, -1, False)
-
-        def index_add():
-            return torch.zeros(V, C).index_add_(0, tids, td)
-        impls["torch embedding_dense_backward"] = (dense_bwd, lambda: (dense_bwd().numpy(),))
-        impls["torch index_add_"] = (index_add, lambda: (index_add().numpy(),))
-    return impls, ("dW",), (True,), (V * C + N * C) * 4
-
-
-def _dropout(np, torch, shape, rng):
-    """Forward and backward at p = 0.1. torch draws other masks, so only the
-    numformer implementations are compared element by element (result None)."""
-    from numformer.kernels import dropout as K
-    from numformer.ops import dropout as R
-    x, dout = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
-    impls = {}
-    for name, mod in (("numformer numpy", R), ("numformer numba", K)):
-        def call(mod=mod):
-            out, mask = mod.dropout_forward(x, 0.1, np.random.default_rng(1))
-            return out, mask, mod.dropout_backward(dout, mask)
-        impls[name] = (call, call)
-    if torch is not None:
-        tx = torch.from_numpy(x.copy()).requires_grad_(True)
-        td = torch.from_numpy(dout)
-
-        def tcall():
-            out = torch.nn.functional.dropout(tx, 0.1, training=True)
-            return out, torch.autograd.grad(out, (tx,), td)[0]
-        impls["torch"] = (tcall, None)
-    return impls, ("out", "mask", "dx"), (False, False, False), 5 * x.size * 4
+                def result(make=make):
+                    f = make()
+                    for s in range(1, ADAM_STEPS + 1):
+                        out = f(s)
+                    return out
+                impls[f"{name} {label}"] = (make(), result)
+    return impls
 
 
 def _group(name: str) -> str:
@@ -233,120 +172,142 @@ def _group(name: str) -> str:
     return ""
 
 
-BUILDERS = {"layernorm": _layernorm, "cross_entropy": _cross_entropy, "adam": _adam,
-            "embedding": _embedding, "dropout": _dropout}
+# -- timing (both sides' children) ----------------------------------------------------
 
-
-# -- timing ---------------------------------------------------------------------------
-
-def _malloc_returns_big_buffers():
-    """Make glibc serve buffers over 128 KiB by mmap and give them back on free,
-    so a call's peak memory shows as a rise of resident memory (timing runs
-    before this, with the default allocator). Returns a function that hands
-    free heap memory back to the OS, to call before each measurement."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 17)  # M_MMAP_THRESHOLD
-        return lambda: libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: peaks may read low
-        return lambda: None
-
-
-def run_child(threads: int, ops, cases, repeats: int, out: Path) -> None:
-    from numformer.bench.harness import pin_threads
-    pin_threads(threads)
+def measure(make_impls, threads: int, case_dir: Path, repeats: int, gemm_peak: dict,
+            write_ref: bool) -> dict:
+    """Check, time and measure one side's implementations of every case in
+    ``case_dir`` (in this process). numformer's child checks numba against its
+    NumPy reference and writes that reference (``write_ref``); torch's child
+    checks against it. A result of None is timed only (torch's dropout draws
+    other masks)."""
     import numpy as np
-    from numformer.bench.harness import (check_against, machine_info, peak_extra_mb,
-                                         time_interleaved, torch_or_none)
-    from numformer.kernels._jit import set_num_threads
+    from numformer.bench.harness import check_against, load_average, load_npz, \
+        malloc_for_memory_peaks, peak_extra_mb, save_npz, time_interleaved
     from numformer.testing import tolerance
-    set_num_threads(threads)
-    torch = torch_or_none()
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     rows, peaks = [], []
-    for op in ops:
-        for shape in cases[op]:
-            rng = np.random.default_rng(0)
-            impls, labels, reduced, nbytes = BUILDERS[op](np, torch, shape, rng)
+    for path in sorted(case_dir.glob("case_*.npz"), key=lambda p: int(p.stem.split("_")[1])):
+        inp = load_npz(path)
+        op, shape = inp["meta"]["op"], tuple(inp["meta"]["shape"])
+        labels, reduced = LABELS[op]
+        impls = make_impls(op, inp)
+        ref_path = path.with_name(path.stem.replace("case_", "ref_") + ".npz")
+        if write_ref:
+            ref = {}
             for name, (_, result) in impls.items():
-                if result is None:  # timed only (e.g. torch's dropout draws other masks)
-                    continue
-                ref_name = f"numformer numpy {_group(name)}".strip()
-                ref = impls[ref_name][1]()
-                for label, got, exp, red in zip(labels, result(), ref, reduced):
-                    check_against(f"{op} {shape} {name} {label}", got, exp,
-                                  *tolerance(np.float32, reduced=red or op == "adam"))
-            times = time_interleaved({n: f for n, (f, _) in impls.items()}, repeats)
-            for name, (call, _) in impls.items():
-                t = times[name]
-                rows.append(dict(threads=threads, op=op, shape=list(shape), impl=name,
-                                 ms=t["ms"], min_ms=t["min_ms"],
-                                 gbps=nbytes / (t["ms"] * 1e-3) / 1e9))
-            peaks.append((rows[-len(impls):], impls))
-            case_rows = rows[-len(impls):]
-            for r in case_rows:
-                best = min((x["ms"] for x in case_rows if x["impl"].startswith("torch")
-                            and _group(x["impl"]) == _group(r["impl"])), default=None)
-                r["ratio"] = r["ms"] / best if best else None
-            print(f"  threads={threads} {op} {tuple(shape)}: " + ", ".join(
-                f"{r['impl']} {r['ms']:.3f} ms" for r in rows[-len(impls):]), flush=True)
-    trim = _malloc_returns_big_buffers()
+                if name.startswith("numformer numpy"):
+                    ref.update({f"{_group(name)}|{lb}": np.asarray(x)
+                                for lb, x in zip(labels, result())})
+            save_npz(ref_path, ref)
+        ref = load_npz(ref_path)
+        for name, (_, result) in impls.items():
+            if result is None:
+                continue
+            for label, got, red in zip(labels, result(), reduced):
+                check_against(f"{op} {shape} {name} {label}", got,
+                              ref[f"{_group(name)}|{label}"], *tolerance(np.float32, reduced=red))
+        times = time_interleaved({n: f for n, (f, _) in impls.items()}, repeats)
+        case_rows = []
+        for name in impls:
+            t = times[name]
+            case_rows.append(dict(t, threads=threads, op=op, shape=list(shape), impl=name,
+                                  gbps=NBYTES[op](shape) / (t["ms"] * 1e-3) / 1e9))
+        rows += case_rows
+        peaks.append((case_rows, impls))
+        print(f"  threads={threads} {op} {shape}: " + ", ".join(
+            f"{r['impl']} {r['ms']:.3f} ms" for r in case_rows), flush=True)
+    load_after = load_average()
+    trim = malloc_for_memory_peaks()
     for case_rows, impls in peaks:
         for r in case_rows:
             trim()
             r["peak_mb"] = peak_extra_mb(impls[r["impl"]][0])
-    del peaks
-    out.write_text(json.dumps({"machine": machine_info(threads), "rows": rows,
-                               "load_average": [load_before, os.getloadavg()[0]]}))
+    return {"rows": rows, "load_average": [load_before, load_after], "gemm_peak": gemm_peak}
+
+
+def add_child_args(p) -> None:
+    p.add_argument("--dir", required=True)
+    p.add_argument("--repeats", type=int, required=True)
+
+
+def child_body(args) -> dict:
+    from numformer.bench.harness import blas_info, machine_info, numpy_gemm_peak
+    from numformer.kernels._jit import set_num_threads
+    set_num_threads(args.threads)
+    res = measure(numformer_impls, args.threads, Path(args.dir), args.repeats,
+                  numpy_gemm_peak(), write_ref=True)
+    res["machine"] = dict(machine_info(args.threads), blas={"numformer": blas_info()})
+    return res
+
+
+def write_cases(ops, cases, directory: Path) -> None:
+    """``case_<i>.npz``: the inputs of every (op, shape), from one seed each."""
+    import numpy as np
+    from numformer.bench.harness import save_npz
+    i = 0
+    for op in ops:
+        for shape in cases[op]:
+            inp = case_inputs(op, shape, np.random.default_rng(0))
+            save_npz(directory / f"case_{i}.npz",
+                     dict(inp, meta={"op": op, "shape": list(shape), "adam": ADAM_HYPER,
+                                     "adam_steps": ADAM_STEPS, "dropout_p": 0.1}))
+            i += 1
+
+
+def set_ratios(rows: list) -> None:
+    """ratio: ms / ms of the fastest torch implementation of the same case and group."""
+    for r in rows:
+        best = min((x["ms"] for x in rows if x["impl"].startswith("torch") and x["op"] == r["op"]
+                    and x["shape"] == r["shape"] and _group(x["impl"]) == _group(r["impl"])),
+                   default=None)
+        r["ratio"] = r["ms"] / best if best else None
 
 
 # -- first call in a fresh process (cold cache, then warm cache) -----------------------
 
-_FIRST_CALL = r"""
-import json, sys, time
-import numpy as np
-name = sys.argv[1]
+def first_call_body(args) -> dict:
+    """One kernel module's first calls in a fresh process: from loading it (numba's
+    import and its cache included) to the end of its first forward+backward."""
+    import time
+    t0 = time.perf_counter()
+    import numpy as np
+    from numformer import kernels
+    name = args.first_call
+    m = kernels.op(name, "numba")
+    assert m.__name__ == "numformer.kernels." + name, m.__name__
+    t1 = time.perf_counter()
 
+    def call(rows, cols):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((rows, cols)).astype(np.float32)
+        if name == "layernorm":
+            out, c = m.layernorm_forward(x, np.ones(cols, np.float32), np.zeros(cols, np.float32))
+            m.layernorm_backward(x, c)
+        elif name == "losses":
+            loss, c = m.cross_entropy_forward(x, rng.integers(0, cols, rows))
+            m.cross_entropy_backward(1.0, c)
+        elif name == "softmax":
+            p, c = m.softmax_forward(x)
+            m.softmax_backward(x, c)
+        elif name == "activations":
+            y, c = m.gelu_forward(x)
+            m.gelu_backward(x, c)
+        elif name == "embedding":
+            y, c = m.embedding_forward(rng.integers(0, rows, rows), x)
+            m.embedding_backward(y, c)
+        elif name == "dropout":
+            y, c = m.dropout_forward(x, 0.1, np.random.default_rng(0))
+            m.dropout_backward(x, c)
+        elif name == "adam":
+            m.adam_step(x, x.copy(), np.zeros_like(x), np.zeros_like(x), lr=1e-3, beta1=0.9,
+                        beta2=0.999, eps=1e-8, weight_decay=0.0, step=1, decoupled=True)
+    call(64, 32)  # small: the serial kernels
+    t2 = time.perf_counter()
+    call(1024, 256)  # large: the parallel drivers too
+    t3 = time.perf_counter()
+    return {"import_s": t1 - t0, "small_s": t2 - t0, "total_s": t3 - t0}
 
-def call(m, rows, cols):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((rows, cols)).astype(np.float32)
-    if name == "layernorm":
-        out, c = m.layernorm_forward(x, np.ones(cols, np.float32), np.zeros(cols, np.float32))
-        m.layernorm_backward(x, c)
-    elif name == "losses":
-        loss, c = m.cross_entropy_forward(x, rng.integers(0, cols, rows))
-        m.cross_entropy_backward(1.0, c)
-    elif name == "softmax":
-        p, c = m.softmax_forward(x)
-        m.softmax_backward(x, c)
-    elif name == "activations":
-        y, c = m.gelu_forward(x)
-        m.gelu_backward(x, c)
-    elif name == "embedding":
-        y, c = m.embedding_forward(rng.integers(0, rows, rows), x)
-        m.embedding_backward(y, c)
-    elif name == "dropout":
-        y, c = m.dropout_forward(x, 0.1, np.random.default_rng(0))
-        m.dropout_backward(x, c)
-    elif name == "adam":
-        m.adam_step(x, x.copy(), np.zeros_like(x), np.zeros_like(x), lr=1e-3, beta1=0.9,
-                    beta2=0.999, eps=1e-8, weight_decay=0.0, step=1, decoupled=True)
-
-
-t0 = time.perf_counter()
-import numformer
-from numformer import kernels
-m = kernels.op(name, "numba")
-assert m.__name__ == "numformer.kernels." + name, m.__name__
-t1 = time.perf_counter()
-call(m, 64, 32)  # small: the serial kernels
-t2 = time.perf_counter()
-call(m, 1024, 256)  # large: the parallel drivers too
-t3 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "small_s": t2 - t0, "total_s": t3 - t0}))
-"""
 
 FIRST_CALL_OPS = ("layernorm", "softmax", "losses", "embedding", "adam", "activations",
                   "dropout")
@@ -354,19 +315,13 @@ FIRST_CALL_OPS = ("layernorm", "softmax", "losses", "embedding", "adam", "activa
 
 def first_calls(threads: int = 1) -> dict:
     """op -> {"cold": {...}, "warm": {...}}: two fresh processes sharing an empty cache."""
-    from numformer.bench.harness import THREAD_VARS
-    env = dict(os.environ)
-    for var in THREAD_VARS:
-        env[var] = str(threads)
+    from numformer.bench.harness import run_child
     results = {}
     for op in FIRST_CALL_OPS:
         with tempfile.TemporaryDirectory(prefix="numformer-jit-") as cache:
-            env["NUMBA_CACHE_DIR"] = cache
-            results[op] = {}
-            for which in ("cold", "warm"):
-                run = subprocess.run([sys.executable, "-c", _FIRST_CALL, op], env=env,
-                                     capture_output=True, text=True, check=True)
-                results[op][which] = json.loads(run.stdout.strip().splitlines()[-1])
+            results[op] = {which: run_child(SELF, ["--first-call", op], threads,
+                                            env={"NUMBA_CACHE_DIR": cache})
+                           for which in ("cold", "warm")}
         print(f"  first call {op}: cold {results[op]['cold']['total_s']:.2f} s, warm "
               f"{results[op]['warm']['total_s']:.2f} s", flush=True)
     return results
@@ -379,27 +334,36 @@ def _fmt(x, spec):
 
 
 def markdown(runs: list[dict], first: dict | None) -> str:
+    from numformer.bench.harness import fmt_blas, fmt_spread
     lines = []
     for run in runs:
         n = run["machine"]["threads"]
-        load = run.get("load_average")
         lines += [f"### {n} thread{'s' if n > 1 else ''}", ""]
-        if load:
-            lines += [f"1-minute load average before / after this run: {load[0]:.1f} / "
-                      f"{load[1]:.1f} (the run itself accounts for about {n}; more means "
-                      f"other processes shared the machine's {os.cpu_count()} cores)", ""]
-        lines += ["| op | shape | implementation | ms | GB/s | peak extra MB "
+        for side, load in (run.get("load_average") or {}).items():
+            if load and load[0] and load[1]:
+                lines += [f"1-minute load average before / after the {side} process: "
+                          f"{load[0][0]:.1f} / {load[1][0]:.1f} (the run itself accounts for "
+                          f"about {n}; more means other processes shared the machine's "
+                          f"{os.cpu_count()} cores)", ""]
+        for side, peak in (run.get("gemm_peak") or {}).items():
+            lines += [f"GEMM peak of the {side} process (1024^3 float32): "
+                      f"{peak['gflops']:.0f} GFLOP/s", ""]
+        for side, blas in (run["machine"].get("blas") or {}).items():
+            lines += [f"BLAS, {side}: {fmt_blas(blas)}", ""]
+        lines += ["| op | shape | implementation | ms [min-max] | GB/s | peak extra MB "
                   "| ms / best torch ms |",
                   "|---|---|---|---:|---:|---:|---:|"]
         for r in run["rows"]:
             shape = "x".join(map(str, r["shape"]))
-            lines.append(f"| {r['op']} | {shape} | {r['impl']} | {r['ms']:.3f} | "
+            lines.append(f"| {r['op']} | {shape} | {r['impl']} | {fmt_spread(r, '.3f')} | "
                          f"{r['gbps']:.1f} | {_fmt(r['peak_mb'], '.1f')} | "
                          f"{_fmt(r['ratio'], '.2f')} |")
         lines.append("")
     if first:
         lines += ["### First calls in a fresh process (1 thread)", "",
-                  "Seconds from `import numformer` to the end of the first forward+backward "
+                  "Seconds from loading the kernel module (numba's import and its cache "
+                  "included; `import numformer` loads neither) to the end of the first "
+                  "forward+backward "
                   "(Adam: step) of a small input (64x32, the serial kernels), and then of a "
                   "large one as well (1024x256, the parallel drivers too). Cold: compiling "
                   "into an empty numba cache; warm: a second process loading that cache.", "",
@@ -488,6 +452,16 @@ def plot(runs: list[dict], path: Path) -> bool:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--out" in argv:  # a child of run_child
+        from numformer.bench.harness import child_main
+
+        def add(p):
+            p.add_argument("--first-call")
+            p.add_argument("--dir")
+            p.add_argument("--repeats", type=int, default=9)
+        return child_main(argv, lambda a: first_call_body(a) if a.first_call else child_body(a),
+                          add)
     p = argparse.ArgumentParser(prog="numformer bench kernels",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", default="1,2", help="thread counts, comma-separated (a fresh "
@@ -499,7 +473,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="1 thread, small cases, 3 repeats")
     p.add_argument("--results", default=None, help="results folder (default benchmarks/results "
                                                     "or $NUMFORMER_BENCH_RESULTS)")
-    p.add_argument("--child-json", help=argparse.SUPPRESS)
+    p.add_argument("--no-torch", action="store_true", help="numformer's implementations only")
     args = p.parse_args(argv)
     ops = [s.strip() for s in args.ops.split(",")]
     unknown = [o for o in ops if o not in OPS]
@@ -508,31 +482,48 @@ def main(argv=None) -> int:
     cases = CASES
     if args.quick:
         args.threads, args.repeats, cases = "1", 3, QUICK_CASES
-    if args.child_json:
-        run_child(int(args.threads), ops, cases, args.repeats,
-                  Path(args.child_json))
-        return 0
 
-    from numformer.bench.harness import RESULTS, run_per_thread_count, write_atomic
+    from numformer.bench.harness import RESULTS, check_untouched, run_child, \
+        torch_importable, twins_root, write_atomic
     os.environ.setdefault("NUMBA_THREADING_LAYER", "omp")
+    has_torch = not args.no_torch and torch_importable() and twins_root() is not None
+    if not has_torch:
+        print("torch (or benchmarks/twins) not available: numformer's implementations only",
+              flush=True)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
+        write_cases(ops, cases, Path(tmp))
         for n in (int(t) for t in args.threads.split(",")):
-            child = Path(tmp) / f"{n}.json"
-            extra = ["--ops", ",".join(ops), "--repeats", str(args.repeats),
-                     "--child-json", str(child)] + (["--quick"] if args.quick else [])
-            run_per_thread_count(__file__, [n], extra)
-            runs.append(json.loads(child.read_text()))
+            extra = ["--dir", tmp, "--repeats", args.repeats]
+            nf = run_child(SELF, extra, n)  # first: it writes the reference results
+            run = {"machine": nf["machine"], "rows": nf["rows"],
+                   "load_average": {"numformer": nf["load_average"]},
+                   "gemm_peak": {"numformer": nf["gemm_peak"]},
+                   "runtime": {"numformer": nf["runtime"]}}
+            if has_torch:
+                tw = run_child(TWIN, extra, n)
+                check_untouched(tw["runtime"], "torch's kernels")
+                blas = dict(run["machine"]["blas"], **tw["machine"]["blas"])
+                run["machine"].update(tw["machine"])
+                run["machine"]["blas"] = blas
+                run["rows"] += tw["rows"]
+                for key in ("load_average", "gemm_peak", "runtime"):
+                    run[key]["torch"] = tw[key]
+            order = {(r["op"], tuple(r["shape"])): i for i, r in enumerate(nf["rows"])}
+            run["rows"].sort(key=lambda r: order[(r["op"], tuple(r["shape"]))])
+            set_ratios(run["rows"])
+            runs.append(run)
     first = None if args.no_first_call else first_calls()
     m = runs[0]["machine"]
-    command = "python benchmarks/kernels.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/kernels.py " + " ".join(argv)
     info = ", ".join(f"{k} {v}" for k, v in m.items() if k != "threads")
     notes = "\n".join(f"- {op}: {BYTES_NOTE[op]}" for op in ops)
     header = (f"# Memory-bound kernels, float32\n\n{info}\n\ncommand: `{command.strip()}`\n\n"
               f"Every implementation matched the NumPy reference before timing (tolerance "
               f"table of numformer.testing; batch-reduced entry for dgamma/dbeta/dW and for "
-              f"Adam after ten steps). Times: medians of {args.repeats} round-robin samples. "
+              f"Adam after ten steps). Times: medians [min-max] of {args.repeats} round-robin samples, "
+              f"torch in a process of its own that never loaded numformer's kernels or "
+              f"runtime settings. "
               f"Ratio: ms / ms of the fastest torch variant of the same case (for Adam: of "
               f"the same weight-decay form). GB/s counts:\n"
               f"{notes}\n")
