@@ -1,7 +1,17 @@
-"""Scaled dot-product attention and multi-head self-attention.
+"""Scaled dot-product attention and multi-head self-attention, with grouped-query
+attention (GQA).
 
-Shapes: B batch, H heads, T sequence (Tq queries, Tk keys), D = C // H head
-width, C channels. Attention works on (B, H, T, D); activations are (B, T, C).
+Shapes: B batch, H (query) heads, Hkv key/value heads, G = H // Hkv query
+heads per key/value head, T sequence (Tq queries, Tk keys), D = C // H head
+width, C channels. Attention works on q (B, H, Tq, D) and k, v (B, Hkv, Tk, D);
+activations are (B, T, C).
+
+Grouping (as in Hugging Face Llama): query head h reads key/value head
+h // G, so heads g*G .. g*G + G - 1 share kv head g. Hkv = H is ordinary
+multi-head attention, Hkv = 1 multi-query attention. K and V are never
+repeated: the reference views q as (B, Hkv, G, Tq, D) and broadcasts k, v
+over the G axis; in the backward, dk and dv sum over the G query heads of
+their group.
 
 Masks: ``key_mask`` is a bool (B, Tk) array, True for real tokens, False for
 padding. ``causal=True`` lets query i see keys j <= i + (Tk - Tq) (queries
@@ -39,32 +49,47 @@ def allowed_mask(B: int, Tq: int, Tk: int, key_mask: np.ndarray | None, causal: 
 
 
 def check_qkv(q, k, v, key_mask):
-    """Validate attention inputs; returns (B, H, Tq, Tk, D)."""
+    """Validate attention inputs; returns (B, H, Tq, Tk, D). The number of
+    key/value heads is ``k.shape[1]`` (Hkv, a divisor of H)."""
     chk.float_array("q", q)
     chk.ndim("q", q, 4, "(B, H, Tq, D)")
     chk.float_array("k", k, like=q)
-    chk.ndim("k", k, 4, "(B, H, Tk, D)")
+    chk.ndim("k", k, 4, "(B, Hkv, Tk, D)")
     chk.float_array("v", v, like=q)
-    chk.ndim("v", v, 4, "(B, H, Tk, D)")
+    chk.ndim("v", v, 4, "(B, Hkv, Tk, D)")
     B, H, Tq, D = q.shape
-    Tk = k.shape[2]
-    chk.shape("k", k, (B, H, Tk, D), "(B, H, Tk, D)")
-    chk.shape("v", v, (B, H, Tk, D), "(B, H, Tk, D)")
+    Hkv, Tk = k.shape[1], k.shape[2]
+    chk.shape("k", k, (B, Hkv, Tk, D), "(B, Hkv, Tk, D)")
+    if Hkv < 1 or H % Hkv:
+        raise ValueError(f"k: expected a number of key/value heads Hkv (axis 1 of (B, Hkv, Tk, D)) "
+                         f"that divides the H={H} query heads of q {tuple(q.shape)}, "
+                         f"got k of shape {tuple(k.shape)} (Hkv={Hkv})")
+    chk.shape("v", v, (B, Hkv, Tk, D), "(B, Hkv, Tk, D)")
     if key_mask is not None:
         chk.bool_mask("key_mask", key_mask, (B, Tk), "(B, Tk)")
     return B, H, Tq, Tk, D
 
 
+def group_queries(q: np.ndarray, Hkv: int) -> np.ndarray:
+    """(B, H, T, D) -> (B, Hkv, G, T, D) view: query head h = g_kv * G + i of group g_kv."""
+    B, H, T, D = q.shape
+    return q.reshape(B, Hkv, H // Hkv, T, D)  # (B, Hkv, G, T, D), splitting an axis: a view
+
+
 def attention_forward(q, k, v, key_mask=None, causal=False, scale=None):
     """``out = softmax(q @ k^T * scale + mask) @ v``, scale = 1/sqrt(D) by default.
 
-    Returns out (B, H, Tq, D) and ``cache = (q, k, v, p, scale)`` with p the
-    attention probabilities (B, H, Tq, Tk).
+    q (B, H, Tq, D), k and v (B, Hkv, Tk, D) with Hkv dividing H (query head h
+    reads kv head h // (H // Hkv)). Returns out (B, H, Tq, D) and
+    ``cache = (q, k, v, p, scale)`` with p the attention probabilities
+    (B, H, Tq, Tk).
     """
     B, H, Tq, Tk, D = check_qkv(q, k, v, key_mask)
+    Hkv = k.shape[1]
     dt = q.dtype.type
     scale = dt(1.0 / np.sqrt(D) if scale is None else scale)
-    s = matmul(q, k.swapaxes(-1, -2))  # (B, H, Tq, Tk)
+    qg = group_queries(q, Hkv)  # (B, Hkv, G, Tq, D)
+    s = matmul(qg, k[:, :, None].swapaxes(-1, -2)).reshape(B, H, Tq, Tk)  # (B, H, Tq, Tk)
     s *= scale
     allowed = allowed_mask(B, Tq, Tk, key_mask, causal)
     if allowed is None:
@@ -77,22 +102,28 @@ def attention_forward(q, k, v, key_mask=None, causal=False, scale=None):
         e = np.exp(s - m)  # masked entries exp(-inf) = 0
         denom = e.sum(axis=-1, keepdims=True)  # (B, H, Tq, 1)
         p = e / np.where(denom > 0, denom, dt(1))  # fully masked rows stay 0
-    out = matmul(p, v)  # (B, H, Tq, D)
+    pg = group_queries(p, Hkv)  # (B, Hkv, G, Tq, Tk) view
+    out = matmul(pg, v[:, :, None]).reshape(B, H, Tq, D)  # (B, H, Tq, D)
     return out, (q, k, v, p, scale)
 
 
 def attention_backward(dout, cache):
-    """(dq, dk, dv)."""
+    """(dq, dk, dv); dk and dv (B, Hkv, Tk, D) sum over the G query heads of their group."""
     q, k, v, p, scale = cache
-    # out = p @ v
-    dv = matmul(p.swapaxes(-1, -2), dout)  # (B, H, Tk, D)
-    dp = matmul(dout, v.swapaxes(-1, -2))  # (B, H, Tq, Tk)
+    chk.check_dout("attention_backward", dout, q.shape, q.dtype)
+    B, H, Tq, D = q.shape
+    Hkv = k.shape[1]
+    pg, dg, qg = group_queries(p, Hkv), group_queries(dout, Hkv), group_queries(q, Hkv)
+    # out[:, h] = p[:, h] @ v[:, h // G]  ->  dv sums over the heads of a group
+    dv = matmul(pg.swapaxes(-1, -2), dg).sum(axis=2)  # (B, Hkv, G, Tk, D) -> (B, Hkv, Tk, D)
+    dp = matmul(dg, v[:, :, None].swapaxes(-1, -2)).reshape(B, H, Tq, -1)  # (B, H, Tq, Tk)
     # p = softmax(s)  (masked entries have p = 0, so ds = 0 there)
     ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))  # (B, H, Tq, Tk)
-    # s = q @ k^T * scale
+    # s[:, h] = q[:, h] @ k[:, h // G]^T * scale
     ds *= scale
-    dq = matmul(ds, k)  # (B, H, Tq, D)
-    dk = matmul(ds.swapaxes(-1, -2), q)  # (B, H, Tk, D)
+    dsg = group_queries(ds, Hkv)  # (B, Hkv, G, Tq, Tk)
+    dq = matmul(dsg, k[:, :, None]).reshape(B, H, Tq, D)  # (B, H, Tq, D)
+    dk = matmul(dsg.swapaxes(-1, -2), qg).sum(axis=2)  # (B, Hkv, G, Tk, D) -> (B, Hkv, Tk, D)
     return dq, dk, dv
 
 
@@ -108,37 +139,68 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(B, T, H * D)  # (B, T, C)
 
 
-def mha_forward(x, Wqkv, bqkv, Wo, bo, n_heads: int, key_mask=None, causal=False, attention=None):
-    """Multi-head self-attention: fused QKV projection, head split, attention,
-    head merge, output projection.
-
-    x (B, T, C); Wqkv (C, 3C), bqkv (3C,), Wo (C, C), bo (C,). ``attention``
-    is the module providing ``attention_forward/backward`` (the backend's
-    kernel or this module; default this module).
-    ``cache = (attention, qkv_cache, attn_cache, out_cache, n_heads)``.
-    """
+def check_mha(x, Wqkv, n_heads, n_kv_heads):
+    """Validate mha inputs; returns (B, T, C, H, Hkv, D)."""
     chk.float_array("x", x)
     chk.ndim("x", x, 3, "(B, T, C)")
     B, T, C = x.shape
     if n_heads < 1 or C % n_heads:
         raise ValueError(f"n_heads: expected a divisor of C={C}, got {n_heads}")
+    H = n_heads
+    Hkv = H if n_kv_heads is None else n_kv_heads
+    if isinstance(Hkv, bool) or not isinstance(Hkv, (int, np.integer)) or Hkv < 1 or H % Hkv:
+        raise ValueError(f"n_kv_heads: expected a divisor of n_heads={H} (or None for "
+                         f"n_heads), got {n_kv_heads!r}")
+    D = C // H
+    chk.float_array("Wqkv", Wqkv, like=x)
+    chk.shape("Wqkv", Wqkv, (C, (H + 2 * Hkv) * D),
+              f"(C, (n_heads + 2 * n_kv_heads) * D) with C={C}, n_heads={H}, "
+              f"n_kv_heads={Hkv}, D={D}")
+    return B, T, C, H, int(Hkv), D
+
+
+def split_qkv(qkv: np.ndarray, H: int, Hkv: int):
+    """(B, T, (H + 2 Hkv) D) -> q (B, H, T, D), k and v (B, Hkv, T, D), strided views."""
+    D = qkv.shape[-1] // (H + 2 * Hkv)
+    q = split_heads(qkv[..., :H * D], H)  # (B, H, T, D)
+    k = split_heads(qkv[..., H * D:(H + Hkv) * D], Hkv)  # (B, Hkv, T, D)
+    v = split_heads(qkv[..., (H + Hkv) * D:], Hkv)  # (B, Hkv, T, D)
+    return q, k, v
+
+
+def mha_forward(x, Wqkv, bqkv, Wo, bo, n_heads: int, key_mask=None, causal=False, attention=None,
+                n_kv_heads: int | None = None):
+    """Multi-head self-attention: fused QKV projection, head split, attention,
+    head merge, output projection.
+
+    x (B, T, C); Wqkv (C, (H + 2 Hkv) D) with H = n_heads, Hkv = n_kv_heads
+    (None: H, i.e. (C, 3C)), D = C // H, its columns the H query heads, then
+    the Hkv key heads, then the Hkv value heads; bqkv ((H + 2 Hkv) D,) or
+    None; Wo (C, C), bo (C,) or None. ``attention`` is the module providing
+    ``attention_forward/backward`` (the backend's kernel or this module;
+    default this module).
+    ``cache = (attention, qkv_cache, attn_cache, out_cache, n_heads, n_kv_heads)``.
+    """
+    B, T, C, H, Hkv, D = check_mha(x, Wqkv, n_heads, n_kv_heads)
     attention = _this_module() if attention is None else attention
-    qkv, qkv_cache = _linear.linear_forward(x, Wqkv, bqkv)  # (B, T, 3C)
-    q, k, v = (split_heads(t, n_heads) for t in np.split(qkv, 3, axis=-1))  # 3 x (B, H, T, D)
+    qkv, qkv_cache = _linear.linear_forward(x, Wqkv, bqkv)  # (B, T, (H + 2 Hkv) D)
+    q, k, v = split_qkv(qkv, H, Hkv)  # (B, H, T, D), 2 x (B, Hkv, T, D)
     a, attn_cache = attention.attention_forward(q, k, v, key_mask=key_mask, causal=causal)  # (B, H, T, D)
     out, out_cache = _linear.linear_forward(merge_heads(a), Wo, bo)  # (B, T, C)
-    return out, (attention, qkv_cache, attn_cache, out_cache, n_heads)
+    return out, (attention, qkv_cache, attn_cache, out_cache, H, Hkv)
 
 
 def mha_backward(dout, cache):
-    """(dx, dWqkv, dbqkv, dWo, dbo)."""
-    attention, qkv_cache, attn_cache, out_cache, n_heads = cache
+    """(dx, dWqkv, dbqkv, dWo, dbo); dbqkv and dbo are None for absent biases."""
+    attention, qkv_cache, attn_cache, out_cache, n_heads, n_kv_heads = cache
+    x_m, Wo = out_cache[0], out_cache[1]
+    chk.check_dout("mha_backward", dout, x_m.shape[:-1] + (Wo.shape[1],), Wo.dtype)
     # out = merge(a) @ Wo + bo
     dm, dWo, dbo = _linear.linear_backward(dout, out_cache)  # (B, T, C)
     da = split_heads(dm, n_heads)  # (B, H, T, D)
     # a = attention(q, k, v)
-    dq, dk, dv = attention.attention_backward(da, attn_cache)
-    dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)  # (B, T, 3C)
+    dq, dk, dv = attention.attention_backward(da, attn_cache)  # (B, H, T, D), 2 x (B, Hkv, T, D)
+    dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)  # (B, T, (H + 2 Hkv) D)
     # qkv = x @ Wqkv + bqkv
     dx, dWqkv, dbqkv = _linear.linear_backward(dqkv, qkv_cache)
     return dx, dWqkv, dbqkv, dWo, dbo

@@ -1,0 +1,344 @@
+"""The loop bodies of the fused attention kernel (``kernels/attention.py``), with
+their element-wise helpers. Each is a plain Python function ``_name_py``
+bound to its jitted twin ``_name`` below it, so ``NUMBA_DISABLE_JIT=1`` runs
+the same code uncompiled.
+
+Shapes: B batch, H query heads, Hkv key/value heads, G = H // Hkv query heads
+per kv head (query head h reads kv head h // G), Tq queries, Tk keys, D head
+width. q, out, dq (B, H, Tq, D); k, v, dk, dv (B, Hkv, Tk, D); lse (B, H, Tq).
+
+A *group* is one (batch, kv head) pair: its G query heads are processed
+together against each block of its keys, so K and V are read once per
+group, not once per query head. A block's columns are (query head, query)
+pairs: column ``g * m + c`` is query ``i0 + c`` of head ``hk * G + g``, for m
+queries of each of the G heads (``nc = G * m`` columns in use, at most
+``NC = G * QB``). Score blocks are keys x columns (``S^T = K Q^T``), so the
+per-query max and sum are column reductions along contiguous rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from numformer.kernels._jit import JIT_DISABLED, jit, prange
+from numformer.kernels.matmul import gemm
+
+# Inside the kernels a masked score is this finite number rather than the
+# reference's MASKED_SCORE = -inf, so no infinity ever enters a vectorised
+# loop (its exp underflows to exactly 0 all the same). Real scores are far
+# above it; a running maximum still at _NEG means "no visible key yet".
+_NEG = -1.0e30
+# Scores are kept in base-2 units, s2 = s * log2(e) (folded into the BLAS
+# alpha), so the softmax needs exp2, which is cheaper to build than exp.
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+# The forward's exponent offset per query is only moved when the running
+# max leaves [offset - WINDOW, offset + WINDOW] (base 2): exp2 of anything in
+# that window, summed over many keys, stays far inside float32's range.
+WINDOW = 50.0
+# fast-math without "no NaN / no inf" assumptions: reassociation lets the
+# compiler vectorise sums and maxima; NaN inputs still give NaN outputs.
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+# -- element-wise pieces ----------------------------------------------------------------
+
+def _exp2f_py(x):
+    """float32 2**x: 0 below -126 (and for _NEG), NaN for NaN.
+
+    2**x = 2**k * 2**r with k = round(x), r = x - k in [-1/2, 1/2]; 2**r by a
+    degree-5 polynomial (least-squares fit of the relative error, max 7.5e-8,
+    2.1e-7 after float32 rounding), 2**k written straight into the exponent
+    bits. No branch and no call, so a loop of it vectorises."""
+    f32 = np.float32
+    v = min(max(x, f32(-126.0)), f32(126.0))
+    kf = np.floor(v + f32(0.5))
+    r = v - kf
+    p = f32(1.3276472055e-3)
+    p = p * r + f32(9.6755414641e-3)
+    p = p * r + f32(5.5507132744e-2)
+    p = p * r + f32(2.4022119721e-1)
+    p = p * r + f32(6.9314696706e-1)
+    p = p * r + f32(1.0000000717)
+    two_k = np.int32((np.int32(kf) + np.int32(127)) << np.int32(23)).view(np.float32)
+    # (x - x) is 0, or NaN for NaN: the clamp above may have dropped a NaN
+    return f32(0.0) if x < f32(-126.0) else p * two_k + (x - x)
+
+
+def _exp2(x):
+    """2**x for the softmax: float32 by ``_exp2f``, float64 by ``math.exp``
+    (the gradient checks run in float64 and want every digit). Compiled code
+    picks the implementation by type at compile time (the overload below)."""
+    if isinstance(x, np.float32):
+        return _exp2f_py(x)
+    return math.exp(x * LN2)
+
+
+_exp2f = jit(_exp2f_py, fastmath=_FASTMATH, inline="always")
+if not JIT_DISABLED:
+    from numba.core import types as _types
+    from numba.extending import overload
+
+    @overload(_exp2, inline="always", jit_options={"fastmath": _FASTMATH})
+    def _exp2_by_type(x):
+        if x == _types.float32:
+            return _exp2f_py
+        return lambda x: math.exp(x * LN2)
+
+
+def _mask_block_py(s, n, nc, m, key_mask, has_mask, causal, b, j0, i0, shift):
+    """Set masked scores of the block ``s[:n, :nc]`` (keys x columns, nc = G * m:
+    G heads of m queries each) to _NEG: padded keys (whole rows) and, when
+    causal, queries i < j - shift (a prefix of each head's m columns in row j)."""
+    for r in range(n):
+        j = j0 + r
+        if has_mask and not key_mask[b, j]:
+            for c in range(nc):
+                s[r, c] = _NEG
+        elif causal:
+            stop = min(m, max(0, j - shift - i0))
+            for g0 in range(0, nc, m):
+                for c in range(stop):
+                    s[r, g0 + c] = _NEG
+
+
+_mask_block = jit(_mask_block_py, fastmath=_FASTMATH)
+
+
+def _exp2_sum_max_py(s, n, m, off, colsum, colmax):
+    """On the block ``s[:n, :m]`` (keys x columns), in place: ``s = 2**(s - off)``
+    per column, ``colsum += s.sum(0)``, ``colmax = max(s before)``.
+
+    One pass; the inner loop runs along a row of columns, so max, exp2 and sum
+    are vectorised across queries. Blocks are passed whole (C-contiguous,
+    rows of NC) with their used size: a sliced view would be typed as
+    non-contiguous and the compiler could not vectorise the rows."""
+    for c in range(m):
+        colmax[c] = _NEG
+    for r in range(n):
+        for c in range(m):
+            x = s[r, c]
+            colmax[c] = max(colmax[c], x)
+            e = _exp2(x - off[c])
+            s[r, c] = e
+            colsum[c] += e
+
+
+_exp2_sum_max = jit(_exp2_sum_max_py, fastmath=_FASTMATH)
+
+
+def _probs_and_ds_py(s, dp, n, m, off, delta, scale):
+    """Backward on a block (keys x columns), one pass, in place:
+    ``P = 2**(s - off)`` into s (off = lse in base 2) and
+    ``dS = P * (dP - delta) * scale`` into dp."""
+    for r in range(n):
+        for c in range(m):
+            p = _exp2(s[r, c] - off[c])
+            s[r, c] = p
+            dp[r, c] = p * (dp[r, c] - delta[c]) * scale
+
+
+_probs_and_ds = jit(_probs_and_ds_py, fastmath=_FASTMATH)
+
+
+def _block_has_key_py(key_mask, b, j0, n):
+    for j in range(j0, j0 + n):
+        if key_mask[b, j]:
+            return True
+    return False
+
+
+_block_has_key = jit(_block_has_key_py)
+
+
+# -- forward ------------------------------------------------------------------------------
+
+def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, QB, BK, W):
+    """Flash forward into ``out`` (B, H, Tq, D) and ``lse`` (B, H, Tq).
+
+    Tasks are (batch, kv head, block of QB queries), dealt round-robin to W
+    workers (the ``prange``), each with its scratch blocks allocated once. A
+    task packs the QB queries of all G heads of its group into the columns
+    of one block, so each key block costs one product ``S^T = K_j Q^T`` and
+    one ``O += P V_j`` for the whole group (a decoding step, Tq = 1, is a
+    (BK, D) x (D, G) product instead of G matrix-vector products), then walks
+    the key blocks with an online softmax whose per-column offset moves only
+    when the running max leaves the WINDOW around it, so a block usually
+    costs one fused pass (max, exp2, sum) and no rescaling of the partial
+    output."""
+    B, H, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    G = H // Hkv
+    NC = G * QB
+    shift = Tk - Tq  # causal: query i sees keys j <= i + shift
+    nqb = (Tq + QB - 1) // QB
+    ntasks = B * Hkv * nqb
+    alpha = scale * LOG2E  # scores in base 2
+    for w in prange(W):
+        qt = np.empty((D, NC), dtype=q.dtype)  # Q^T of the group's columns (D, NC)
+        st = np.empty((BK, NC), dtype=q.dtype)  # S^T, then P^T (BK, NC)
+        acc = np.empty((NC, D), dtype=q.dtype)  # unnormalised output rows (NC, D)
+        off = np.empty(NC, dtype=q.dtype)  # exponent offset per column
+        run_max = np.empty(NC, dtype=q.dtype)
+        run_sum = np.empty(NC, dtype=q.dtype)
+        blk_max = np.empty(NC, dtype=q.dtype)
+        saved = np.empty(NC, dtype=q.dtype)
+        for task in range(w, ntasks, W):
+            bg = task // nqb
+            b = bg // Hkv
+            hk = bg % Hkv
+            i0 = (task % nqb) * QB
+            m = min(QB, Tq - i0)
+            nc = G * m
+            for g in range(G):
+                h = hk * G + g
+                for d in range(D):
+                    for c in range(m):
+                        qt[d, g * m + c] = q[b, h, i0 + c, d]
+            for c in range(nc):
+                off[c] = 0.0
+                run_max[c] = _NEG
+                run_sum[c] = 0.0
+            a = acc[:nc]  # (nc, D)
+            a_beta = 0.0  # the first product overwrites acc: no zeroing pass
+            kend = Tk if not causal else min(Tk, i0 + m + shift)  # later keys hidden from all
+            for j0 in range(0, kend, BK):
+                n = min(BK, kend - j0)
+                if has_mask and not _block_has_key(key_mask, b, j0, n):
+                    continue
+                for c in range(nc):
+                    saved[c] = run_sum[c]
+                for attempt in range(2):
+                    # S2^T = K_j Q^T * scale * log2(e)
+                    gemm(k[b, hk, j0:j0 + n], qt[:, :nc], st[:n, :nc], alpha, 0.0, False, False)
+                    _mask_block(st, n, nc, m, key_mask, has_mask, causal, b, j0, i0, shift)
+                    _exp2_sum_max(st, n, nc, off, run_sum, blk_max)
+                    moved = False
+                    for c in range(nc):
+                        run_max[c] = max(run_max[c], blk_max[c])
+                        if run_max[c] > _NEG * 0.5 and abs(run_max[c] - off[c]) > WINDOW:
+                            moved = True
+                    if not moved:
+                        break
+                    # rare: move the offsets, rescale what came before, redo the block
+                    for c in range(nc):
+                        run_sum[c] = saved[c]
+                        if run_max[c] > _NEG * 0.5 and abs(run_max[c] - off[c]) > WINDOW:
+                            f = 2.0 ** (off[c] - run_max[c])
+                            run_sum[c] *= f
+                            if a_beta != 0.0:
+                                for d in range(D):
+                                    a[c, d] *= f
+                            off[c] = run_max[c]
+                # O += P_j V_j   (P_j = st^T)
+                gemm(st[:n, :nc], v[b, hk, j0:j0 + n], a, 1.0, a_beta, True, False)  # (nc, D)
+                a_beta = 1.0
+            for g in range(G):
+                h = hk * G + g
+                for c in range(m):
+                    col = g * m + c
+                    if run_sum[col] == 0.0:  # no visible key: output 0, and lse = log(0)
+                        for d in range(D):
+                            out[b, h, i0 + c, d] = 0.0
+                        lse[b, h, i0 + c] = -np.inf
+                    else:  # (NaN scores give NaN here, as in the reference)
+                        inv = 1.0 / run_sum[col]
+                        for d in range(D):
+                            out[b, h, i0 + c, d] = a[col, d] * inv
+                        lse[b, h, i0 + c] = (off[col] + math.log2(run_sum[col])) * LN2
+
+
+_attention_fwd = jit(_attention_fwd_py, parallel=True, fastmath=_FASTMATH)
+
+
+# -- backward --------------------------------------------------------------------------------
+
+def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale,
+                      dq, dk, dv, QB, BK, W):
+    """Flash backward into dq (B, H, Tq, D), dk, dv (B, Hkv, Tk, D).
+
+    The groups (batch, kv head) are dealt round-robin to W workers (the
+    ``prange``): a worker owns dk, dv of its kv heads and dq of their G query
+    heads, so no two threads write the same row, and the sum of dK and dV
+    over a group's query heads happens inside the products (the G heads are
+    columns of one block). The probabilities are recomputed block by block
+    from lse, never stored; per block: two products (S and dP), one fused
+    pass (P and dS), three products accumulating into dV, dK, dQ."""
+    B, H, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    G = H // Hkv
+    NC = G * QB
+    shift = Tk - Tq
+    alpha = scale * LOG2E
+    for w in prange(W):
+        qt = np.empty((D, NC), dtype=q.dtype)  # Q^T of the group's columns
+        dot = np.empty((D, NC), dtype=q.dtype)  # dO^T
+        pt = np.empty((BK, NC), dtype=q.dtype)  # S^T, then P^T block
+        dpt = np.empty((BK, NC), dtype=q.dtype)  # dP^T, then dS^T block
+        dqa = np.empty((NC, D), dtype=q.dtype)  # dQ rows of the columns
+        off = np.empty(NC, dtype=q.dtype)  # lse in base 2
+        delta = np.empty(NC, dtype=q.dtype)
+        # kv_rows[jb]: rows of key block jb written so far. The first product
+        # into a block of dk/dv overwrites it (beta = 0), so there is no
+        # zeroing pass; causal blocks grow with the queries; rows never reached
+        # are zeroed at the end.
+        kv_rows = np.empty((Tk + BK - 1) // BK, dtype=np.int64)
+        for bg in range(w, B * Hkv, W):
+            b = bg // Hkv
+            hk = bg % Hkv
+            kv_rows[:] = 0
+            for i0 in range(0, Tq, QB):
+                m = min(QB, Tq - i0)
+                nc = G * m
+                for g in range(G):
+                    h = hk * G + g
+                    for c in range(m):
+                        acc = 0.0
+                        for d in range(D):
+                            acc += dout[b, h, i0 + c, d] * out[b, h, i0 + c, d]
+                        delta[g * m + c] = acc  # delta_i = rowsum(dO * out) = rowsum(dP * P)
+                        x = lse[b, h, i0 + c]
+                        off[g * m + c] = -_NEG if x < _NEG * 0.5 else x * LOG2E  # no key: P = 0
+                    for d in range(D):
+                        for c in range(m):
+                            qt[d, g * m + c] = q[b, h, i0 + c, d]
+                            dot[d, g * m + c] = dout[b, h, i0 + c, d]
+                kend = Tk if not causal else min(Tk, i0 + m + shift)
+                dq_i = dqa[:nc]
+                dq_beta = 0.0
+                for j0 in range(0, kend, BK):
+                    n = min(BK, kend - j0)
+                    if has_mask and not _block_has_key(key_mask, b, j0, n):
+                        continue
+                    k_j = k[b, hk, j0:j0 + n]
+                    done = kv_rows[j0 // BK]
+                    kv_beta = 1.0 if done > 0 else 0.0
+                    if 0 < done < n:
+                        dk[b, hk, j0 + done:j0 + n, :] = 0.0
+                        dv[b, hk, j0 + done:j0 + n, :] = 0.0
+                    kv_rows[j0 // BK] = max(done, n)
+                    # S2^T = K_j Q^T * scale * log2(e);  dP^T = V_j dO^T
+                    gemm(k_j, qt[:, :nc], pt[:n, :nc], alpha, 0.0, False, False)  # (n, nc)
+                    gemm(v[b, hk, j0:j0 + n], dot[:, :nc], dpt[:n, :nc], 1.0, 0.0, False, False)
+                    _mask_block(pt, n, nc, m, key_mask, has_mask, causal, b, j0, i0, shift)
+                    # P = softmax(S) = 2**(S2 - lse2)  ->  dS = P * (dP - delta), times scale
+                    _probs_and_ds(pt, dpt, n, nc, off, delta, scale)
+                    # out[h] = P[h] V  ->  dV_j += sum over the group's heads P[h]^T dO[h]
+                    gemm(pt[:n, :nc], dot[:, :nc], dv[b, hk, j0:j0 + n], 1.0, kv_beta, False, True)
+                    # S[h] = Q[h] K^T * scale  ->  dK_j += sum_h dS[h]^T Q[h],  dQ += dS K_j
+                    gemm(dpt[:n, :nc], qt[:, :nc], dk[b, hk, j0:j0 + n], 1.0, kv_beta, False, True)
+                    gemm(dpt[:n, :nc], k_j, dq_i, 1.0, dq_beta, True, False)  # (nc, D)
+                    dq_beta = 1.0
+                for g in range(G):
+                    h = hk * G + g
+                    for c in range(m):
+                        for d in range(D):  # no visible key for any of them: dq = 0
+                            dq[b, h, i0 + c, d] = dq_i[g * m + c, d] if dq_beta != 0.0 else 0.0
+            for jb in range(kv_rows.size):  # keys no query sees
+                dk[b, hk, jb * BK + kv_rows[jb]:min(Tk, jb * BK + BK), :] = 0.0
+                dv[b, hk, jb * BK + kv_rows[jb]:min(Tk, jb * BK + BK), :] = 0.0
+
+
+_attention_bwd = jit(_attention_bwd_py, parallel=True, fastmath=_FASTMATH)
