@@ -330,44 +330,6 @@ OP_CASES.update({
 })
 
 
-# --- grouped-query attention: Hkv key/value heads shared by H query heads -------------
-
-def _gqa(Hq, Hkv, causal, masked, tq=T, tk=T):
-    b = B + 1 if masked else B
-    q, k, v = _x((b, Hq, tq, D), 11), _x((b, Hkv, tk, D), 12), _x((b, Hkv, tk, D), 13)
-    km = None
-    if masked:
-        km = np.ones((b, tk), dtype=bool)
-        km[1, tk - 2:] = False
-        km[2, :] = False
-    return check_op(ops.attention_forward, ops.attention_backward,
-                    dict(q=q, k=k, v=v, key_mask=km), ["q", "k", "v"], dict(causal=causal),
-                    title=f"gqa H={Hq} Hkv={Hkv}{' causal' if causal else ''}"
-                          f"{' mask' if masked else ''} {tq}x{tk}")
-
-
-def _mha_gqa(Hq, Hkv, bias, causal=True):
-    r = _rng(14)
-    c = Hq * D
-    n = (Hq + 2 * Hkv) * D
-    inputs = dict(x=_x((B + 1, T, c), 15), Wqkv=r.standard_normal((c, n)) * 0.5,
-                  bqkv=r.standard_normal(n) if bias else None, Wo=r.standard_normal((c, c)) * 0.5,
-                  bo=r.standard_normal(c) if bias else None)
-    return check_op(ops.mha_forward, ops.mha_backward, inputs, ["x", "Wqkv", "bqkv", "Wo", "bo"],
-                    dict(n_heads=Hq, key_mask=_key_mask(), causal=causal, n_kv_heads=Hkv),
-                    title=f"mha H={Hq} Hkv={Hkv}{' bias' if bias else ' no bias'}")
-
-
-OP_CASES.update({
-    "op/attention_gqa": lambda: _gqa(6, 2, False, True),
-    "op/attention_gqa_causal_mask": lambda: _gqa(6, 3, True, True),
-    "op/attention_mqa_causal": lambda: _gqa(4, 1, True, False),
-    "op/attention_gqa_decode": lambda: _gqa(6, 2, True, True, tq=1, tk=T),
-    "op/mha_gqa": lambda: _mha_gqa(4, 2, bias=True),
-    "op/mha_gqa_no_bias": lambda: _mha_gqa(3, 1, bias=False),
-})
-
-
 CASES: dict[str, Callable[[], GradReport]] = {**OP_CASES, **LAYER_CASES, **MODEL_CASES}
 
 
