@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 DEFAULT_RUNS = {"mlm": "runs/mlm", "classify": "runs/classify", "lm": "runs/lm"}
 
 
@@ -15,11 +17,39 @@ class CommandError(Exception):
     """A problem with what the user asked for: ``numformer`` prints it and exits with 2."""
 
 
+def check_int(flag: str, value, lo: int = 1) -> None:
+    """A command's integer flag is >= lo, or CommandError naming the flag."""
+    if value < lo:
+        raise CommandError(f"{flag}: expected an integer >= {lo}, got {value}")
+
+
+def check_float(flag: str, value, lo: float = 0.0) -> None:
+    """A command's number flag is finite and >= lo, or CommandError naming the flag."""
+    if not math.isfinite(value) or value < lo:
+        raise CommandError(f"{flag}: expected a finite number >= {lo:g}, got {value}")
+
+
+def check_texts(name: str, texts) -> None:
+    """Every text has a non-space character, or CommandError naming which."""
+    for i, t in enumerate(texts, 1):
+        if not t.strip():
+            which = f"{name} {i}" if len(texts) > 1 else name
+            raise CommandError(f"{which}: expected a non-empty text, got {t!r}")
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+
 def load_or_exit(path, expect: tuple[str, ...] | None = None):
     """load_trained(path), or CommandError (one line, exit code 2)."""
-    from numformer.train.load import load_trained
+    from numformer.train.load import load_trained, resolve_checkpoint
     try:
-        trained = load_trained(path)
+        file = resolve_checkpoint(path)
+        with open(file, "rb") as f:
+            if f.read(4) != ZIP_MAGIC:  # np.load would take it for a .npy or a pickle
+                raise CommandError(f"{file}: not a numformer checkpoint (expected the .npz "
+                                   f"archive 'numformer train' writes)")
+        trained = load_trained(file)
     except (FileNotFoundError, ValueError) as e:
         raise CommandError(str(e)) from None
     if expect and trained.meta.get("task") not in expect:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 
 def run(args) -> int:
-    from numformer.commands._common import encode_for, load_or_exit
+    from numformer.commands._common import CommandError, check_texts, encode_for, load_or_exit
     from numformer.nn import attention_maps
     from numformer.train.outputs import plot_attention
+    check_texts("SENTENCE", [args.sentence])
     trained = load_or_exit(args.checkpoint)
+    n_layers = len(trained.model.body.encoder.blocks) if hasattr(trained.model, "body") else None
+    if n_layers is not None and not -n_layers <= args.layer < n_layers:
+        raise CommandError(f"--layer: expected -{n_layers}..{n_layers - 1}, got {args.layer}")
     ids, km = encode_for(trained, args.sentence)
     maps = attention_maps(trained.model, ids, km)
     layer = args.layer if args.layer >= 0 else len(maps) + args.layer
     if not 0 <= layer < len(maps):
-        print(f"numformer attention: --layer: expected -{len(maps)}..{len(maps) - 1}, "
-              f"got {args.layer}")
-        return 2
+        raise CommandError(f"--layer: expected -{len(maps)}..{len(maps) - 1}, got {args.layer}")
     tok = trained.tokenizer
     tokens = [tok.id_to_token(int(i)) if hasattr(tok, "id_to_token") else
               tok.decode([int(i)]) for i in ids[0]]

@@ -41,7 +41,10 @@ def save_npy(path: Path, array) -> None:
 
 def run(args) -> int:
     import numpy as np
+    from numformer.commands._common import check_int
     from numformer.pretrained import sentence_embeddings
+    check_int("--batch-size", args.batch_size)
+    check_int("--show", args.show, lo=0)
     texts = read_texts(args.texts)
     if not texts:
         print("numformer embed: error: no text given", file=sys.stderr)

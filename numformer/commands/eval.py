@@ -7,8 +7,9 @@ import sys
 
 
 def run(args) -> int:
-    from numformer.commands._common import load_or_exit
+    from numformer.commands._common import CommandError, load_or_exit
     from numformer.train.config import TrainConfig
+    from numformer.train.settings import ConfigError, flag_of
     from numformer.train.tasks import make_task
     trained = load_or_exit(args.checkpoint)
     settings = trained.train_config.to_dict()
@@ -16,9 +17,13 @@ def run(args) -> int:
         settings["dataset"] = args.dataset
     if args.data is not None:
         settings["data"] = args.data
-    cfg = TrainConfig.from_dict(settings)
     try:
+        cfg = TrainConfig(**settings)
         task = make_task(cfg, log=lambda *a: None, tokenizer=trained.tokenizer)
+    except ConfigError as e:  # --dataset, --data (or the training run's data, gone)
+        hint = "" if e.field not in ("data", "dataset") or getattr(args, e.field) is not None \
+            else f" (the training run's {e.field}; give {flag_of(e.field)})"
+        raise CommandError(e.for_cli() + hint) from None
     except (ValueError, FileNotFoundError) as e:
         print(f"numformer eval: {e}", file=sys.stderr)
         return 2

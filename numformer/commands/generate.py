@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import sys
-
 
 def run(args) -> int:
-    from numformer.commands._common import load_or_exit
-    from numformer.train.generate import generate
+    from numformer.commands._common import (CommandError, check_float, check_int,
+                                            load_or_exit)
+    from numformer.train.generate import generate, never_sampled
+    check_int("--length", args.length, lo=0)
+    check_float("--temperature", args.temperature)
+    if args.top_k is not None:
+        check_int("--top-k", args.top_k)
+    check_int("--seed", args.seed, lo=0)
+    if not args.prompt:
+        raise CommandError("--prompt: expected a non-empty text, got ''")
     trained = load_or_exit(args.checkpoint, expect=("lm",))
     tok = trained.tokenizer
     prompt = tok.encode(args.prompt)
-    if prompt.size == 0:
-        print("numformer generate: --prompt must not be empty", file=sys.stderr)
-        return 2
-    try:
-        ids = generate(trained.model, prompt, args.length, args.temperature, args.top_k,
-                       seed=args.seed, use_cache=not args.no_cache)
-    except ValueError as e:
-        print(f"numformer generate: {e}", file=sys.stderr)
-        return 2
+    ids = generate(trained.model, prompt, args.length, args.temperature, args.top_k,
+                   seed=args.seed, use_cache=not args.no_cache, exclude=never_sampled(tok))
     print(tok.decode(ids))
     return 0
 

@@ -6,13 +6,14 @@ import sys
 
 
 def run(args) -> int:
-    from numformer.commands._common import load_or_exit
+    from numformer.commands._common import CommandError, check_int, check_texts, load_or_exit
     from numformer.train.outputs import nearest_neighbors
+    check_int("-k", args.k)
+    check_texts("WORD", args.word)
     trained = load_or_exit(args.checkpoint)
     tok = trained.tokenizer
     if not hasattr(tok, "token_to_id"):
-        print("numformer neighbors: this model's tokenizer has no word vocabulary", file=sys.stderr)
-        return 2
+        raise CommandError(f"{trained.path}: this model's tokenizer has no word vocabulary")
     E = trained.model.body.tok.weight.value
     words = tok.tokens()
     status = 0

@@ -12,7 +12,9 @@ def _softmax(z):
 
 
 def run(args) -> int:
-    from numformer.commands._common import encode_for, load_or_exit
+    from numformer.commands._common import check_int, check_texts, encode_for, load_or_exit
+    check_int("--top", args.top)
+    check_texts("TEXT", args.text)
     trained = load_or_exit(args.checkpoint, expect=("classify", "mlm"))
     model, tok = trained.model, trained.tokenizer
     for text in args.text:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 
 def run(args) -> int:
+    from numformer.commands._common import check_texts
     from numformer.commands.embed import load
     from numformer.pretrained import cosine_similarity, sentence_embeddings
+    check_texts("A", [args.a])
+    check_texts("B", [args.b])
     loaded = load(args)
     if loaded is None:
         return 2

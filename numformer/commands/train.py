@@ -10,31 +10,58 @@ from __future__ import annotations
 import argparse
 import sys
 
-from numformer.train.config import TASK_DEFAULTS, TASKS, TrainConfig, read_config_file
+from numformer.train.config import (TASK_DEFAULTS, TASKS, TrainConfig, check_settings,
+                                    read_config_file)
+from numformer.train.settings import ConfigError, flag_of
+
 
 def add_config_flags(p: argparse.ArgumentParser, skip=("task",)) -> None:
     for f in TrainConfig.fields():
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(TrainConfig, f.name)
+        default = f.default
+        help_text = f.metadata.get("help")
         if isinstance(default, bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag_of(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=None, help=help_text)
         else:
-            p.add_argument(flag, dest=f.name, type=type(default), default=None,
-                           metavar=type(default).__name__.upper())
+            p.add_argument(flag_of(f.name), dest=f.name, type=type(default), default=None,
+                           metavar=type(default).__name__.upper(), help=help_text)
 
 
-def config_from_args(task: str, args) -> TrainConfig:
+def config_from_args(task: str, args, check_paths: bool = True) -> TrainConfig:
+    """The TrainConfig of the command line: the task's defaults, then the --config file,
+    then the flags. Every error (a ValueError) names the flag, or the file and its
+    setting; the file's settings are checked on their own first, so a bad value there is
+    an error even when a flag overrides it. With ``check_paths``, --data, --eval-data and
+    --out are checked too, before any data is read."""
     settings = dict(TASK_DEFAULTS[task])
+    file_settings, source = {}, ""
     if args.config:
-        settings.update(read_config_file(args.config))
-    for f in TrainConfig.fields():
-        v = getattr(args, f.name, None)
-        if v is not None:
-            settings[f.name] = v
+        source = f"config file {args.config}"
+        file_settings = read_config_file(args.config)
+        try:
+            check_settings(file_settings, task, source)
+        except ConfigError as e:
+            raise ValueError(e.for_cli()) from None
+        if file_settings.get("task", task) != task:
+            raise ValueError(f"{source}: task: the file is for {file_settings['task']!r}, the "
+                             f"command line trains {task!r}")
+        settings.update(file_settings)
+    flags = {f.name: getattr(args, f.name) for f in TrainConfig.fields()
+             if getattr(args, f.name, None) is not None}
+    settings.update(flags)
     settings["task"] = task
-    return TrainConfig.from_dict(settings, source=args.config or "flags")
+    try:
+        cfg = TrainConfig(**settings)
+        if check_paths:
+            from numformer.train.task_base import check_inputs
+            check_inputs(cfg, out=True)
+    except ConfigError as e:
+        if e.field in file_settings and e.field not in flags:
+            e = e.with_source(source)  # the file's own setting: its name, the file's
+        raise ValueError(e.for_cli()) from None
+    return cfg
 
 
 def run(args) -> int:

@@ -177,9 +177,9 @@ class Module:
         for name, p in own.items():
             if name in state:
                 arr = np.asarray(state[name])
-                if arr.dtype.kind != "f":
-                    raise ValueError(f"load_state_dict: {name}: expected a float array, "
-                                     f"got dtype {arr.dtype}")
+                if arr.dtype not in (np.float32, np.float64):  # float16 would be a silent cast
+                    raise ValueError(f"load_state_dict: {name}: expected dtype float32 or "
+                                     f"float64, got {arr.dtype}")
                 p.value[...] = arr
 
     # calling --------------------------------------------------------------

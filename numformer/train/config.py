@@ -1,5 +1,11 @@
 """The configuration of a training run: one dataclass, set from defaults, a
-TOML or JSON file, and command-line flags (flags win over the file)."""
+TOML or JSON file, and command-line flags (flags win over the file).
+
+Every field carries its one-line help and its rule (numformer.train.settings):
+``TrainConfig(...)`` checks each value's type, range, finiteness and choices,
+then the settings that depend on each other, and raises ``ConfigError``
+naming the field. The command line shows the same error with the flag.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,40 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from numformer.train.settings import (Choice, ConfigError, Flag, Float, Int, Text, check_value,
+                                      flag_of, setting)
+
 TASKS = ("mlm", "classify", "lm")
+
+# The datasets of each task (``dataset``) and what its ``data`` path names:
+# None = embedded in the package (no path), "file", "folder" or "file or folder".
+DATASETS = {
+    "mlm": {"": None, "embedded": None, "europarl": "file or folder",
+            "imdb-unsup": "file or folder", "text": "file"},
+    "classify": {"": None, "embedded": None, "sst2": "folder", "sst5": "folder",
+                 "imdb": "file or folder", "imdb-rating": "file or folder"},
+    "lm": {"": None, "embedded": None, "text": "file", "tinyshakespeare": "file or folder",
+           "wikitext2": "file"},
+}
+
+
+def _model_names(name: str, fallback: tuple) -> tuple:
+    """The choices the model stack offers (numformer.nn.transformer), or the
+    classic encoder's where that stack is not there; a test checks that the
+    model accepts each."""
+    try:
+        from numformer.nn import transformer
+        return tuple(getattr(transformer, name))
+    except (ImportError, AttributeError):
+        return fallback
+
+
+ACTIVATIONS = _model_names("ACTIVATION_NAMES", ("relu", "gelu", "gelu_tanh"))
+POSITIONALS = _model_names("POSITIONALS", ("learned", "sinusoidal"))
+POOLINGS = _model_names("POOLING_NAMES", ("mean", "cls"))
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("constant", "linear", "cosine")
+BACKENDS = ("", "numba", "numpy")
 
 # What ``numformer train TASK`` starts from (TrainConfig.for_task): the
 # masked-LM is the BERT-from-scratch article's setting; the rest were chosen
@@ -20,84 +59,93 @@ TASK_DEFAULTS = {
            "max_steps": 600, "tie_weights": False, "dropout": 0.0, "weight_decay": 0.1},
 }
 
+PROB = dict(lo=0.0, hi=1.0, hi_open=True)  # [0, 1)
+
+
+def known_datasets(task: str) -> str:
+    names = [n for n in DATASETS[task] if n not in ("", "embedded")]
+    return "'' (embedded), " + ", ".join(names)
+
 
 @dataclass
 class TrainConfig:
-    task: str = "mlm"                 # mlm | classify | lm
+    task: str = setting("mlm", "what to train: mlm, classify or lm", Choice(*TASKS))
     # data
-    dataset: str = ""                 # "" = the task's embedded default; see numformer.train.tasks
-    data: str = ""                    # a path for datasets read from files
-    max_len: int = 20                 # T, tokens per sequence (incl. <cls>)
-    vocab_size: int = 40000           # upper bound on the word vocabulary
-    min_freq: int = 1
-    eval_fraction: float = 0.1        # held out when the dataset has no test split
-    eval_data: str = ""               # lm: a separate held-out text file (else the tail)
-    limit: int = 0                    # use only the first N training examples (0 = all)
+    dataset: str = setting("", "the data: '' = the task's embedded default; see "
+                               "numformer.train.tasks for each task's datasets", Text(),
+                           choices=DATASETS)
+    data: str = setting("", "the file or folder the dataset is read from", Text())
+    max_len: int = setting(20, "T, tokens per sequence (<cls> included)",
+                           Int(1))
+    vocab_size: int = setting(40000, "upper bound on the word vocabulary (specials included)",
+                              Int(6, "the 5 special tokens and at least one word"))
+    min_freq: int = setting(1, "a word enters the vocabulary when seen this often", Int(1))
+    eval_fraction: float = setting(0.1, "the fraction held out when the dataset has no "
+                                        "test split", Float(0.0, 1.0, lo_open=True,
+                                                            hi_open=True))
+    eval_data: str = setting("", "lm: a separate held-out text file (else the tail)", Text())
+    limit: int = setting(0, "use only the first N training examples (0 = all)", Int(0))
     # model
-    dim: int = 128
-    n_heads: int = 8
-    n_layers: int = 2
-    d_ff: int = 512
-    dropout: float = 0.1
-    norm_first: bool = False
-    activation: str = "gelu"
-    positional: str = "learned"
-    pooling: str = "mean"
-    tie_weights: bool = True
-    init: str = ""                    # classify: a numformer run (its encoder) or a BERT folder
-                                      # ("minilm": the installed all-MiniLM-L6-v2)
+    dim: int = setting(128, "C, the model width", Int(1))
+    n_heads: int = setting(8, "H, attention heads (a divisor of dim)", Int(1))
+    n_layers: int = setting(2, "transformer blocks", Int(1))
+    d_ff: int = setting(512, "F, the feed-forward width", Int(1))
+    dropout: float = setting(0.1, "dropout probability", Float(**PROB))
+    norm_first: bool = setting(False, "pre-LN blocks (else post-LN)", Flag())
+    activation: str = setting("gelu", "the feed-forward activation", Choice(*ACTIVATIONS))
+    positional: str = setting("learned", "position embeddings", Choice(*POSITIONALS))
+    pooling: str = setting("mean", "classify: how the sequence becomes one vector",
+                           Choice(*POOLINGS))
+    tie_weights: bool = setting(True, "the MLM/LM decoder shares the token embedding", Flag())
+    init: str = setting("", "classify: start from a numformer run (its encoder) or a BERT "
+                            "folder ('minilm': the installed all-MiniLM-L6-v2)", Text())
     # optimisation
-    optimizer: str = "adamw"          # adamw | adam | sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.999
-    momentum: float = 0.9             # sgd
-    warmup: int = 100                 # steps
-    schedule: str = "cosine"          # constant | linear | cosine
-    clip: float = 1.0                 # max global gradient norm (0 = off)
-    label_smoothing: float = 0.0
-    batch_size: int = 32
-    epochs: int = 1
-    max_steps: int = 0                # train this many steps, over as many epochs as that
-                                      # takes (0 = epochs decide)
-    time_limit: float = 0.0           # minutes of training (0 = none)
-    eval_every: int = 0               # steps between evaluations (0 = each epoch)
-    keep_best: str = ""               # an evaluation metric (e.g. dev_accuracy): keep the
-                                      # weights where it was best (best.npz), report those
-    mask_prob: float = 0.15           # mlm
+    optimizer: str = setting("adamw", "the optimizer", Choice(*OPTIMIZERS))
+    lr: float = setting(1e-3, "peak learning rate", Float(0.0, lo_open=True))
+    weight_decay: float = setting(0.01, "decoupled weight decay (adamw), L2 (adam, sgd)",
+                                  Float(0.0))
+    beta1: float = setting(0.9, "Adam's first-moment decay", Float(**PROB))
+    beta2: float = setting(0.999, "Adam's second-moment decay", Float(**PROB))
+    momentum: float = setting(0.9, "sgd: momentum", Float(**PROB))
+    warmup: int = setting(100, "steps of linear warm-up", Int(0))
+    schedule: str = setting("cosine", "the learning-rate decay after warm-up",
+                            Choice(*SCHEDULES))
+    clip: float = setting(1.0, "max global gradient norm (0 = off)", Float(0.0))
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy",
+                                     Float(**PROB))
+    batch_size: int = setting(32, "sequences per step", Int(1))
+    epochs: int = setting(1, "passes over the training data", Int(1))
+    max_steps: int = setting(0, "train this many steps, over as many epochs as that takes "
+                                "(0 = epochs decide)", Int(0))
+    time_limit: float = setting(0.0, "minutes of training (0 = none)", Float(0.0))
+    eval_every: int = setting(0, "steps between evaluations (0 = each epoch)", Int(0))
+    keep_best: str = setting("", "an evaluation metric (e.g. dev_accuracy): keep the weights "
+                                 "where it was best (best.npz), report those", Text())
+    mask_prob: float = setting(0.15, "mlm: the fraction of tokens chosen for prediction",
+                               Float(0.0, 1.0, lo_open=True, hi_open=True))
     # run
-    seed: int = 0
-    out: str = "runs/default"
-    backend: str = ""                 # numba | numpy ("" = the current one)
-    threads: int = 0                  # 0 = leave as is
-    progress: bool = True
+    seed: int = setting(0, "seed of every random choice", Int(0))
+    out: str = setting("runs/default", "the run folder (checkpoints, report)", Text())
+    backend: str = setting("", "numba | numpy ('' = the current one)", Choice(*BACKENDS))
+    threads: int = setting(0, "Numba threads (0 = leave as is)", Int(0))
+    progress: bool = setting(True, "show a progress line", Flag())
     overwrite: bool = False           # a new run may replace the run already in out/
     on_nonfinite: str = "stop"        # a NaN/inf gradient: stop (default) | skip the update
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # each value on its own (type, range, choices)
+            setattr(self, f.name, check_value(f, getattr(self, f.name)))
+        check_dataset(self.task, self.dataset)
+        if self.dim % self.n_heads:
+            raise ConfigError("n_heads", f"expected a divisor of dim ({self.dim}), got "
+                                         f"{self.n_heads}", refs=("dim",))
+        if self.task in ("mlm", "classify") and self.max_len < 2:
+            raise ConfigError("max_len", f"expected at least 2 for {self.task} (a sequence of "
+                                         f"one token has nothing to learn from), got "
+                                         f"{self.max_len}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite (--on-nonfinite): expected stop or skip, "
                              f"got {self.on_nonfinite!r}")
-        if self.task not in TASKS:
-            raise ValueError(f"task: expected one of {TASKS}, got {self.task!r}")
-        for name in ("max_len", "vocab_size", "dim", "n_heads", "n_layers", "d_ff",
-                     "batch_size", "epochs", "min_freq"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        for name in ("max_steps", "eval_every", "warmup", "limit", "threads"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name}: expected an integer >= 0, got {v!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout}")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise ValueError(f"mask_prob: expected a value in (0, 1), got {self.mask_prob}")
-        if self.optimizer not in ("adamw", "adam", "sgd"):
-            raise ValueError(f"optimizer: expected adamw, adam or sgd, got {self.optimizer!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: expected a positive number, got {self.lr}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,7 +154,7 @@ class TrainConfig:
     def for_task(cls, task: str, **settings) -> "TrainConfig":
         """The task's defaults (TASK_DEFAULTS) with ``settings`` on top."""
         if task not in TASKS:
-            raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+            raise ConfigError("task", f"expected one of {TASKS}, got {task!r}")
         return cls.from_dict({**TASK_DEFAULTS[task], **settings, "task": task})
 
     @classmethod
@@ -115,19 +163,39 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ValueError(f"{source}: unknown settings {unknown}; known: {sorted(names)}")
-        kwargs = {}
+        """A TrainConfig from a dict of settings; an error names ``source`` and the field."""
+        check_names(d, source)
+        try:
+            return cls(**d)
+        except ConfigError as e:
+            raise e.with_source(source) from None
+
+
+def check_names(d: dict, source: str) -> None:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{source}: unknown settings {unknown}; known: {sorted(names)}")
+
+
+def check_dataset(task: str, dataset) -> None:
+    if task in DATASETS and dataset not in DATASETS[task]:
+        raise ConfigError("dataset", f"unknown dataset {dataset!r} for the {task} task; known: "
+                                     f"{known_datasets(task)}")
+
+
+def check_settings(d: dict, task: str, source: str) -> None:
+    """Each of the settings ``d`` (a config file's) on its own: names, types, ranges,
+    choices and, for ``dataset``, the task's datasets. ConfigError names ``source``."""
+    check_names(d, source)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    try:
         for k, v in d.items():
-            want = type(getattr(cls, k)) if hasattr(cls, k) else names[k].type
-            if want is float and isinstance(v, int) and not isinstance(v, bool):
-                v = float(v)
-            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
-                raise ValueError(f"{source}: {k}: expected {want.__name__}, got {v!r}")
-            kwargs[k] = v
-        return cls(**kwargs)
+            check_value(fields[k], v)
+        if "dataset" in d:
+            check_dataset(d.get("task", task), d["dataset"])
+    except ConfigError as e:
+        raise e.with_source(source) from None
 
 
 def read_config_file(path) -> dict:

@@ -5,24 +5,57 @@ window is full, it restarts from the most recent ``max_len // 2`` tokens (so a
 key-value cache is rebuilt once per ``max_len // 2`` new tokens, not per
 token). The cached and uncached paths follow the same rule, so under one
 seed they produce the same tokens.
+
+The special tokens are never sampled: their logits are set to -inf before
+the choice (greedy included). ``never_sampled(tokenizer)`` says which ids:
+for the byte tokenizer all five specials (no byte maps to any of them), for a
+word tokenizer <pad>, <mask>, <cls> and <sep> (<unk> stays: "a word outside
+the vocabulary" can be an honest prediction).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from numformer.data.tokenizers import CLS_ID, MASK_ID, PAD_ID, SEP_ID, ByteTokenizer
 from numformer.nn.causal_lm import CausalLM
+
+# ids no numformer tokenizer ever means as text (they are shared by both tokenizers)
+NEVER_SAMPLED = (PAD_ID, MASK_ID, CLS_ID, SEP_ID)
+
+
+def never_sampled(tokenizer) -> tuple[int, ...]:
+    """The ids generation must not produce with ``tokenizer``."""
+    if isinstance(tokenizer, ByteTokenizer):
+        return tuple(int(i) for i in tokenizer.special_ids)  # every id that is not a byte
+    return NEVER_SAMPLED
+
+
+def check_sampling(temperature, top_k) -> None:
+    """temperature a finite number >= 0, top_k None or an integer >= 1 (ValueError)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) \
+            or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature: expected a finite number >= 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
+                              or top_k < 1):
+        raise ValueError(f"top_k: expected None or an integer >= 1, got {top_k!r}")
 
 
 def sample_next(logits: np.ndarray, temperature: float, top_k: int | None,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, exclude=()) -> np.ndarray:
     """One token per row of ``logits`` (B, V): greedy when temperature == 0,
-    else sampled from softmax(logits / temperature) restricted to the top k."""
-    if temperature < 0:
-        raise ValueError(f"temperature: expected >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k: expected a positive integer, got {top_k}")
-    logits = logits.astype(np.float64)
+    else sampled from softmax(logits / temperature) restricted to the top k.
+    The ids in ``exclude`` are never chosen (``generate`` passes the specials)."""
+    check_sampling(temperature, top_k)
+    logits = logits.astype(np.float64)  # a copy: the caller's logits are left alone
+    V = logits.shape[-1]
+    ex = np.asarray([i for i in exclude if 0 <= i < V], dtype=np.int64)
+    if ex.size:
+        if ex.size >= V:
+            raise ValueError(f"exclude: every one of the {V} ids is excluded; nothing to sample")
+        logits[:, ex] = -np.inf
     if temperature == 0:
         return logits.argmax(axis=-1)
     z = logits / temperature  # (B, V)
@@ -32,12 +65,18 @@ def sample_next(logits: np.ndarray, temperature: float, top_k: int | None,
     p = np.exp(z - z.max(axis=-1, keepdims=True))
     p /= p.sum(axis=-1, keepdims=True)
     u = rng.random(p.shape[0])[:, None]  # (B, 1)
-    return np.minimum((np.cumsum(p, axis=-1) < u).sum(axis=-1), p.shape[-1] - 1)
+    # the first id whose cumulative probability passes u: never one of probability 0
+    # (an excluded id), even at u == 0 or when rounding leaves the total below u
+    chosen = (np.cumsum(p, axis=-1) <= u).sum(axis=-1)  # (B,)
+    last = p.shape[-1] - 1 - np.argmax(p[:, ::-1] > 0, axis=-1)  # (B,) last id with p > 0
+    return np.minimum(chosen, last)
 
 
 def generate(model: CausalLM, prompt: np.ndarray, length: int, temperature: float = 1.0,
-             top_k: int | None = None, seed: int = 0, use_cache: bool = True) -> np.ndarray:
-    """Extend ``prompt`` (T,) or (B, T) integer ids by ``length`` sampled tokens.
+             top_k: int | None = None, seed: int = 0, use_cache: bool = True,
+             exclude=NEVER_SAMPLED) -> np.ndarray:
+    """Extend ``prompt`` (T,) or (B, T) integer ids by ``length`` sampled tokens,
+    never one of ``exclude`` (``never_sampled(tokenizer)`` for a tokenizer's).
 
     Returns the ids (B, T + length) (or (T + length,) for a 1-D prompt).
     """
@@ -47,8 +86,9 @@ def generate(model: CausalLM, prompt: np.ndarray, length: int, temperature: floa
     if ids.ndim != 2 or ids.shape[1] < 1 or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"prompt: expected a non-empty integer array (T,) or (B, T), got "
                          f"shape {prompt.shape} dtype {prompt.dtype}")
-    if length < 0:
-        raise ValueError(f"length: expected >= 0, got {length}")
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        raise ValueError(f"length: expected an integer >= 0, got {length!r}")
+    check_sampling(temperature, top_k)
     was_training = model.training
     model.eval()
     rng = np.random.default_rng(seed)
@@ -61,7 +101,7 @@ def generate(model: CausalLM, prompt: np.ndarray, length: int, temperature: floa
     try:
         logits = model(out[:, start:n], kv_cache=cache)[:, -1]  # (B, V)
         for _ in range(length):
-            out[:, n] = sample_next(logits, temperature, top_k, rng)
+            out[:, n] = sample_next(logits, temperature, top_k, rng, exclude)
             n += 1
             if n - start > L:  # the window is full: restart from the recent half
                 start = n - L // 2

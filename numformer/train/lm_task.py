@@ -9,10 +9,11 @@ import numpy as np
 
 from numformer import nn
 from numformer.data import embedded
-from numformer.data.datasets import load_text
+from numformer.data.datasets import load_text, load_tinyshakespeare
 from numformer.data.tokenizers import ByteTokenizer
 from numformer.train import metrics as M
-from numformer.train.config import TrainConfig
+from numformer.train.config import TrainConfig, known_datasets
+from numformer.train.settings import ConfigError
 from numformer.train.task_base import (EVAL_BATCH, LazyEpoch, model_config, need_data,
                                        tokenizer_meta)
 
@@ -49,9 +50,12 @@ class LMTask:
             return embedded.tinyshakespeare()
         path = need_data(cfg)
         self.name = f"{ds} ({path})"
-        if ds in ("text", "tinyshakespeare", "wikitext2"):
+        if ds == "tinyshakespeare":  # the file, or a folder holding tinyshakespeare.txt
+            return load_tinyshakespeare(path)
+        if ds in ("text", "wikitext2"):
             return load_text(path)
-        raise ValueError(f"dataset: expected '' or text for lm, got {ds!r}")
+        raise ConfigError("dataset", f"unknown dataset {ds!r} for the lm task; known: "
+                                     f"{known_datasets('lm')}")
 
     def model_config(self) -> dict:
         return self.model.cfg.to_dict()
@@ -102,10 +106,10 @@ class LMTask:
         return {"tokenizer": tokenizer_meta(self.tokenizer)}
 
     def report(self, out: Path, log=print) -> dict:
-        from numformer.train.generate import generate
+        from numformer.train.generate import generate, never_sampled
         prompt = self.held_text[:40]
         ids = generate(self.model, self.tokenizer.encode(prompt), 300, temperature=0.8,
-                       top_k=None, seed=self.cfg.seed)
+                       top_k=None, seed=self.cfg.seed, exclude=never_sampled(self.tokenizer))
         sample = self.tokenizer.decode(ids)
         (out / "sample.txt").write_text(sample, encoding="utf-8")
         log("sample (temperature 0.8):\n" + sample)

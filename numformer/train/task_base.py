@@ -4,13 +4,15 @@ classifier encodes one text, seeded splits and lazily built epochs."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from numformer import nn
 from numformer.data.tokenizers import ByteTokenizer, WordTokenizer
-from numformer.train.config import TrainConfig
+from numformer.train.config import DATASETS, TrainConfig
+from numformer.train.settings import ConfigError
 
 EVAL_BATCH = 64
 
@@ -54,15 +56,68 @@ def encode_example(tok, text: str, max_len: int, add_cls: bool) -> np.ndarray:
 
 
 def need_data(cfg: TrainConfig) -> Path:
+    """The path of ``cfg.dataset`` (check_inputs has looked at it)."""
     if not cfg.data:
-        raise ValueError(f"--data: the {cfg.dataset!r} dataset is read from a path; give --data PATH")
+        kind = DATASETS.get(cfg.task, {}).get(cfg.dataset) or "file or folder"
+        raise ConfigError("data", f"the {cfg.dataset!r} dataset is read from a {kind}; none "
+                                  f"given")
     return Path(cfg.data)
+
+
+def _check_path(name: str, path: Path, kind: str, what: str) -> None:
+    if not path.exists():
+        raise ConfigError(name, f"no such file or folder: {path} ({what} is read from a "
+                                f"{kind})")
+    if kind == "file" and path.is_dir():
+        raise ConfigError(name, f"{what} is read from a file, got a folder: {path}")
+    if kind == "folder" and not path.is_dir():
+        raise ConfigError(name, f"{what} is read from a folder, got a file: {path}")
+
+
+def _check_out(out: str) -> None:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError("out", f"expected a folder for the run, got a file: {path}")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError("out", f"cannot make the folder {path}: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError("out", f"cannot make or write the folder {path}: {parent} is not "
+                                 f"writable")
+
+
+def check_inputs(cfg: TrainConfig, out: bool = False) -> None:
+    """What can be checked before any data is read (ConfigError naming the field):
+    the dataset's path is given when it needs one (and only then) and is a file or
+    a folder as the dataset reads it; ``eval_data`` is an lm's file; ``init`` is a
+    classifier's; with ``out``, the run folder can be made there."""
+    kinds = DATASETS[cfg.task]
+    kind = kinds[cfg.dataset]
+    if kind is None and cfg.data:
+        named = ", ".join(n for n, k in kinds.items() if k)
+        raise ConfigError("data", f"the {cfg.task} task's embedded default data reads no file; "
+                                  f"to read {cfg.data}, set dataset (one of {named})",
+                          refs=("dataset",))
+    if kind is not None:
+        _check_path("data", need_data(cfg), kind, f"the {cfg.dataset!r} dataset")
+    if cfg.eval_data:
+        if cfg.task != "lm":
+            raise ConfigError("eval_data", f"only the lm task reads a separate held-out file; "
+                                           f"this is {cfg.task}")
+        _check_path("eval_data", Path(cfg.eval_data), "file", "the held-out text")
+    if cfg.init and cfg.task != "classify":
+        raise ConfigError("init", f"only the classify task starts from another model; this is "
+                                  f"{cfg.task}")
+    if out:
+        _check_out(cfg.out)
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a seeded train / held-out split."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"eval_fraction: expected a value in (0, 1), got {fraction}")
+        raise ConfigError("eval_fraction", f"expected a number in (0, 1), got {fraction}")
     order = np.random.default_rng([seed, 991]).permutation(n)
     k = max(1, int(round(n * fraction)))
     return np.sort(order[k:]), np.sort(order[:k])

@@ -13,10 +13,12 @@ training loop (numformer.train.loop) what it needs:
                              (tokenizer, class names) to be used on its own
     report(out)              the outputs a user looks at, after training
 
-Datasets (``--dataset``; ``--data PATH`` where a file or folder is read):
+Datasets (``--dataset``; ``--data PATH`` where a file or folder is read;
+numformer.train.config.DATASETS is the list the configuration checks):
     mlm       "" (embedded Europarl French), europarl, imdb-unsup, text
-    classify  "" (embedded SST-2), sst2, sst5, imdb
-    lm        "" (embedded tinyshakespeare), text
+    classify  "" (embedded SST-2), sst2, sst5 (a folder of stsa.* files), imdb,
+              imdb-rating
+    lm        "" (embedded tinyshakespeare), text, tinyshakespeare, wikitext2
 
 The masked-LM and classification tasks are here, the causal LM in
 ``lm_task``, what they share in ``task_base``.
@@ -37,10 +39,11 @@ from numformer.data.imdb import RATINGS, by_rating, load_imdb
 from numformer.data.masking import mask_tokens
 from numformer.data.tokenizers import WordTokenizer
 from numformer.train import metrics as M
-from numformer.train.config import TrainConfig
+from numformer.train.config import TrainConfig, known_datasets
 from numformer.train.lm_task import LMTask
-from numformer.train.task_base import (EVAL_BATCH, LazyEpoch, encode_example, model_config,
-                                       need_data, split_indices, tokenizer_meta)
+from numformer.train.settings import ConfigError
+from numformer.train.task_base import (EVAL_BATCH, LazyEpoch, check_inputs, encode_example,
+                                       model_config, need_data, split_indices, tokenizer_meta)
 
 
 # masked-LM ----------------------------------------------------------------
@@ -82,7 +85,8 @@ class MLMTask:
             return load_imdb(path, "unsup").texts
         if ds == "text":
             return [line for line in load_text(path).splitlines() if line.strip()]
-        raise ValueError(f"dataset: expected '', europarl, imdb-unsup or text for mlm, got {ds!r}")
+        raise ConfigError("dataset", f"unknown dataset {ds!r} for the mlm task; known: "
+                                     f"{known_datasets('mlm')}")
 
     def _segments(self, texts) -> list[np.ndarray]:
         """Encoded texts cut into pieces of at most max_len tokens (no <cls> in MLM)."""
@@ -242,8 +246,8 @@ class ClassifyTask:
             test = by_rating(load_imdb(path, "test"))
             return by_rating(load_imdb(path, "train")), {"test": test}, \
                 [f"{r}/10" for r in RATINGS]
-        raise ValueError(f"dataset: expected '', sst2, sst5, imdb or imdb-rating for classify, "
-                         f"got {ds!r}")
+        raise ConfigError("dataset", f"unknown dataset {ds!r} for the classify task; known: "
+                                     f"{known_datasets('classify')}")
 
     def encode(self, texts) -> list[np.ndarray]:
         return [encode_example(self.tokenizer, t, self.cfg.max_len, add_cls=True) for t in texts]
@@ -317,5 +321,7 @@ TASKS = {"mlm": MLMTask, "classify": ClassifyTask, "lm": LMTask}
 
 
 def make_task(cfg: TrainConfig, log=print, tokenizer=None):
-    """The task of ``cfg``; with ``tokenizer`` (e.g. a checkpoint's), no vocabulary is built."""
+    """The task of ``cfg``; with ``tokenizer`` (e.g. a checkpoint's), no vocabulary is built.
+    Its paths are checked (check_inputs) before any data is read."""
+    check_inputs(cfg)
     return TASKS[cfg.task](cfg, log=log, tokenizer=tokenizer)

@@ -51,5 +51,5 @@ def test_bad_arguments():
     m = model()
     with pytest.raises(ValueError, match="prompt: expected a non-empty integer array"):
         generate(m, np.array([], dtype=np.int64), 3)
-    with pytest.raises(ValueError, match="temperature: expected >= 0"):
+    with pytest.raises(ValueError, match="temperature: expected a finite number >= 0, got -1"):
         generate(m, np.array([1]), 3, temperature=-1)

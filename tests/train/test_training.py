@@ -110,7 +110,7 @@ def test_config_files_and_flags(tmp_path):
     cfg = TrainConfig.from_dict(read_config_file(tmp_path / "c.toml"))
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.norm_first
     (tmp_path / "c.json").write_text('{"dim": "wide"}')
-    with pytest.raises(ValueError, match=r"dim: expected int, got 'wide'"):
+    with pytest.raises(ValueError, match=r"c.json: dim: expected an integer >= 1, got 'wide'"):
         TrainConfig.from_dict(read_config_file(tmp_path / "c.json"), source="c.json")
     with pytest.raises(ValueError, match=r"unknown settings \['colour'\]"):
         TrainConfig.from_dict({"colour": 1})
