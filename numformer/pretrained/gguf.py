@@ -192,17 +192,30 @@ def _reader(path: Path):
 
 
 def _contents(f):
+    """A metadata field as a plain Python value (str, int, float, bool or a list of
+    them), decoded from the reader's parts (``ReaderField.contents`` is recent)."""
+    from gguf import GGUFValueType as VT
     try:
-        v = f.contents()
+        kind = f.types[0]
+        if kind == VT.ARRAY:
+            if len(f.types) != 2:
+                raise GGUFError(f"metadata key {f.name!r}: nested arrays are not supported")
+            if f.types[1] == VT.STRING:
+                return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+            return [x.item() for i in f.data for x in f.parts[i]]
+        if kind == VT.STRING:
+            return bytes(f.parts[f.data[0]]).decode("utf-8")
+        return f.parts[f.data[0]][0].item()
+    except GGUFError:
+        raise
     except Exception as e:
         raise GGUFError(f"metadata key {f.name!r}: cannot decode its value ({e})") from e
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def _f32_value(v) -> float:
     """A float32 stored in the file as its shortest round-tripping decimal (1e-05, not
     9.999999747378752e-06), the value the converter was given."""
-    return float(repr(np.float32(v)).removeprefix("np.float32(").removesuffix(")"))
+    return float(str(np.float32(v)))
 
 
 @dataclass

@@ -364,3 +364,17 @@ def test_real_equals_transformers_gguf_loader(real, real_path):
         real.config["n_kv_heads"], real.config["d_ff"], real.config["max_len"],
         real.config["vocab_size"])
     assert np.float32(c.rms_norm_eps) == np.float32(real.config["rms_eps"])
+
+
+def test_real_metadata_plain_values(real, real_path):
+    md = real.metadata
+    assert md["general.architecture"] == "llama" and md["tokenizer.ggml.pre"] == "smollm"
+    assert len(md["tokenizer.ggml.tokens"]) == 49152 and len(md["tokenizer.ggml.merges"]) == 48900
+    assert md["tokenizer.ggml.add_bos_token"] is False
+    assert md["llama.rope.freq_base"] == 100000.0
+    r = gguf.GGUFReader(str(real_path))
+    if not hasattr(gguf.gguf_reader.ReaderField, "contents"):
+        pytest.skip("this gguf version has no ReaderField.contents to compare with")
+    for name, f in r.fields.items():
+        if not name.startswith("GGUF."):
+            assert md[name] == f.contents(), name
