@@ -185,7 +185,8 @@ def mha_forward(x, Wqkv, bqkv, Wo, bo, n_heads: int, key_mask=None, causal=False
     attention = _this_module() if attention is None else attention
     qkv, qkv_cache = _linear.linear_forward(x, Wqkv, bqkv)  # (B, T, (H + 2 Hkv) D)
     q, k, v = split_qkv(qkv, H, Hkv)  # (B, H, T, D), 2 x (B, Hkv, T, D)
-    a, attn_cache = attention.attention_forward(q, k, v, key_mask=key_mask, causal=causal)  # (B, H, T, D)
+    a, attn_cache = attention.attention_forward(q, k, v, key_mask=key_mask,
+                                                causal=causal)  # (B, H, T, D)
     out, out_cache = _linear.linear_forward(merge_heads(a), Wo, bo)  # (B, T, C)
     return out, (attention, qkv_cache, attn_cache, out_cache, H, Hkv)
 
@@ -200,7 +201,8 @@ def mha_backward(dout, cache):
     da = split_heads(dm, n_heads)  # (B, H, T, D)
     # a = attention(q, k, v)
     dq, dk, dv = attention.attention_backward(da, attn_cache)  # (B, H, T, D), 2 x (B, Hkv, T, D)
-    dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)  # (B, T, (H + 2 Hkv) D)
+    dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)],
+                          axis=-1)  # (B, T, (H + 2 Hkv) D)
     # qkv = x @ Wqkv + bqkv
     dx, dWqkv, dbqkv = _linear.linear_backward(dqkv, qkv_cache)
     return dx, dWqkv, dbqkv, dWo, dbo
