@@ -1,7 +1,10 @@
 """Sentence-embedding throughput of all-MiniLM-L6-v2, numformer vs PyTorch (see
-numformer/bench/embeddings.py). Example:
+numformer/bench/embeddings.py; torch's side is benchmarks/twins/embeddings.py,
+run on the same batches in a process that never loads numformer's kernels or
+runtime settings). Example:
 
     python benchmarks/embeddings.py                       # 1 and 2 threads
+    python benchmarks/embeddings.py --quick               # 1 thread, 64 sentences
     python benchmarks/embeddings.py --threads 1 --n 64
 """
 import sys
