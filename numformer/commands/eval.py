@@ -28,7 +28,9 @@ def run(args) -> int:
         print(f"numformer eval: {e}", file=sys.stderr)
         return 2
     task.model = trained.model
-    metrics = task.evaluate()
+    from numformer.nn.module import no_grad
+    with no_grad():  # the task's loss module is not the model's: no cache for it either
+        metrics = task.evaluate()
     print(json.dumps(metrics, indent=1))
     if hasattr(task, "last_confusion"):
         from numformer.train import metrics as M

@@ -9,7 +9,7 @@ from numformer.nn.layers import (ClsPool, CrossEntropyLoss, Dropout, Embedding, 
                                  make_activation)
 from numformer.nn.models import (Classifier, MaskedLM, MLMHead, ModelConfig, TransformerEncoder,
                                  WithLoss)
-from numformer.nn.module import Module, ModuleList, Parameter
+from numformer.nn.module import Module, ModuleList, Parameter, accumulate, is_grad_enabled, no_grad
 from numformer.nn.modern import RMSNorm, Rotary, SiLU, SwiGLU
 
 __all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "SinusoidalPositions",
@@ -18,3 +18,4 @@ __all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "Sinusoid
            "make_activation", "attention_maps", "EncoderBlock", "Encoder", "ModelConfig", "TransformerEncoder",
            "MLMHead", "MaskedLM", "Classifier", "CausalLM", "WithLoss",
            "RMSNorm", "Rotary", "SiLU", "SwiGLU"]
+__all__ += ["accumulate", "no_grad", "is_grad_enabled"]

@@ -11,7 +11,7 @@ import numpy as np
 from numformer import kernels
 from numformer.nn.layers import Linear
 from numformer.nn.models import ModelConfig, TransformerEncoder
-from numformer.nn.module import Module
+from numformer.nn.module import Module, accumulate
 from numformer.ops._alloc import matmul
 
 
@@ -53,7 +53,7 @@ class CausalLM(Module):
             # logits = h @ E^T; dE comes out in E's (V, C) layout, no transposed add
             d2 = dlogits.reshape(-1, dlogits.shape[-1])  # (B*T, V)
             dh = matmul(d2, self.body.tok.weight.value).reshape(h.shape)  # (B, T, C)
-            self.body.tok.weight.grad += matmul(d2.T, h.reshape(-1, h.shape[-1]))  # (V, C)
+            accumulate(self.body.tok.weight, matmul(d2.T, h.reshape(-1, h.shape[-1])))  # (V, C)
         return self.body.backward(dh)
 
     def new_cache(self) -> list:

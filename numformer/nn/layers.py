@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from numformer import kernels
-from numformer.nn.module import Module, Parameter
+from numformer.nn.module import Module, Parameter, accumulate
 from numformer.ops import attention as _attn
 from numformer.ops import embedding as _emb
 from numformer.ops import linear as _lin
@@ -47,9 +47,9 @@ class Linear(Module):
     def backward(self, dout):
         f, cache = self._pop_cache()
         dx, dW, db = f.linear_backward(dout, cache)
-        self.weight.grad += dW
+        accumulate(self.weight, dW)
         if self.bias is not None:
-            self.bias.grad += db
+            accumulate(self.bias, db)
         return dx
 
 
@@ -72,7 +72,8 @@ class Embedding(Module):
 
     def backward(self, dout):
         f, cache = self._pop_cache()
-        f.embedding_backward(dout, cache, out=self.weight.grad)  # scatter-add into grad
+        if self.weight.grad is not None:  # frozen: no buffer to scatter into
+            f.embedding_backward(dout, cache, out=self.weight.grad)  # scatter-add into grad
         return None  # ids have no gradient
 
 
@@ -114,7 +115,7 @@ class LearnedPositions(Module):
 
     def backward(self, dout):
         dx, dP = _emb.position_backward(dout, self._pop_cache())
-        self.weight.grad += dP
+        accumulate(self.weight, dP)
         return dx
 
 
@@ -137,8 +138,8 @@ class LayerNorm(Module):
     def backward(self, dout):
         f, cache = self._pop_cache()
         dx, dgamma, dbeta = f.layernorm_backward(dout, cache)
-        self.gamma.grad += dgamma
-        self.beta.grad += dbeta
+        accumulate(self.gamma, dgamma)
+        accumulate(self.beta, dbeta)
         return dx
 
 
@@ -274,10 +275,10 @@ class MultiHeadAttention(Module):
     def backward(self, dout):
         f, cache = self._pop_cache()
         dx, dWqkv, dbqkv, dWo, dbo = f.mha_backward(dout, cache)
-        self.Wqkv.grad += dWqkv
-        self.bqkv.grad += dbqkv
-        self.Wo.grad += dWo
-        self.bo.grad += dbo
+        accumulate(self.Wqkv, dWqkv)
+        accumulate(self.bqkv, dbqkv)
+        accumulate(self.Wo, dWo)
+        accumulate(self.bo, dbo)
         return dx
 
     def attention_probs(self, x, key_mask=None, causal: bool = False) -> np.ndarray:

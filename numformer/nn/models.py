@@ -15,7 +15,7 @@ from numformer import kernels
 from numformer.nn.blocks import Encoder
 from numformer.nn.layers import (POOLINGS, Dropout, Embedding, LayerNorm, LearnedPositions,
                                  Linear, SinusoidalPositions, _rng, make_activation)
-from numformer.nn.module import Module, Parameter
+from numformer.nn.module import Module, Parameter, accumulate
 from numformer.ops import _checks as chk
 from numformer.ops._alloc import matmul
 
@@ -163,14 +163,14 @@ class MLMHead(Module):
     def backward(self, dlogits):
         if self.decoder is not None:
             dz = self.decoder.backward(dlogits)
-            self.decoder_bias.grad += dlogits.reshape(-1, dlogits.shape[-1]).sum(axis=0)
+            accumulate(self.decoder_bias, dlogits.reshape(-1, dlogits.shape[-1]).sum(axis=0))
         else:
             z = self._pop_cache()  # (N, C)
             # logits = z @ E^T + b; dE comes out in E's (V, C) layout, no transposed add
             E = self.decoder_weight.value
             dz = matmul(dlogits, E)  # (N, C)
-            self.decoder_weight.grad += matmul(dlogits.T, z)  # (V, C)
-            self.decoder_bias.grad += dlogits.sum(axis=0)
+            accumulate(self.decoder_weight, matmul(dlogits.T, z))  # (V, C)
+            accumulate(self.decoder_bias, dlogits.sum(axis=0))
         return self.dense.backward(self.act.backward(self.norm.backward(dz)))
 
 

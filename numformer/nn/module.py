@@ -5,28 +5,98 @@ registers the Parameters, sub-Modules and fixed buffers assigned to it as
 attributes, and gives them names ("blocks.0.attn.Wqkv"). Layers accumulate
 (``p.grad += ...``), so a Parameter used twice (an MLM decoder tied to the
 token embedding) receives the sum; ``zero_grad()`` is explicit.
+
+Frozen Parameters (``requires_grad = False``, ``Module.freeze(pattern)``)
+have no gradient buffer (``grad is None``): layers skip them
+(``accumulate(p, g)``), optimizers hold no state for them, clipping skips
+them; ``state_dict`` still saves their values.
+
+Caches: a layer's forward keeps what its backward needs (``_set_cache``) and
+the backward takes it (``_pop_cache``). A cache belongs to one forward: a
+backward without its forward, or after a second training forward replaced
+the first's cache, is an error that says so. Inference keeps no cache: in
+eval mode (``model.eval()``) or under ``with numformer.no_grad():`` a
+forward stores nothing, so evaluation holds no activations.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import fnmatch
+import weakref
 from typing import Iterator
 
 import numpy as np
 
 from numformer.ops._checks import FLOAT_DTYPES
 
+# per thread (and per asyncio task): False inside ``no_grad()``
+_GRAD_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("numformer_grad_enabled",
+                                                                     default=True)
+
+
+class no_grad(contextlib.ContextDecorator):
+    """``with numformer.no_grad():`` (or ``@numformer.no_grad()``): forwards inside
+    keep no cache for a backward, in any mode (dropout still follows
+    ``train()``/``eval()``). Nests; each thread has its own setting."""
+
+    def __init__(self):
+        self._tokens: list = []
+
+    def _recreate_cm(self):  # as a decorator: a fresh context manager per call (and thread)
+        return type(self)()
+
+    def __enter__(self):
+        self._tokens.append(_GRAD_ENABLED.set(False))
+        return self
+
+    def __exit__(self, *exc):
+        _GRAD_ENABLED.reset(self._tokens.pop())
+        return False
+
+
+def is_grad_enabled() -> bool:
+    """False inside ``no_grad()``."""
+    return _GRAD_ENABLED.get()
+
+
+def accumulate(p: "Parameter", g) -> None:
+    """``p.grad += g``, or nothing when ``p`` is frozen (no gradient buffer)."""
+    if p.grad is not None:
+        p.grad += g
+
 
 class Parameter:
-    """A trainable array and its gradient (same shape and dtype)."""
+    """A trainable array and its gradient (same shape and dtype).
+
+    ``requires_grad=False`` freezes it: ``grad`` is None (no buffer), and
+    setting ``requires_grad`` back to True gives it a zero gradient.
+    """
 
     __slots__ = ("value", "grad")
 
-    def __init__(self, value: np.ndarray):
+    def __init__(self, value: np.ndarray, requires_grad: bool = True):
         value = np.asarray(value)
         if value.dtype not in FLOAT_DTYPES:
             raise ValueError(f"Parameter: expected dtype float32 or float64, got {value.dtype}")
         self.value = np.ascontiguousarray(value)
-        self.grad = np.zeros_like(self.value)
+        self.grad = np.zeros_like(self.value) if requires_grad else None
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.grad is not None
+
+    @requires_grad.setter
+    def requires_grad(self, flag: bool) -> None:
+        if not flag:
+            self.grad = None
+        elif self.grad is None:
+            self.grad = np.zeros_like(self.value)
+
+    @property
+    def frozen(self) -> bool:
+        return self.grad is None
 
     @property
     def shape(self) -> tuple:
@@ -41,15 +111,18 @@ class Parameter:
         return self.value.size
 
     def zero_grad(self) -> None:
-        self.grad.fill(0)
+        if self.grad is not None:
+            self.grad.fill(0)
 
     def astype(self, dtype) -> None:
         """Convert value and grad in place of this Parameter (tied users see it too)."""
         self.value = self.value.astype(dtype)
-        self.grad = self.grad.astype(dtype)
+        if self.grad is not None:
+            self.grad = self.grad.astype(dtype)
 
     def __repr__(self) -> str:
-        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
+        frozen = ", frozen" if self.grad is None else ""
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}{frozen})"
 
 
 class Module:
@@ -66,6 +139,10 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_cache", None)
+        # why _cache is None, for the error (None | "eval" | "no_grad"), or
+        # "replaced" when a second forward overwrote an unconsumed cache
+        object.__setattr__(self, "_cache_state", None)
+        object.__setattr__(self, "_parent", None)  # (weakref to the first owner, name)
 
     # registration ---------------------------------------------------------
     def __setattr__(self, name, value):
@@ -78,6 +155,9 @@ class Module:
             self._params[name] = value
         elif isinstance(value, Module):
             self._modules[name] = value
+            owner = value.__dict__.get("_parent")
+            if owner is None or owner[0]() is None:  # its path follows its first owner
+                object.__setattr__(value, "_parent", (weakref.ref(self), name))
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name: str, value: np.ndarray) -> None:
@@ -106,6 +186,47 @@ class Module:
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]
+
+    def trainable_parameters(self) -> list[Parameter]:
+        """The Parameters that are not frozen."""
+        return [p for p in self.parameters() if p.grad is not None]
+
+    def _all_parameter_names(self) -> Iterator[tuple[str, Parameter]]:
+        """Every (name, Parameter), a tied Parameter under each of its names."""
+        for prefix, mod in self.named_modules():
+            for name, p in mod._params.items():
+                yield (f"{prefix}.{name}" if prefix else name), p
+
+    def _set_requires_grad(self, pattern, flag: bool, what: str) -> list[str]:
+        patterns = [] if pattern is None else [pattern] if isinstance(pattern, str) \
+            else list(pattern)
+        if pattern is not None and not (patterns and all(isinstance(q, str) for q in patterns)):
+            raise ValueError(f"{what}: expected None, a glob or a non-empty list of globs, "
+                             f"got {pattern!r}")
+        hits: dict[int, Parameter] = {}
+        for name, p in self._all_parameter_names():
+            if not patterns or any(fnmatch.fnmatchcase(name, pat) for pat in patterns):
+                hits[id(p)] = p
+        names = [n for n, p in self.named_parameters() if id(p) in hits]  # canonical names
+        if patterns and not hits:
+            known = [n for n, _ in self.named_parameters()]
+            shown = ", ".join(known[:6]) + (", ..." if len(known) > 6 else "")
+            raise ValueError(f"{what}: pattern {pattern!r} matches no parameter name of "
+                             f"{type(self).__name__} (names are like {shown})")
+        for p in hits.values():
+            p.requires_grad = flag
+        return names
+
+    def freeze(self, pattern=None) -> list[str]:
+        """Freeze the Parameters whose names match ``pattern`` (a glob such as
+        ``"body.tok.*"``, or a list of globs; None: all): no gradient buffer,
+        no optimizer state. A tied Parameter matches under any of its names.
+        Returns the names frozen; a pattern matching nothing is an error."""
+        return self._set_requires_grad(pattern, False, "freeze")
+
+    def unfreeze(self, pattern=None) -> list[str]:
+        """Undo ``freeze`` for the matching Parameters (their gradients start at zero)."""
+        return self._set_requires_grad(pattern, True, "unfreeze")
 
     def num_parameters(self) -> int:
         return sum(p.size for p in self.parameters())
@@ -192,17 +313,71 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    def _pop_cache(self):
-        """The cache of the last forward; backward without forward is an error."""
-        cache = self._cache
-        if cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called without a forward pass "
-                               f"(or twice for one forward)")
-        object.__setattr__(self, "_cache", None)
-        return cache
+    def path(self) -> str:
+        """Where this module sits in its model, e.g. "MaskedLM.body.encoder.blocks.0.attn"
+        (the class name alone for a top-level module)."""
+        names = []
+        m = self
+        while m.__dict__.get("_parent") is not None:
+            parent = m._parent[0]()
+            if parent is None:
+                break
+            names.append(m._parent[1])
+            m = parent
+        return ".".join([type(m).__name__, *reversed(names)])
+
+    def _describe(self) -> str:
+        where = self.path()
+        return type(self).__name__ if where == type(self).__name__ else \
+            f"{type(self).__name__} ({where})"
+
+    def clear_caches(self) -> "Module":
+        """Drop the cache of every module in this one (e.g. after a failed backward)."""
+        for m in self.modules():
+            object.__setattr__(m, "_cache", None)
+            object.__setattr__(m, "_cache_state", None)
+        return self
 
     def _set_cache(self, cache) -> None:
+        """Keep what the backward needs, for one backward. In eval mode or under
+        ``no_grad()`` nothing is kept. A training forward over a cache that no
+        backward took marks it, so that the next backward fails instead of
+        differentiating the later pass as if it were the earlier one."""
+        if not self.training or not _GRAD_ENABLED.get():
+            object.__setattr__(self, "_cache", None)
+            object.__setattr__(self, "_cache_state", "eval" if not self.training else "no_grad")
+            return
+        replaced = self._cache is not None
         object.__setattr__(self, "_cache", cache)
+        object.__setattr__(self, "_cache_state", "replaced" if replaced else None)
+
+    def _pop_cache(self):
+        """The cache of the last forward, taken (a second backward finds none)."""
+        cache, state = self._cache, self._cache_state
+        object.__setattr__(self, "_cache", None)
+        object.__setattr__(self, "_cache_state", None)
+        if state == "replaced":
+            # the model's other caches are of that same mix of passes: drop them all,
+            # so that the next forward and backward start clean
+            m = self
+            while m.__dict__.get("_parent") is not None and m._parent[0]() is not None:
+                m = m._parent[0]()
+            m.clear_caches()
+            raise RuntimeError(
+                f"{self._describe()}.backward: a second forward replaced the first forward's "
+                f"cache before its backward, so this backward would differentiate the wrong "
+                f"pass; call backward after each training forward, and run forwards that "
+                f"need no gradient under numformer.no_grad() or in eval mode (every cache of "
+                f"the model has been dropped)")
+        if cache is None:
+            why = {"eval": ": the last forward ran in eval mode, which keeps no cache (call "
+                           "model.train() before a forward that needs a backward)",
+                   "no_grad": ": the last forward ran under numformer.no_grad(), which keeps "
+                              "no cache"}.get(state, " called without a forward pass since the "
+                                                     "last backward (a backward without its "
+                                                     "forward, or twice for one forward)")
+            raise RuntimeError(f"{self._describe()}.backward{why}")
+        return cache
 
     def extra_repr(self) -> str:
         return ""

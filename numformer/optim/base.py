@@ -13,7 +13,10 @@ and, with ``no_decay``, splits them into a decayed and a non-decayed group:
 Parameters given without names are named "0", "1", ... in order.
 
 It reads ``Parameter.grad`` and updates ``Parameter.value`` in place; the
-moments and the step count live in the optimizer. One learning rate,
+moments and the step count live in the optimizer. A frozen Parameter
+(``grad is None``, see ``Module.freeze``) is skipped and holds no state:
+its buffers are None, and state_dict has no entry for it (freezing or
+unfreezing after the optimizer was built takes effect at the next step). One learning rate,
 ``optimizer.lr``, applies to every group (a schedule sets it before each
 step, see ``numformer.optim.schedules``).
 
@@ -146,8 +149,18 @@ class Optimizer:
         self.lr = float(lr)
         self.groups = build_groups(params, weight_decay, no_decay)
         self.t = 0
-        self.state: dict[str, list[np.ndarray]] = {
-            b: [np.zeros_like(p.value) for p in self.params] for b in self._buffer_names}
+        self.state: dict[str, list[np.ndarray | None]] = {
+            b: [None] * len(self.params) for b in self._buffer_names}
+        self._sync_state()
+
+    def _sync_state(self) -> None:
+        """Buffers for the trainable Parameters (zeros when new), none for frozen ones."""
+        for i, p in enumerate(self.params):
+            for b in self._buffer_names:
+                if p.grad is None:
+                    self.state[b][i] = None
+                elif self.state[b][i] is None:
+                    self.state[b][i] = np.zeros_like(p.value)
 
     # the parameters -------------------------------------------------------
     @property
@@ -161,15 +174,19 @@ class Optimizer:
 
     def zero_grad(self) -> None:
         for p in self.params:
-            p.zero_grad()
+            p.zero_grad()  # frozen ones have no gradient to zero
 
     # stepping -------------------------------------------------------------
     def step(self) -> None:
         """One update of every Parameter from its ``grad``; ``t`` counts it."""
         self.t += 1
+        self._sync_state()
         i = 0
         for g in self.groups:
             for p in g.params:
+                if p.grad is None:  # frozen: no update, no state
+                    i += 1
+                    continue
                 if p.grad.shape != p.value.shape:
                     raise ValueError(f"{self.names[i]}: grad shape {p.grad.shape} != value "
                                      f"shape {p.value.shape}")
@@ -186,7 +203,9 @@ class Optimizer:
     def state_dict(self) -> dict:
         """Flat dict of NumPy arrays and Python numbers (npz-safe, no pickle):
         ``t``, ``lr``, the hyper-parameters, ``group.<g>.size`` and
-        ``group.<g>.weight_decay``, and ``<buffer>.<i>`` for the i-th Parameter."""
+        ``group.<g>.weight_decay``, and ``<buffer>.<i>`` for the i-th Parameter
+        (trainable ones only: a frozen Parameter has no state)."""
+        self._sync_state()
         sd: dict = {"t": int(self.t), "lr": float(self.lr)}
         for h in self._hyper:
             sd[h] = float(getattr(self, h))
@@ -195,7 +214,8 @@ class Optimizer:
             sd[f"group.{gi}.weight_decay"] = float(g.weight_decay)
         for b in self._buffer_names:
             for i, arr in enumerate(self.state[b]):
-                sd[f"{b}.{i}"] = arr.copy()
+                if arr is not None:
+                    sd[f"{b}.{i}"] = arr.copy()
         return sd
 
     def load_state_dict(self, sd: dict) -> None:
@@ -207,16 +227,20 @@ class Optimizer:
         """
         kind = type(self).__name__
         params = self.params
+        trainable = [i for i, p in enumerate(params) if p.grad is not None]
         expected = {"t", "lr", *self._hyper}
         expected |= {f"group.{gi}.{k}" for gi in range(len(self.groups))
                      for k in ("size", "weight_decay")}
-        expected |= {f"{b}.{i}" for b in self._buffer_names for i in range(len(params))}
+        expected |= {f"{b}.{i}" for b in self._buffer_names for i in trainable}
         missing = sorted(expected - set(sd))
         unexpected = sorted(set(sd) - expected)
         if missing or unexpected:
+            frozen = len(params) - len(trainable)
+            hint = f", {frozen} of them frozen" if frozen else ""
             raise ValueError(f"{kind}.load_state_dict: missing keys {missing}, unexpected keys "
                              f"{unexpected} (is this the state of a {kind} over the same "
-                             f"{len(params)} Parameters in {len(self.groups)} groups?)")
+                             f"{len(params)} Parameters in {len(self.groups)} groups{hint}, "
+                             f"frozen alike?)")
         for gi, g in enumerate(self.groups):
             size = _number(f"group.{gi}.size", sd[f"group.{gi}.size"])
             if size != len(g.params):
@@ -225,7 +249,8 @@ class Optimizer:
         bad = []
         buffers = {}
         for b in self._buffer_names:
-            for i, p in enumerate(params):
+            for i in trainable:
+                p = params[i]
                 arr = sd[f"{b}.{i}"]
                 if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
                     got = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
@@ -250,6 +275,7 @@ class Optimizer:
             setattr(self, h, type(getattr(self, h))(numbers[h]))
         for g, wd in zip(self.groups, wds):
             g.weight_decay = wd
+        self._sync_state()
         for (b, i), arr in buffers.items():
             self.state[b][i] = arr.astype(params[i].value.dtype, copy=True)
 
