@@ -155,8 +155,9 @@ class BPETokenizer:
         self.add_bos, self.add_eos, self.pre = add_bos, add_eos, pre
         self.chat_template = chat_template
         self._pattern = pretokenizer_pattern(pre)
+        self.merges = list(merges)
         self._merges = {}  # (left, right) -> (rank, merged)
-        for rank, m in enumerate(merges):
+        for rank, m in enumerate(self.merges):
             parts = m.split(" ")
             if len(parts) != 2:
                 raise ValueError(f"merges[{rank}]: expected 'left right', got {m!r}")
