@@ -224,10 +224,13 @@ class Trainer:
 
     # evaluation --------------------------------------------------------------
     def evaluate(self, record: bool = True) -> dict:
-        """The task's metrics in eval mode; ``record`` appends them to the history."""
+        """The task's metrics in eval mode, keeping no cache (``no_grad``: the loss
+        module is not part of the model); ``record`` appends them to the history."""
+        from numformer.nn.module import no_grad
         self.model.eval()
         try:
-            metrics = self.task.evaluate()
+            with no_grad():
+                metrics = self.task.evaluate()
         finally:
             self.model.train()
         if not record:
