@@ -146,6 +146,19 @@ CLI_CASES = [
      "--eval-data: the held-out text is read from a file, got a folder"),
     ("train --eval-data {text}", "--eval-data: only the lm task reads a separate held-out file"),
     ("train lm --init {mlm}", "--init: only the classify task starts from another model"),
+    ("train classify --init {root}/missing", "--init: expected a numformer run folder or "
+                                             "checkpoint (.npz), a BERT folder or 'minilm'; no "
+                                             "such file or folder: {root}/missing"),
+    ("train classify --init {text}", "--init: expected a numformer run folder or checkpoint "
+                                     "(.npz), a BERT folder or 'minilm', got the file {text}"),
+    ("train classify --init {folder}", "--init: expected a numformer run folder or checkpoint "
+                                       "(.npz), a BERT folder or 'minilm'; {folder} holds no "
+                                       "checkpoint.npz and no config.json"),
+    ("train --keep-best foo", "--keep-best: expected one of this task's metrics ['eval_loss', "
+                              "'mlm_accuracy', 'perplexity'], got 'foo'"),
+    ("train classify --dataset imdb --data {folder} --keep-best dev_accuracy",
+     "--keep-best: expected one of this task's metrics ['test_loss', 'test_accuracy'], got "
+     "'dev_accuracy'"),
     ("train --out {text}", "--out: expected a folder for the run, got a file: {text}"),
     ("train --out {text}/run", "--out: cannot make the folder {text}/run: {text} is a file"),
     # train --config: the file's own values are checked even where a flag overrides them
@@ -185,8 +198,8 @@ CLI_CASES = [
     ("generate -c {lm} --seed -1", "--seed: expected an integer >= 0, got -1"),
     ("generate -c {mlm}", "holds a 'mlm' model; this command needs one of ['lm']"),
     # eval and the checkpoint files
-    ("eval {text}", "{text}: not a numformer checkpoint"),
-    ("eval {npy}", "{npy}: not a numformer checkpoint"),
+    ("eval {text}", "{text}: corrupt or not a numformer checkpoint (not the .npz archive"),
+    ("eval {npy}", "{npy}: corrupt or not a numformer checkpoint (not the .npz archive"),
     ("eval {f16}", "load_state_dict: {f16_name}: expected dtype float32 or float64, got float16"),
     ("predict -c {f16} 'le <mask>'", "expected dtype float32 or float64, got float16"),
     ("eval {root}/nothing", "no such file"),
@@ -306,6 +319,22 @@ def test_api_paths_name_the_field_not_the_flag(files):
     for kw, fragment in cases:
         with pytest.raises(ConfigError, match="^" + re.escape(fragment)):
             _make_task(out=str(files["root"] / "x"), **kw)()
+
+
+def test_api_checkpoint_files_that_are_not_checkpoints(files):
+    from numformer.train.checkpoint import CheckpointError
+    for name in ("text", "npy"):
+        with pytest.raises(CheckpointError, match=f"checkpoint {files[name]}: corrupt or not a "
+                                                  f"numformer checkpoint"):
+            load_checkpoint(files[name])
+
+
+def test_metric_names_known_before_the_data_are_the_tasks_own():
+    from numformer.train.task_base import metric_names
+    from numformer.train.tasks import make_task
+    for task in ("mlm", "classify", "lm"):
+        cfg = TrainConfig(task=task, limit=64, **TINY)
+        assert metric_names(cfg) == make_task(cfg, log=lambda *a: None).metric_names(), task
 
 
 def test_float16_checkpoint_through_load_trained(files):

@@ -37,19 +37,11 @@ def check_texts(name: str, texts) -> None:
             raise CommandError(f"{which}: expected a non-empty text, got {t!r}")
 
 
-ZIP_MAGIC = b"PK\x03\x04"
-
-
 def load_or_exit(path, expect: tuple[str, ...] | None = None):
     """load_trained(path), or CommandError (one line, exit code 2)."""
-    from numformer.train.load import load_trained, resolve_checkpoint
+    from numformer.train.load import load_trained
     try:
-        file = resolve_checkpoint(path)
-        with open(file, "rb") as f:
-            if f.read(4) != ZIP_MAGIC:  # np.load would take it for a .npy or a pickle
-                raise CommandError(f"{file}: not a numformer checkpoint (expected the .npz "
-                                   f"archive 'numformer train' writes)")
-        trained = load_trained(file)
+        trained = load_trained(path)
     except (FileNotFoundError, ValueError) as e:
         raise CommandError(str(e)) from None
     if expect and trained.meta.get("task") not in expect:

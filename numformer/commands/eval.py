@@ -20,10 +20,13 @@ def run(args) -> int:
     try:
         cfg = TrainConfig(**settings)
         task = make_task(cfg, log=lambda *a: None, tokenizer=trained.tokenizer)
-    except ConfigError as e:  # --dataset, --data (or the training run's data, gone)
-        hint = "" if e.field not in ("data", "dataset") or getattr(args, e.field) is not None \
-            else f" (the training run's {e.field}; give {flag_of(e.field)})"
-        raise CommandError(e.for_cli() + hint) from None
+    except ConfigError as e:
+        if e.field not in ("data", "dataset"):  # not a flag of eval: the run's own setting
+            raise CommandError(f"{e} (a setting of the training run)") from None
+        came = ""
+        if getattr(args, e.field) is None and settings[e.field]:
+            came = f" (the training run's; give {flag_of(e.field)})"
+        raise CommandError(e.for_cli() + came) from None
     except (ValueError, FileNotFoundError) as e:
         print(f"numformer eval: {e}", file=sys.stderr)
         return 2

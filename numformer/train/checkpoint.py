@@ -125,6 +125,10 @@ def load_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
+    with open(path, "rb") as f:  # np.load would read a .npy or try a pickle
+        if f.read(4) != b"PK\x03\x04":
+            raise CheckpointError(f"checkpoint {path}: corrupt or not a numformer checkpoint "
+                                  f"(not the .npz archive 'numformer train' writes)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -88,11 +88,34 @@ def _check_out(out: str) -> None:
                                  f"writable")
 
 
+def metric_names(cfg: TrainConfig) -> list[str]:
+    """The names of the metrics the task's evaluate() returns (its metric_names())."""
+    if cfg.task == "mlm":
+        return ["eval_loss", "mlm_accuracy", "perplexity"]
+    if cfg.task == "lm":
+        return ["eval_loss", "bits_per_byte", "bits_per_char"]
+    splits = ("test",) if cfg.dataset in ("imdb", "imdb-rating") else ("dev", "test")
+    return [f"{s}_{m}" for s in splits for m in ("loss", "accuracy")]
+
+
+def _check_init(path: Path) -> None:
+    what = "a numformer run folder or checkpoint (.npz), a BERT folder or 'minilm'"
+    if not path.exists():
+        raise ConfigError("init", f"expected {what}; no such file or folder: {path}")
+    if path.is_file() and path.suffix != ".npz":
+        raise ConfigError("init", f"expected {what}, got the file {path}")
+    if path.is_dir() and not any((path / n).is_file() for n in
+                                 ("checkpoint.npz", "config.json")):
+        raise ConfigError("init", f"expected {what}; {path} holds no checkpoint.npz and no "
+                                  f"config.json")
+
+
 def check_inputs(cfg: TrainConfig, out: bool = False) -> None:
     """What can be checked before any data is read (ConfigError naming the field):
     the dataset's path is given when it needs one (and only then) and is a file or
     a folder as the dataset reads it; ``eval_data`` is an lm's file; ``init`` is a
-    classifier's; with ``out``, the run folder can be made there."""
+    classifier's and is there; ``keep_best`` is one of the task's metrics; with
+    ``out``, the run folder can be made there."""
     kinds = DATASETS[cfg.task]
     kind = kinds[cfg.dataset]
     if kind is None and cfg.data:
@@ -110,6 +133,11 @@ def check_inputs(cfg: TrainConfig, out: bool = False) -> None:
     if cfg.init and cfg.task != "classify":
         raise ConfigError("init", f"only the classify task starts from another model; this is "
                                   f"{cfg.task}")
+    if cfg.init and cfg.init not in ("minilm", "default"):
+        _check_init(Path(cfg.init))
+    if cfg.keep_best and cfg.keep_best not in metric_names(cfg):
+        raise ConfigError("keep_best", f"expected one of this task's metrics "
+                                       f"{metric_names(cfg)}, got {cfg.keep_best!r}")
     if out:
         _check_out(cfg.out)
 
