@@ -7,13 +7,14 @@ V vocabulary, L positional table length.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import numpy as np
 
 from numformer import kernels
 from numformer.nn.module import Module, Parameter, accumulate
-from numformer.ops import attention as _attn
 from numformer.ops import embedding as _emb
-from numformer.ops import linear as _lin
 from numformer.ops import pooling
 
 
@@ -38,19 +39,14 @@ class Linear(Module):
         return f"{self.weight.shape[0]}, {self.weight.shape[1]}, bias={self.bias is not None}"
 
     def forward(self, x):
-        f = kernels.op("linear")
-        out, cache = f.linear_forward(x, self.weight.value,
-                                      None if self.bias is None else self.bias.value)
-        self._set_cache((f, cache))
+        from numformer.nn.lora import linear_fwd
+        out, cache = linear_fwd(self, x, "weight", "bias")  # (..., C_out), + a LoRA adapter if any
+        self._set_cache(cache)
         return out
 
     def backward(self, dout):
-        f, cache = self._pop_cache()
-        dx, dW, db = f.linear_backward(dout, cache)
-        accumulate(self.weight, dW)
-        if self.bias is not None:
-            accumulate(self.bias, db)
-        return dx
+        from numformer.nn.lora import linear_bwd
+        return linear_bwd(self, dout, self._pop_cache(), "weight", "bias")
 
 
 class Embedding(Module):
@@ -195,8 +191,26 @@ def make_activation(name: str) -> Module:
     return ACTIVATIONS[name]()
 
 
+# the batch row of the first row a forward sees (a data-parallel shard or micro-batch):
+# dropout masks are then those of the whole batch's rows (numformer.distributed)
+_DROPOUT_ROW: contextvars.ContextVar[int] = contextvars.ContextVar("numformer_dropout_row",
+                                                                   default=0)
+
+
+@contextlib.contextmanager
+def batch_rows_from(row: int):
+    """Inside, a forward's inputs are the rows ``row:`` of a larger batch: Dropout draws
+    the masks the whole batch draws for those rows (x's first axis is the batch)."""
+    token = _DROPOUT_ROW.set(int(row))
+    try:
+        yield
+    finally:
+        _DROPOUT_ROW.reset(token)
+
+
 class Dropout(Module):
-    """Inverted dropout with its own seeded generator; identity in eval mode."""
+    """Inverted dropout with its own seeded generator; identity in eval mode. Inside
+    ``batch_rows_from(r)`` its input is taken as rows ``r:`` of a batch."""
 
     def __init__(self, p: float = 0.1, seed=None):
         super().__init__()
@@ -208,7 +222,9 @@ class Dropout(Module):
 
     def forward(self, x):
         f = kernels.op("dropout")
-        out, cache = f.dropout_forward(x, self.p, self.rng, self.training)
+        row = _DROPOUT_ROW.get()  # x's rows are rows row: of a batch (a data-parallel shard)
+        kw = {"offset": row * (x.size // x.shape[0])} if row and x.ndim and x.shape[0] else {}
+        out, cache = f.dropout_forward(x, self.p, self.rng, self.training, **kw)
         self._set_cache((f, cache))
         return out
 
@@ -231,93 +247,20 @@ class Softmax(Module):
         return f.softmax_backward(dout, cache)
 
 
-class MultiHeadAttention(Module):
-    """Self-attention with a fused QKV projection Wqkv (C, 3C) and output Wo (C, C)."""
-
-    def __init__(self, dim: int, n_heads: int, rng=None, init_std: float = 0.02,
-                 dtype=np.float32):
-        super().__init__()
-        if n_heads < 1 or dim % n_heads:
-            raise ValueError(f"n_heads: expected a divisor of dim={dim}, got {n_heads}")
-        rng = _rng(rng)
-        self.n_heads = n_heads
-        self.record_probs = False
-        self.last_probs = None
-        self.Wqkv = Parameter(normal(rng, (dim, 3 * dim), init_std, dtype))
-        self.bqkv = Parameter(np.zeros(3 * dim, dtype=dtype))
-        self.Wo = Parameter(normal(rng, (dim, dim), init_std, dtype))
-        self.bo = Parameter(np.zeros(dim, dtype=dtype))
-
-    def extra_repr(self):
-        return f"{self.Wo.shape[0]}, n_heads={self.n_heads}"
-
-    def forward(self, x, key_mask=None, causal: bool = False, kv=None):
-        """Self-attention over x (B, T, C). With ``kv`` (a two-item list of keys and
-        values (B, H, S, D) of earlier tokens, or [None, None]), the new keys and
-        values are appended to it and the queries attend to all S + T of them
-        (incremental decoding; inference only, no backward)."""
-        f = kernels.op("attention")
-        if self.record_probs:  # for pictures: keep this call's probabilities (B, H, T, S)
-            object.__setattr__(self, "last_probs", self.attention_probs(x, key_mask, causal))
-        if kv is not None:
-            self._set_cache(None)
-            qkv, _ = _lin.linear_forward(x, self.Wqkv.value, self.bqkv.value)  # (B, T, 3C)
-            q, k, v = (_attn.split_heads(t, self.n_heads) for t in np.split(qkv, 3, axis=-1))
-            kv[0] = k if kv[0] is None else np.concatenate([kv[0], k], axis=2)  # (B, H, S+T, D)
-            kv[1] = v if kv[1] is None else np.concatenate([kv[1], v], axis=2)
-            o, _ = f.attention_forward(q, kv[0], kv[1], key_mask=key_mask, causal=causal)
-            return _lin.linear_forward(_attn.merge_heads(o), self.Wo.value, self.bo.value)[0]
-        out, cache = f.mha_forward(x, self.Wqkv.value, self.bqkv.value, self.Wo.value,
-                                   self.bo.value, self.n_heads, key_mask, causal)
-        self._set_cache((f, cache))
-        return out
-
-    def backward(self, dout):
-        f, cache = self._pop_cache()
-        dx, dWqkv, dbqkv, dWo, dbo = f.mha_backward(dout, cache)
-        accumulate(self.Wqkv, dWqkv)
-        accumulate(self.bqkv, dbqkv)
-        accumulate(self.Wo, dWo)
-        accumulate(self.bo, dbo)
-        return dx
-
-    def attention_probs(self, x, key_mask=None, causal: bool = False) -> np.ndarray:
-        """The attention probabilities (B, H, T, T) for x, for pictures (no cache kept)."""
-        qkv, _ = _lin.linear_forward(x, self.Wqkv.value, self.bqkv.value)  # (B, T, 3C)
-        q, k, v = (_attn.split_heads(t, self.n_heads) for t in np.split(qkv, 3, axis=-1))
-        _, (_, _, _, p, _) = _attn.attention_forward(q, k, v, key_mask=key_mask, causal=causal)
-        return p  # (B, H, T, T)
-
-
-def attention_maps(model: Module, *inputs, **kwargs) -> list:
-    """The attention probabilities of every MultiHeadAttention in ``model`` (in
-    module order) for one forward pass ``model(*inputs, **kwargs)`` in eval mode:
-    a list of (B, H, T, T) arrays, for pictures. Nothing is kept for a backward."""
-    layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
-    was = model.training
-    model.eval()
-    try:
-        for m in layers:
-            m.record_probs = True
-        model(*inputs, **kwargs)
-        return [m.last_probs for m in layers]
-    finally:
-        for m in layers:
-            m.record_probs = False
-            m.last_probs = None
-        model.train(was)
+# Multi-head (and grouped-query) self-attention: numformer.nn.transformer.Attention,
+# under the name it has always had here. Imported at the end of this module.
 
 
 class FeedForward(Module):
     """Position-wise ``Linear(C, F) -> activation -> Linear(F, C)``."""
 
     def __init__(self, dim: int, hidden: int, activation: str = "gelu", rng=None,
-                 init_std: float = 0.02, dtype=np.float32):
+                 init_std: float = 0.02, dtype=np.float32, bias: bool = True):
         super().__init__()
         rng = _rng(rng)
-        self.fc1 = Linear(dim, hidden, rng=rng, init_std=init_std, dtype=dtype)
+        self.fc1 = Linear(dim, hidden, bias=bias, rng=rng, init_std=init_std, dtype=dtype)
         self.act = make_activation(activation)
-        self.fc2 = Linear(hidden, dim, rng=rng, init_std=init_std, dtype=dtype)
+        self.fc2 = Linear(hidden, dim, bias=bias, rng=rng, init_std=init_std, dtype=dtype)
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))  # (B, T, C)
@@ -371,3 +314,7 @@ class CrossEntropyLoss(Module):
     def backward(self, dloss=1.0):
         f, cache = self._pop_cache()
         return f.cross_entropy_backward(dloss, cache)
+
+
+from numformer.nn.transformer import Attention as MultiHeadAttention  # noqa: E402
+from numformer.nn.transformer import attention_maps  # noqa: E402,F401

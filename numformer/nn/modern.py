@@ -97,14 +97,32 @@ class SwiGLU(Module):
         return f"{self.w_gate.shape[0]}, {self.w_gate.shape[1]}"
 
     def forward(self, x):
+        from numformer.nn import lora
         f = kernels.op("swiglu")
+        if lora.has_adapters(self):  # each projection through linear_fwd (LoRA adapters)
+            g, cg = lora.linear_fwd(self, x, "w_gate", None)  # (B, T, F)
+            u, cu = lora.linear_fwd(self, x, "w_up", None)  # (B, T, F)
+            h, ch = f.silu_mul_forward(g, u)  # (B, T, F)
+            out, cd = lora.linear_fwd(self, h, "w_down", None)  # (B, T, C)
+            self._set_cache(("adapted", f, cg, cu, ch, cd))
+            return out
         out, cache = f.swiglu_forward(x, self.w_gate.value, self.w_up.value,
                                       self.w_down.value)  # (B, T, C)
         self._set_cache((f, cache))
         return out
 
     def backward(self, dout):
-        f, cache = self._pop_cache()
+        cache = self._pop_cache()
+        if cache[0] == "adapted":
+            from numformer.nn import lora
+            _, f, cg, cu, ch, cd = cache
+            # out = h @ w_down,  h = silu(g) * u,  g = x @ w_gate,  u = x @ w_up
+            dh = lora.linear_bwd(self, dout, cd, "w_down", None)
+            dg, du = f.silu_mul_backward(dh, ch)
+            dx = lora.linear_bwd(self, dg, cg, "w_gate", None)
+            dx += lora.linear_bwd(self, du, cu, "w_up", None)
+            return dx
+        f, cache = cache
         dx, dw_gate, dw_up, dw_down = f.swiglu_backward(dout, cache)
         accumulate(self.w_gate, dw_gate)
         accumulate(self.w_up, dw_up)

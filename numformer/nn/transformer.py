@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from numformer import kernels
-from numformer.nn.module import Module, Parameter
+from numformer.nn.module import Module, Parameter, accumulate
 from numformer.ops import _checks as chk
 
 NORMS = ("layernorm", "rmsnorm")
@@ -257,9 +257,10 @@ class Attention(Module):
         return q, k, v
 
     def _project(self, x, rope_tables, offset):
-        """qkv projection, heads split, rotary positions applied to q and k."""
-        lin = kernels.op("linear")
-        qkv, qkv_cache = lin.linear_forward(x, self.Wqkv.value, self._val(self.bqkv))  # (B, T, W)
+        """qkv projection (with its LoRA adapter if any), heads split, rotary
+        positions applied to q and k."""
+        from numformer.nn.lora import linear_fwd
+        qkv, qkv_cache = linear_fwd(self, x, "Wqkv", "bqkv")  # (B, T, W)
         q, k, v = self._split(qkv)
         rq = rk = None
         if self.rope:
@@ -278,11 +279,12 @@ class Attention(Module):
         attend to all S + T of them (incremental decoding; no backward).
         ``rope_tables`` (cos, sin) and ``offset`` (the position of x's first
         token) are needed when the layer uses rotary positions."""
+        from numformer.nn.lora import has_adapters, linear_fwd
         f = kernels.op("attention")
         if self.record_probs:  # for pictures: keep this call's probabilities (B, H, T, S)
             object.__setattr__(self, "last_probs",
                                self.attention_probs(x, key_mask, causal, rope_tables, offset, kv))
-        if kv is None and not self.rope:
+        if kv is None and not self.rope and not has_adapters(self):
             out, cache = f.mha_forward(x, self.Wqkv.value, self._val(self.bqkv), self.Wo.value,
                                        self._val(self.bo), self.n_heads, key_mask, causal,
                                        **self._kv_kwargs())
@@ -295,42 +297,45 @@ class Attention(Module):
         o, attn_cache = f.attention_forward(q, k, v, key_mask=key_mask, causal=causal)
         B, H, T, D = o.shape
         merged = o.transpose(0, 2, 1, 3).reshape(B, T, H * D)  # (B, T, C)
-        lin = kernels.op("linear")
-        out, out_cache = lin.linear_forward(merged, self.Wo.value, self._val(self.bo))  # (B, T, C)
+        out, out_cache = linear_fwd(self, merged, "Wo", "bo")  # (B, T, C)
         if kv is None:
-            self._set_cache(("rope", f, qkv_cache, rq, rk, attn_cache, out_cache, x.shape))
+            self._set_cache(("composed", f, qkv_cache, rq, rk, attn_cache, out_cache, x.shape))
         return out
 
     def _kv_kwargs(self) -> dict:
         return {} if self.n_kv_heads == self.n_heads else {"n_kv_heads": self.n_kv_heads}
 
     def backward(self, dout):
+        from numformer.nn.lora import linear_bwd
         cache = self._pop_cache()
         if cache[0] == "fused":
             _, f, c = cache
             dx, dWqkv, dbqkv, dWo, dbo = f.mha_backward(dout, c)
-        else:
-            _, f, qkv_cache, rq, rk, attn_cache, out_cache, xshape = cache
-            lin, r = kernels.op("linear"), kernels.op("rope")
-            # out = merge(o) @ Wo + bo
-            dm, dWo, dbo = lin.linear_backward(dout, out_cache)  # (B, T, C)
-            do = _heads(dm, self.n_heads)  # (B, H, T, D)
-            # o = attention(rope(q), rope(k), v)
-            dq, dk, dv = f.attention_backward(do, attn_cache)
-            B, T = xshape[0], xshape[1]
-            dqkv = np.empty((B, T, self.Wqkv.shape[1]), dtype=dm.dtype)  # (B, T, W)
-            gq, gk, gv = self._split(dqkv)
+            accumulate(self.Wqkv, dWqkv)
+            accumulate(self.Wo, dWo)
+            if self.bqkv is not None:
+                accumulate(self.bqkv, dbqkv)
+                accumulate(self.bo, dbo)
+            return dx
+        _, f, qkv_cache, rq, rk, attn_cache, out_cache, xshape = cache
+        # out = merge(o) @ Wo + bo
+        dm = linear_bwd(self, dout, out_cache, "Wo", "bo")  # (B, T, C)
+        do = _heads(dm, self.n_heads)  # (B, H, T, D)
+        # o = attention(rope(q), rope(k), v)
+        dq, dk, dv = f.attention_backward(do, attn_cache)
+        B, T = xshape[0], xshape[1]
+        dqkv = np.empty((B, T, self.Wqkv.shape[1]), dtype=dm.dtype)  # (B, T, W)
+        gq, gk, gv = self._split(dqkv)
+        if self.rope:
+            r = kernels.op("rope")
             gq[...] = r.rope_backward(dq, rq)  # q_rot = rope(q)
             gk[...] = r.rope_backward(dk, rk)  # k_rot = rope(k)
-            gv[...] = dv
-            # qkv = x @ Wqkv + bqkv
-            dx, dWqkv, dbqkv = lin.linear_backward(dqkv, qkv_cache)
-        _accumulate(self.Wqkv, dWqkv)
-        _accumulate(self.Wo, dWo)
-        if self.bqkv is not None:
-            _accumulate(self.bqkv, dbqkv)
-            _accumulate(self.bo, dbo)
-        return dx
+        else:
+            gq[...] = dq
+            gk[...] = dk
+        gv[...] = dv
+        # qkv = x @ Wqkv + bqkv
+        return linear_bwd(self, dqkv, qkv_cache, "Wqkv", "bqkv")
 
     def attention_probs(self, x, key_mask=None, causal: bool = False, rope_tables=None,
                         offset: int = 0, kv=None) -> np.ndarray:
@@ -345,16 +350,6 @@ class Attention(Module):
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)  # (B, H, S, D)
         _, (_, _, _, p, _) = _attn.attention_forward(q, k, v, key_mask=key_mask, causal=causal)
         return p  # (B, H, T, S)
-
-
-def _accumulate(p: Parameter, g) -> None:
-    """p.grad += g, through the Module's helper where frozen parameters exist."""
-    from numformer.nn import module as _m
-    acc = getattr(_m, "accumulate", None)
-    if acc is not None:
-        acc(p, g)
-    else:
-        p.grad += g
 
 
 def attention_maps(model: Module, *inputs, **kwargs) -> list:
