@@ -210,6 +210,10 @@ CLI_CASES = [
     # attention, embed, similarity
     ("attention -c {mlm} --layer 5 'le parlement'", "--layer: expected -1..0, got 5"),
     ("attention -c {mlm} ''", "SENTENCE: expected a non-empty text, got ''"),
+    ("attention -c {mlm} la --out {folder}", "--out: expected a file to write, got a folder"),
+    ("attention -c {mlm} la --out {text}/a.png", "--out: cannot write {text}/a.png: {text} is "
+                                                 "a file"),
+    ("embed hello --output {folder}", "--output: expected a file to write, got a folder"),
     ("embed hello --batch-size 0", "--batch-size: expected an integer >= 1, got 0"),
     ("embed hello --show -1", "--show: expected an integer >= 0, got -1"),
     ("similarity '' b", "A: expected a non-empty text, got ''"),

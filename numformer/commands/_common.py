@@ -37,6 +37,19 @@ def check_texts(name: str, texts) -> None:
             raise CommandError(f"{which}: expected a non-empty text, got {t!r}")
 
 
+def check_output_file(flag: str, path) -> None:
+    """An output file's path is not a folder and its folder can be made, or CommandError."""
+    from pathlib import Path
+    path = Path(path)
+    if path.is_dir():
+        raise CommandError(f"{flag}: expected a file to write, got a folder: {path}")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CommandError(f"{flag}: cannot write {path}: {parent} is a file")
+
+
 def load_or_exit(path, expect: tuple[str, ...] | None = None):
     """load_trained(path), or CommandError (one line, exit code 2)."""
     from numformer.train.load import load_trained

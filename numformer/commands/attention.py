@@ -4,14 +4,13 @@ from __future__ import annotations
 
 
 def run(args) -> int:
-    from numformer.commands._common import CommandError, check_texts, encode_for, load_or_exit
+    from numformer.commands._common import (CommandError, check_output_file, check_texts,
+                                            encode_for, load_or_exit)
     from numformer.nn import attention_maps
     from numformer.train.outputs import plot_attention
     check_texts("SENTENCE", [args.sentence])
+    check_output_file("--out", args.out)
     trained = load_or_exit(args.checkpoint)
-    n_layers = len(trained.model.body.encoder.blocks) if hasattr(trained.model, "body") else None
-    if n_layers is not None and not -n_layers <= args.layer < n_layers:
-        raise CommandError(f"--layer: expected -{n_layers}..{n_layers - 1}, got {args.layer}")
     ids, km = encode_for(trained, args.sentence)
     maps = attention_maps(trained.model, ids, km)
     layer = args.layer if args.layer >= 0 else len(maps) + args.layer

@@ -41,10 +41,12 @@ def save_npy(path: Path, array) -> None:
 
 def run(args) -> int:
     import numpy as np
-    from numformer.commands._common import check_int
+    from numformer.commands._common import check_int, check_output_file
     from numformer.pretrained import sentence_embeddings
     check_int("--batch-size", args.batch_size)
     check_int("--show", args.show, lo=0)
+    if args.output:
+        check_output_file("--output", args.output)
     texts = read_texts(args.texts)
     if not texts:
         print("numformer embed: error: no text given", file=sys.stderr)
