@@ -155,9 +155,9 @@ def test_nonfinite_weights_are_never_saved(tmp_path):
 
 def test_load_trained_warns_on_nonfinite_weights(tmp_path):
     from numformer.train.load import NonFiniteWeights, load_trained
-    cfg = tiny("lm", tmp_path, max_steps=3)
+    cfg = tiny("mlm", tmp_path, max_steps=3)
     train(cfg, log=quiet)
-    path = tmp_path / "lm" / "checkpoint.npz"
+    path = tmp_path / "mlm" / "checkpoint.npz"
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
     key = sorted(k for k in arrays if k.startswith("model/"))[1]
@@ -165,7 +165,7 @@ def test_load_trained_warns_on_nonfinite_weights(tmp_path):
     arrays[key].flat[:2] = [np.nan, np.inf]
     np.savez(path, **arrays)  # written around save_checkpoint, which would refuse
     with pytest.warns(NonFiniteWeights, match=rf"{key[len('model/'):]} \(2 of"):
-        trained = load_trained(tmp_path / "lm")
+        trained = load_trained(tmp_path / "mlm")
     assert not np.isfinite(dict(trained.model.named_parameters())[key[6:]].value).all()
 
 
@@ -209,7 +209,7 @@ def test_out_is_checked_before_the_data_is_read(tmp_path, monkeypatch, capsys):
 # the lock --------------------------------------------------------------------------
 
 def test_a_second_run_in_the_same_process_is_locked_out(tmp_path):
-    cfg = tiny("lm", tmp_path, max_steps=4)
+    cfg = tiny("mlm", tmp_path, max_steps=4)
     first = Trainer(make_task(cfg, log=quiet), cfg, log=quiet)
     inner = first.task.loss_and_backward
     caught = []
@@ -224,9 +224,9 @@ def test_a_second_run_in_the_same_process_is_locked_out(tmp_path):
     first.task.loss_and_backward = meanwhile
     first.fit()
     assert caught and f"another run (pid {os.getpid()})" in caught[0], caught
-    assert str(tmp_path / "lm") in caught[0]
+    assert str(tmp_path / "mlm") in caught[0]
     assert first.state.step == 4
-    again = train(tiny("lm", tmp_path, max_steps=6), resume=True, log=quiet)  # lock released
+    again = train(tiny("mlm", tmp_path, max_steps=6), resume=True, log=quiet)  # lock released
     assert again["steps"] == 6
 
 
@@ -240,7 +240,7 @@ time.sleep(120)
 
 
 def test_lock_held_by_another_process_then_stale_after_sigkill(tmp_path):
-    out = tmp_path / "lm"
+    out = tmp_path / "mlm"
     out.mkdir()
     child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE,
                              text=True)
@@ -248,12 +248,12 @@ def test_lock_held_by_another_process_then_stale_after_sigkill(tmp_path):
         assert _read_until(child, "locked", timeout=60)
         with pytest.raises(rundir.RunLocked, match=rf"--out {out}: another run \(pid "
                                                    rf"{child.pid}\) is writing to this folder"):
-            train(tiny("lm", tmp_path, max_steps=2), log=quiet)
+            train(tiny("mlm", tmp_path, max_steps=2), log=quiet)
     finally:
         child.kill()
         child.wait(timeout=30)
     assert (out / "train.lock").read_text().strip() == str(child.pid)  # left behind, stale
-    assert train(tiny("lm", tmp_path, max_steps=2), log=quiet)["steps"] == 2
+    assert train(tiny("mlm", tmp_path, max_steps=2), log=quiet)["steps"] == 2
 
 
 # --resume -----------------------------------------------------------------------
@@ -296,18 +296,30 @@ def test_resume_uses_the_checkpoint_tokenizer(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "mlm" / "checkpoint.npz")["meta"]["tokenizer"] == saved
 
 
+def test_resume_without_a_checkpoint_or_with_overwrite_is_a_clear_error(tmp_path, capsys):
+    from numformer.cli import main
+    out = tmp_path / "lm"
+    rc = main(["train", "lm", "--out", str(out), "--resume", "--no-progress"])
+    assert rc == 2
+    assert f"--resume: {out / 'checkpoint.npz'}: no checkpoint to resume" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--resume continues the run in --out and --overwrite "
+                                         "replaces it: give one of them"):
+        train(tiny("lm", tmp_path, overwrite=True), resume=True, log=quiet)
+
+
 def test_every_setting_has_a_resume_rule():
-    names = [f.name for f in TrainConfig.fields()]
+    names = {f.name for f in TrainConfig.fields()}
     rules = resume_check.REFUSED + resume_check.WARNED + resume_check.FREE
-    assert sorted(rules) == sorted(names), set(names) ^ set(rules)
+    assert len(rules) == len(set(rules)), "a setting in two lists"
+    assert names <= set(rules), f"settings without a --resume rule: {names - set(rules)}"
 
 
 # temporaries of a killed write -------------------------------------------------------
 
 def test_temporaries_of_a_killed_write_are_removed_on_the_next_start(tmp_path):
-    cfg = tiny("lm", tmp_path, max_steps=2)
+    cfg = tiny("mlm", tmp_path, max_steps=2)
     train(cfg, log=quiet)
-    out = tmp_path / "lm"
+    out = tmp_path / "mlm"
     ours = []
     for name in ("checkpoint.npz", "best.npz"):  # named as save_checkpoint names them
         fd, p = tempfile.mkstemp(prefix=name + ".", suffix=".tmp", dir=out)
@@ -327,7 +339,7 @@ def test_temporaries_of_a_killed_write_are_removed_on_the_next_start(tmp_path):
 # signals, in this process and in a child ----------------------------------------------
 
 def test_sigterm_saves_and_train_says_so(tmp_path):
-    cfg = tiny("lm", tmp_path, max_steps=10)
+    cfg = tiny("mlm", tmp_path, max_steps=10)
     import numformer.train.run as run_module
     real = run_module.Trainer
 
@@ -342,7 +354,7 @@ def test_sigterm_saves_and_train_says_so(tmp_path):
     finally:
         run_module.Trainer = real
     assert summary["interrupted"] == "SIGTERM" and summary["steps"] == 5
-    assert load_checkpoint(tmp_path / "lm" / "checkpoint.npz")["meta"]["state"]["step"] == 5
+    assert load_checkpoint(tmp_path / "mlm" / "checkpoint.npz")["meta"]["state"]["step"] == 5
     assert train(cfg, resume=True, log=quiet)["interrupted"] is None
 
 
