@@ -113,6 +113,7 @@ CLI_CASES = [
     ("train --limit -1", "--limit: expected an integer >= 0, got -1"),
     ("train --seed -1", "--seed: expected an integer >= 0, got -1"),
     ("train --threads -2", "--threads: expected an integer >= 0, got -2"),
+    ("train --threads 100000", "--threads: expected 0 (leave as is) or 1.."),
     ("train --min-freq 0", "--min-freq: expected an integer >= 1, got 0"),
     ("train --optimizer lion", "--optimizer: expected one of 'adamw', 'adam', 'sgd', got 'lion'"),
     ("train --schedule step", "--schedule: expected one of 'constant', 'linear', 'cosine', "

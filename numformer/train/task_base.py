@@ -110,6 +110,16 @@ def _check_init(path: Path) -> None:
                                   f"config.json")
 
 
+def _check_threads(n: int) -> None:
+    try:
+        from numba import config
+    except ImportError:  # the NumPy backend: threads is left to BLAS
+        return
+    if n > config.NUMBA_NUM_THREADS:
+        raise ConfigError("threads", f"expected 0 (leave as is) or 1..{config.NUMBA_NUM_THREADS} "
+                                     f"(NUMBA_NUM_THREADS), got {n}")
+
+
 def check_inputs(cfg: TrainConfig, out: bool = False) -> None:
     """What can be checked before any data is read (ConfigError naming the field):
     the dataset's path is given when it needs one (and only then) and is a file or
@@ -138,6 +148,8 @@ def check_inputs(cfg: TrainConfig, out: bool = False) -> None:
     if cfg.keep_best and cfg.keep_best not in metric_names(cfg):
         raise ConfigError("keep_best", f"expected one of this task's metrics "
                                        f"{metric_names(cfg)}, got {cfg.keep_best!r}")
+    if cfg.threads:
+        _check_threads(cfg.threads)
     if out:
         _check_out(cfg.out)
 
