@@ -13,7 +13,8 @@ for nothing) and ``is_causal=True`` for the causal LM; the backend SDPA picks
 is recorded. This process never imports numformer's kernels or runtime
 settings (its JSON holds the evidence, ``runtime``).
 
-    python -m benchmarks.twins.train_step --threads 1 --out r.json --case case.npz --mode time
+    python -m benchmarks.twins.train_step --threads 1 --out r.json --case case.npz --mode time \
+        --gate numformer_arrays.npz
 """
 
 from __future__ import annotations
@@ -158,9 +159,9 @@ def build(case: dict, dropout: float, torch, fused: bool, adamw: str = "adamw"):
                                       "is_causal": c["task"] == "lm", "sdpa_backend": path}
 
 
-def check(case: dict, torch, arrays_path: str) -> dict:
+def check(case: dict, torch, arrays_path: str | None = None) -> dict:
     """Dropout 0: the loss, every gradient, every parameter after one AdamW step
-    (fused and for-loop), saved in numformer's layout for the parent to compare."""
+    (fused and for-loop), in numformer's layout (saved to ``arrays_path`` if given)."""
     out, info = {}, {}
     for fused in (True, False):
         tm, names, step, loss_fn, info = build(case, 0.0, torch, fused, "adamw_check")
@@ -175,15 +176,20 @@ def check(case: dict, torch, arrays_path: str) -> dict:
         for name, (p, tr) in names.items():
             v = p.detach().T if tr else p.detach()
             out[f"{tag}:param:{name}"] = v.contiguous().numpy().copy()
-    save_npz(arrays_path, out)
-    return {"path": info}
+    if arrays_path:
+        save_npz(arrays_path, out)
+    return {"path": info, "arrays": out}
 
 
 def body(args) -> dict:
     torch = torch_pinned(args.threads)
     case = load_npz(args.case)
     if args.mode == "check":
-        return check(case, torch, args.arrays)
+        return {"path": check(case, torch, args.arrays)["path"]}
+    result = {}
+    if args.gate:  # numformer's arrays: the same model and algorithm, before any timing
+        from numformer.bench.train_step import gate_twins
+        result["check"] = gate_twins(load_npz(args.gate), check(case, torch)["arrays"])
     load_before = load_average()
     steps = {}
     for fused in (True, False):
@@ -191,7 +197,7 @@ def body(args) -> dict:
         tm.train()
         steps["torch fused AdamW" if fused else "torch for-loop AdamW"] = step
     times = time_interleaved(steps, args.repeats, min_time=0.0, warmup=3)
-    return {"times": times, "path": path, "load": [load_before, load_average()],
+    return {**result, "times": times, "path": path, "load": [load_before, load_average()],
             "gemm_peak": torch_gemm_peak(torch), "machine": twin_info(torch, args.threads)}
 
 
@@ -199,6 +205,7 @@ def add_args(p) -> None:
     p.add_argument("--case", required=True)
     p.add_argument("--mode", choices=("check", "time"), required=True)
     p.add_argument("--arrays", help="check: where to write the arrays")
+    p.add_argument("--gate", help="time: numformer's arrays, compared before timing")
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--repeats", type=int, default=7)
 

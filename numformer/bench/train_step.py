@@ -225,19 +225,21 @@ def gate(nf: dict, tw: dict, tol: dict = GATE_TOL, label: str = "torch") -> dict
     return diffs
 
 
-def check_same(case_path: Path, tmp: Path, threads: int = 1) -> dict:
-    """The gate across processes: numformer's and the twin's arrays (fused and
-    for-loop AdamW) compared. Returns the max differences per twin."""
-    from numformer.bench.harness import load_npz, run_child
-    nf_path, tw_path = tmp / "nf_check.npz", tmp / "tw_check.npz"
-    run_child(SELF, ["--case", case_path, "--mode", "check", "--arrays", nf_path], threads)
-    res = run_child(TWIN, ["--case", case_path, "--mode", "check", "--arrays", tw_path], threads)
-    nf, tw = load_npz(nf_path), load_npz(tw_path)
-    out = {"tolerance": GATE_TOL, "torch_path": res["path"]}
+def gate_twins(nf: dict, tw: dict) -> dict:
+    """``gate`` for each torch AdamW (fused, for-loop) of the twin's arrays."""
+    out = {"tolerance": GATE_TOL}
     for tag in ("fused", "for-loop"):
         twin = {k[len(tag) + 1:]: v for k, v in tw.items() if k.startswith(tag + ":")}
         out[f"torch {tag} AdamW"] = gate(nf, twin, label=f"torch ({tag} AdamW)")
     return out
+
+
+def numformer_arrays(case_path: Path, tmp: Path, threads: int = 1) -> Path:
+    """numformer's side of the gate, from a child of its own: the arrays' file."""
+    from numformer.bench.harness import run_child
+    path = tmp / "nf_check.npz"
+    run_child(SELF, ["--case", case_path, "--mode", "check", "--arrays", path], threads)
+    return path
 
 
 def run_one(config: str, threads: int, dropout: float, repeats: int, tune_runtime: bool = True,
@@ -255,19 +257,19 @@ def run_one(config: str, threads: int, dropout: float, repeats: int, tune_runtim
     with tempfile.TemporaryDirectory(prefix="numformer-train-step-") as tmp:
         tmp = Path(tmp)
         case = write_case(c, tmp / "case.npz")
-        if with_torch:
-            result["check"] = check_same(case, tmp, threads)
+        tw = None
+        if with_torch:  # the twin checks itself against numformer's arrays, then times
+            tw = run_child(TWIN, ["--case", case, "--mode", "time", "--dropout", dropout,
+                                  "--repeats", repeats,
+                                  "--gate", numformer_arrays(case, tmp, threads)], threads)
+            check_untouched(tw["runtime"], "the torch twin")
+            result["check"] = tw["check"]
             print(f"{config}: same model and algorithm as torch (dropout 0): " + "; ".join(
                 f"{k}: loss diff {v['loss']:.1e}, grads max rel {v['grad_max_rel']:.1e}, "
                 f"params after a step max abs {v['param_max_abs']:.1e}"
                 for k, v in result["check"].items() if k.startswith("torch ")), flush=True)
         nf = run_child(SELF, ["--case", case, "--mode", "time", "--dropout", dropout,
                               "--repeats", repeats], threads, tune_runtime=tune_runtime)
-        tw = None
-        if with_torch:
-            tw = run_child(TWIN, ["--case", case, "--mode", "time", "--dropout", dropout,
-                                  "--repeats", repeats], threads)
-            check_untouched(tw["runtime"], "the torch twin")
     masked = len(make_batch(c)["targets"]) if c["task"] == "mlm" else tokens
     flops = step_flops(c, masked)
     result.update(step_gflop=flops / 1e9, backend=nf["backend"], masked=masked)
