@@ -178,6 +178,10 @@ def check_module(module, *inputs, wrt_inputs: Sequence[int] | None = None, h: fl
     ``wrt_inputs`` selects which positional inputs to check (default: every
     float input that gets a gradient).
     """
+    if not module.training:
+        raise ValueError(f"check_module: {type(module).__name__} is in eval mode, which keeps no "
+                         f"cache for a backward; call train() (and set dropout p=0 for a check "
+                         f"without dropout)")
     module.astype(np.float64)
     args = [_to64(x) for x in inputs]
     kwargs = {k: _to64(v) for k, v in kwargs.items()}

@@ -18,6 +18,7 @@ import pytest
 
 from numformer import get_backend, set_backend
 from numformer.gradcheck import check_module, check_op
+from numformer.nn import Dropout
 from numformer.pretrained import (BertClassifier, BertConfig, load_bert, load_model,
                                   numformer_to_hf, save_model)
 from numformer.ops import tanh_backward, tanh_forward
@@ -60,7 +61,11 @@ def numpy_backend():
 def test_classifier_on_loaded_bert_passes_gradcheck(tiny_bert_dir, numpy_backend, pooling, train):
     model, tok = load_bert(tiny_bert_dir, dtype=np.float64)
     clf = BertClassifier(model, n_classes=3, pooling=pooling, seed=1)
-    clf.train(train)  # train: embedding, residual and head dropout with fixed masks
+    if not train:  # no dropout: p = 0 (eval mode keeps no cache for a backward)
+        for m in clf.modules():
+            if isinstance(m, Dropout):
+                m.p = 0.0
+    clf.train()  # with dropout: embedding, residual and head dropout with fixed masks
     ids, mask, tt = tiny_batch(tok)
     report = check_module(clf, ids, mask, token_type_ids=tt, title=f"BertClassifier({pooling})")
     names = {r.name for r in report.rows}
