@@ -376,13 +376,16 @@ def main(argv=None) -> int:
             runs = [r for r in old["runs"] if r["machine"]["threads"] not in new_threads] + runs
             runs.sort(key=lambda r: r["machine"]["threads"])
     m = runs[0]["machine"]
-    info = ", ".join(f"{k} {v}" for k, v in m.items() if k != "threads")
+    from numformer.bench.harness import fmt_machine
+    info = fmt_machine(m)
     chk = runs[0]["check"]
     header = (f"# Attention, B={B}, H={H}, D={D}, float32{', causal' if args.causal else ''}\n\n"
               f"{info}\n\n"
               f"Every implementation matched the NumPy reference (out, dq, dk, dv) within "
               f"rtol={chk['rtol']:g}, atol={chk['atol']:g} ({chk['note']}) before timing. "
-              f"Times: medians [min-max], wall clock, in interleaved rounds; torch in a process of its own that never loaded numformer's kernels or runtime settings. GFLOP/s: 4BHT^2D forward, "
+              f"Times: medians [min-max], wall clock, in interleaved rounds; torch in a "
+              f"process of its own that never loaded numformer's kernels or runtime settings. "
+              f"GFLOP/s: 4BHT^2D forward, "
               f"12BHT^2D forward+backward{' (T^2 -> T(T+1)/2, causal)' if args.causal else ''}."
               f"\n")
     md = f"{header}\n{markdown(runs)}\n{targets(runs)}\n"

@@ -264,7 +264,8 @@ def write_results(directory: Path, results: list[dict], command: str, echo: bool
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": NAME, "description": header, "command": command, "runs": results}
     path = write_atomic(directory / f"{NAME}.json", json.dumps(payload, indent=1))
-    info = ", ".join(f"{k} {v}" for k, v in m.items() if k != "threads")
+    from numformer.bench.harness import fmt_machine
+    info = fmt_machine(m)
     mdp = write_atomic(directory / f"{NAME}.md",
                        f"# Sentence embeddings, all-MiniLM-L6-v2\n\n{info}\n\n{header}; "
                        f"command: `{command}`\n\n{md}\n")

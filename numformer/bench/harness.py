@@ -384,3 +384,9 @@ def fmt_blas(blas: list) -> str:
     return ", ".join(f"{b.get('internal_api') or b.get('name') or '?'} "
                      f"{b.get('version') or ''} ({b.get('library') or b.get('source', '')}, "
                      f"{b.get('num_threads', '?')} thr)".replace("  ", " ") for b in blas)
+
+
+def fmt_machine(m: dict) -> str:
+    """The machine record in one line (CPU, cores, versions), BLAS and ids left out."""
+    return ", ".join(f"{k} {v}" for k, v in m.items()
+                     if k not in ("threads", "blas", "pid", "torch_threads"))

@@ -116,8 +116,8 @@ def line(r: dict) -> str:
     for impl, t in r["rows"].items():
         side = r[t["side"]]
         parts.append(f"{impl} {fmt_spread(t, '.1f')} ms/step, {t['tokens_per_s']:.0f} tok/s "
-                     f"({100 * t['peak_fraction']:.0f}% of its own {side['gemm_peak']['gflops']:.0f}"
-                     f" GFLOP/s GEMM peak)")
+                     f"({100 * t['peak_fraction']:.0f}% of its own "
+                     f"{side['gemm_peak']['gflops']:.0f} GFLOP/s GEMM peak)")
     s = (f"{r['config']} dropout={r['dropout']} threads={r['threads']} backend={r['backend']}"
          f"{'' if r['tune_runtime'] else ' (numformer runtime tuning off)'}: " + "; ".join(parts))
     if "ratio_numformer_over_torch" in r:

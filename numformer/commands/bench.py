@@ -4,6 +4,9 @@
 arguments (a list of strings) and returning an exit code; a benchmark module
 with ``main(argv)`` is registered with one line, ``"name": _main_of("module")``.
 Options after WHAT go to the benchmark (``numformer bench attention --help``).
+PyTorch's side of each benchmark runs from the repository's benchmarks/twins/
+(run from the repository root); without it, or without torch, only numformer
+is timed.
 """
 
 from __future__ import annotations
