@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["gradcheck", "train", "eval", "predict", "neighbors", "generate", "attention", "embed",
+COMMANDS = ["gradcheck", "train", "eval", "predict", "neighbors", "generate", "chat", "attention", "embed",
             "similarity", "bench"]
 
 

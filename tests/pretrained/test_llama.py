@@ -91,3 +91,31 @@ def test_greedy_generation_gives_the_tokens_of_transformers(ours, hf):
     assert n == len(prompt) + 24
     np.testing.assert_array_equal(out[:n], ref[:n])
     assert "Paris" in tok.decode(out[len(prompt):].tolist())
+
+
+@pytest.fixture
+def cli_model(ours, monkeypatch):
+    """The CLI's --model smollm2, served by the module's loaded model (one load)."""
+    import numformer.commands._common as common
+    monkeypatch.setattr(common, "load_pretrained_lm", lambda name: ours)
+    return ours
+
+
+def test_chat_once_answers_in_the_chat_template(cli_model, capsys):
+    from numformer.cli import main
+    assert main(["chat", "--once", "What is the capital of France?", "--temperature", "0",
+                 "--length", "24"]) == 0
+    out = capsys.readouterr().out
+    assert "Paris" in out and "<|im_end|>" not in out and "<|im_start|>" not in out
+
+
+def test_generate_model_streams_the_greedy_continuation(cli_model, capsys):
+    from numformer.cli import main
+    from numformer.train.generate import generate
+    model, tok = cli_model
+    prompt = "The three primary colours are"
+    assert main(["generate", "--model", "smollm2", "--prompt", prompt, "--length", "12",
+                 "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    ids = generate(model, np.array(tok.encode(prompt)), 12, temperature=0.0, exclude=())
+    assert out.strip() == tok.decode(ids.tolist()).strip()
