@@ -55,7 +55,7 @@ def load_trained(path) -> Trained:
         names = ", ".join(f"{name} ({n} of {size})" for name, n, size in bad[:5])
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         warnings.warn(f"checkpoint {path}: non-finite weights (NaN or inf) in {names}{more}; "
-                      f"the model's outputs will be NaN", NonFiniteWeights, stacklevel=2)
+                      f"outputs that depend on them will be NaN", NonFiniteWeights, stacklevel=2)
     meta = ck["meta"]
     kind = meta.get("model_class")
     if (kind not in MODEL_CLASSES and kind != "BertClassifier") or "model_config" not in meta \
