@@ -13,6 +13,6 @@ __version__ = "0.1.0"
 # numformer._runtime (OMP_WAIT_POLICY, glibc's allocator) are applied when the
 # Numba kernels first load and when training starts.
 from numformer.kernels import get_backend, set_backend  # noqa: E402
-from numformer.nn.module import is_grad_enabled, no_grad  # noqa: E402
+from numformer.grad_mode import is_grad_enabled, no_grad  # noqa: E402
 
 __all__ = ["__version__", "get_backend", "set_backend", "no_grad", "is_grad_enabled"]

@@ -21,45 +21,14 @@ forward stores nothing, so evaluation holds no activations.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import fnmatch
 import weakref
 from typing import Iterator
 
 import numpy as np
 
+from numformer.grad_mode import _GRAD_ENABLED, is_grad_enabled, no_grad  # noqa: F401
 from numformer.ops._checks import FLOAT_DTYPES
-
-# per thread (and per asyncio task): False inside ``no_grad()``
-_GRAD_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("numformer_grad_enabled",
-                                                                     default=True)
-
-
-class no_grad(contextlib.ContextDecorator):
-    """``with numformer.no_grad():`` (or ``@numformer.no_grad()``): forwards inside
-    keep no cache for a backward, in any mode (dropout still follows
-    ``train()``/``eval()``). Nests; each thread has its own setting."""
-
-    def __init__(self):
-        self._tokens: list = []
-
-    def _recreate_cm(self):  # as a decorator: a fresh context manager per call (and thread)
-        return type(self)()
-
-    def __enter__(self):
-        self._tokens.append(_GRAD_ENABLED.set(False))
-        return self
-
-    def __exit__(self, *exc):
-        _GRAD_ENABLED.reset(self._tokens.pop())
-        return False
-
-
-def is_grad_enabled() -> bool:
-    """False inside ``no_grad()``."""
-    return _GRAD_ENABLED.get()
-
 
 def accumulate(p: "Parameter", g) -> None:
     """``p.grad += g``, or nothing when ``p`` is frozen (no gradient buffer)."""
