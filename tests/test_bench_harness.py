@@ -230,3 +230,25 @@ def test_budget_line_states_what_the_target_leaves_above_the_floor():
     line = budget_line(r, torch_ms=390.0)
     assert "needs <= 325.0 ms" in line and "<= 75.0 ms above the matmul floor" in line
     assert "now: 100.0 ms above it" in line
+
+
+def test_breakdown_finds_the_gemms_and_the_kernels(monkeypatch):
+    """--breakdown's profile finds time in each category of a tiny masked-LM step
+    (with the numba backend: the attention kernels and the other kernels too)."""
+    import numformer
+    from numformer.bench import train_step as ts
+    from numformer.bench.train_step_report import breakdown
+    monkeypatch.setitem(ts.CONFIGS, "tiny", TINY)
+    numba_backend = numformer.get_backend() == "numba"
+    if numba_backend:  # breakdown sets numba's thread count: put it back afterwards
+        from numformer.kernels._jit import get_num_threads, set_num_threads
+        before = get_num_threads()
+    try:
+        r = breakdown("tiny", threads=1, dropout=0.1, steps=2)
+    finally:
+        if numba_backend:
+            set_num_threads(before)
+    parts = r["ms_per_step"]
+    assert parts["dense GEMMs (np.matmul)"] > 0 and parts["rest (NumPy, Python)"] > 0
+    if numba_backend:
+        assert parts["attention kernels"] > 0 and parts["other numba kernels"] > 0

@@ -43,7 +43,7 @@ def breakdown(config: str, threads: int, dropout: float, steps: int = 5) -> dict
     for (file, _, func), (_, _, tottime, _, _) in pstats.Stats(prof).stats.items():
         if file.endswith("_alloc.py") and func == "matmul":
             key = "dense GEMMs (np.matmul)"
-        elif file.endswith("kernels/attention.py") and func.endswith("_py"):
+        elif "/numformer/kernels/" in file and "attention" in file and func.endswith("_py"):
             key = "attention kernels"
         elif "/numformer/kernels/" in file and func.endswith("_py"):
             key = "other numba kernels"
