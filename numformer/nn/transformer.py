@@ -479,7 +479,7 @@ class Transformer(Module):
                 raise ValueError("key_mask: not supported once the key-value cache holds tokens")
         if self.config.positional != "none" and offset + ids.shape[1] > self.config.max_len:
             raise ValueError(f"ids: positions {offset}..{offset + ids.shape[1] - 1} are longer "
-                             f"than the positional table (max_len={self.config.max_len})")
+                             f"than the positional table ({self.config.max_len} positions)")
         x = self.embed(ids, offset, token_type_ids)  # (B, T, C)
         return self.encoder(x, key_mask, kv_cache, rope_tables=self.rope_tables(),
                             offset=offset)  # (B, T, C)

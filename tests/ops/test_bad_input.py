@@ -87,7 +87,8 @@ def test_models_reject_bad_input(call, pattern):
 
 @pytest.mark.parametrize("kwargs,pattern", [
     (dict(dim=10, n_heads=4), r"n_heads: expected a divisor of dim=10, got 4"),
-    (dict(positional="rotary"), r"positional: expected 'learned' or 'sinusoidal', got 'rotary'"),
+    (dict(positional="rotary"),
+     r"positional: expected one of \['learned', 'sinusoidal', 'rope', 'none'\], got 'rotary'"),
     (dict(dropout=1.5), r"dropout: expected a probability"),
     (dict(n_layers=0), r"n_layers: expected a positive integer, got 0"),
     (dict(pooling="max"), r"pooling: expected one of"),
