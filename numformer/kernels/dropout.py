@@ -53,17 +53,19 @@ _dropout_par = jit(_dropout_par_py, **PARALLEL_OPTS)
 
 
 def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None = None,
-                    training: bool = True):
+                    training: bool = True, offset: int = 0):
     """As the reference: ``out = x * mask``, ``cache = mask`` (None when not
-    training or p == 0), the same mask for the same generator state."""
+    training or p == 0), the same mask for the same generator state and
+    ``offset`` (the index of x's first element in the whole tensor)."""
     p = _ref.check_dropout(x, p, rng, training)
+    offset = _ref.check_offset(offset)
     if p is None:  # the identity, as in the reference
         return x, None
     if x.size == 0:
-        return _ref.dropout_forward(x, p, rng, training)
+        return _ref.dropout_forward(x, p, rng, training, offset)
     out = np.empty(x.shape, dtype=x.dtype)
     mask = np.empty(x.shape, dtype=x.dtype)
     run_flat(_dropout, _dropout_par, x.size, np.ascontiguousarray(x).reshape(-1),
-             _ref.draw_key(rng), _ref.threshold(p), x.dtype.type(1.0 / (1.0 - p)), 0,
+             _ref.draw_key(rng), _ref.threshold(p), x.dtype.type(1.0 / (1.0 - p)), offset,
              out.reshape(-1), mask.reshape(-1))
     return out, mask

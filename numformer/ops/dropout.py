@@ -37,11 +37,11 @@ def threshold(p: float) -> np.uint64:
     return np.uint64(round(p * (1 << BITS)))
 
 
-def keep_mask(key: np.uint64, n: int, thresh: np.uint64) -> np.ndarray:
-    """(n,) bool: element i is kept (see the module docstring)."""
+def keep_mask(key: np.uint64, n: int, thresh: np.uint64, offset: int = 0) -> np.ndarray:
+    """(n,) bool: element i (index ``offset + i``) is kept (see the module docstring)."""
     keep = np.empty(n, dtype=np.bool_)
     for lo in range(0, n, _CHUNK):
-        z = np.arange(lo, min(n, lo + _CHUNK), dtype=np.uint64)
+        z = np.arange(offset + lo, offset + min(n, lo + _CHUNK), dtype=np.uint64)
         z *= GOLDEN  # uint64 arithmetic wraps modulo 2**64, as the hash wants
         z += key
         z ^= z >> np.uint64(30)
@@ -66,14 +66,26 @@ def check_dropout(x: np.ndarray, p: float, rng, training: bool) -> float | None:
     return p
 
 
+def check_offset(offset) -> int:
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+        raise ValueError(f"offset: expected an integer >= 0 (the index of x's first element "
+                         f"in the whole tensor), got {offset!r}")
+    return int(offset)
+
+
 def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None = None,
-                    training: bool = True):
+                    training: bool = True, offset: int = 0):
     """``out = x * mask`` with ``mask`` in {0, 1/(1-p)}. ``cache = mask`` (None when
-    not training or p == 0: the op is then the identity)."""
+    not training or p == 0: the op is then the identity).
+
+    ``offset``: the index of x's first element in a larger tensor x is a part of
+    (rows ``r0:`` of a batch, as a data-parallel rank holds them: ``r0 *
+    x[0].size``), so that the part draws the mask the whole would draw there."""
     p = check_dropout(x, p, rng, training)
+    offset = check_offset(offset)
     if p is None:
         return x, None
-    keep = keep_mask(draw_key(rng), x.size, threshold(p)).reshape(x.shape)
+    keep = keep_mask(draw_key(rng), x.size, threshold(p), offset).reshape(x.shape)
     mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))  # x.shape
     return x * mask, mask
 

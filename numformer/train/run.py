@@ -10,10 +10,11 @@ import json
 import time
 from pathlib import Path
 
+from numformer import distributed as dist
 from numformer.train import resume as resume_check
 from numformer.train.checkpoint import load_checkpoint
 from numformer.train.config import TrainConfig
-from numformer.train.loop import Trainer
+from numformer.train.loop import Trainer, TrainingDiverged
 from numformer.train.rundir import CHECKPOINT, open_run_folder
 from numformer.train.task_base import tokenizer_from_meta
 from numformer.train.tasks import make_task
@@ -49,7 +50,18 @@ def train(cfg: TrainConfig, resume: bool | str = False, log=print) -> dict:
     "SIGTERM" (None for a run that ended by itself), so a caller can tell it
     from a finished run. ``summary["skipped_updates"]`` counts the updates
     skipped for non-finite gradients (``cfg.on_nonfinite="skip"``).
+
+    Under ``mpiexec -n N`` the run is data-parallel (numformer.distributed):
+    rank 0 holds the folder's lock and writes the outputs (the other ranks
+    return a summary without files), logs come from rank 0, and an error on
+    one rank ends every rank with its message.
     """
+    w = dist.world()
+    with dist.guard(w, agreed=(TrainingDiverged,)):  # one rank's error ends all
+        return _train(cfg, resume, log if w.is_root else (lambda *a, **k: None), w)
+
+
+def _train(cfg: TrainConfig, resume, log, w) -> dict:
     _setup_runtime(cfg)
     t0 = time.perf_counter()
     out = Path(cfg.out)
@@ -58,7 +70,8 @@ def train(cfg: TrainConfig, resume: bool | str = False, log=print) -> dict:
                          "give one of them")
     ck_path = (out / CHECKPOINT) if resume is True else Path(resume) if resume else None
     same = ck_path is not None and ck_path.resolve() == (out / CHECKPOINT).resolve()
-    lock = open_run_folder(out, fresh=not same, overwrite=cfg.overwrite, log=log)
+    lock = (open_run_folder(out, fresh=not same, overwrite=cfg.overwrite, log=log)
+            if w.is_root else dist.NoLock())
     try:
         tokenizer, ck = None, None
         if ck_path is not None:
@@ -76,8 +89,12 @@ def train(cfg: TrainConfig, resume: bool | str = False, log=print) -> dict:
         if ck is not None:
             trainer.resume(ck_path, checkpoint=ck, check=False)
         log(f"training {trainer.total_steps} steps ({trainer.steps_per_epoch} per epoch, batch "
-            f"{cfg.batch_size}), backend {_backend()}")
+            f"{cfg.batch_size}), backend {_backend()}"
+            + (f", {w.size} MPI ranks" if w.size > 1 else ""))
         metrics = trainer.fit()
+        if not w.is_root:
+            return {"metrics": metrics, "files": {}, "steps": trainer.state.step,
+                    "interrupted": trainer.interrupted, "rank": w.rank}
         return _outputs(cfg, task, trainer, metrics, t0, log)
     finally:
         lock.release()

@@ -7,7 +7,11 @@ training loop (numformer.train.loop) what it needs:
     model_config()           the model's configuration (saved; compared on --resume)
     train_batches(epoch)     that epoch's batches, a sequence built lazily,
                              fully determined by (seed, epoch, batch index)
-    loss_and_backward(b)     forward, loss and backward of one batch -> (loss, tokens)
+    loss_and_backward(b, weight=1.0)
+                             forward, loss and backward of one batch -> (loss, tokens);
+                             weight scales the loss's gradient (a data-parallel part,
+                             numformer.distributed; the loss is a mean over the batch's
+                             targets, counted by distributed.loss_count)
     evaluate()               held-out metrics (a dict; numbers are plotted)
     checkpoint_meta()        what a checkpoint needs besides the weights
                              (tokenizer, class names) to be used on its own
@@ -116,10 +120,11 @@ class MLMTask:
     def train_batches(self, epoch: int):
         return self._masked_epoch(self.train, rng_key=(self.cfg.seed, epoch))
 
-    def loss_and_backward(self, b) -> tuple[float, int]:
+    def loss_and_backward(self, b, weight: float = 1.0) -> tuple[float, int]:
+        """``weight``: the upstream gradient of the loss (a data-parallel part's share)."""
         logits = self.model(b.ids, b.key_mask, b.positions)  # (N, V)
         loss = float(self.loss(logits, b.targets))
-        self.model.backward(self.loss.backward())
+        self.model.backward(self.loss.backward(weight))
         return loss, int(b.key_mask.sum())
 
     def metric_names(self) -> list[str]:
@@ -270,10 +275,10 @@ class ClassifyTask:
                             self.cfg.batch_size, np.random.default_rng((self.cfg.seed, epoch)))
         return LazyEpoch(plan, lambda i, idx: self._batch(self.train_ids, self.train_labels, idx))
 
-    def loss_and_backward(self, b) -> tuple[float, int]:
+    def loss_and_backward(self, b, weight: float = 1.0) -> tuple[float, int]:
         ids, km, y = b
         loss = float(self.loss(self.model(ids, km), y))
-        self.model.backward(self.loss.backward())
+        self.model.backward(self.loss.backward(weight))
         return loss, int(km.sum())
 
     def predict_ids(self, seqs) -> np.ndarray:
