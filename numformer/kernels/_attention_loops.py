@@ -143,6 +143,61 @@ def _probs_and_ds_py(s, dp, n, m, off, delta, scale):
 _probs_and_ds = jit(_probs_and_ds_py, fastmath=_FASTMATH)
 
 
+# Row orientation, for blocks with few columns (a decoding step: G heads x 1 query):
+# the block is columns x keys (S = Q K^T), so each query's scores are a contiguous
+# row and the loops run along the keys, LANES at a time.
+LANES = 16
+
+
+def _mask_rows_py(s, nc, n, m, key_mask, has_mask, causal, b, j0, i0, shift):
+    """Set masked scores of the block ``s[:nc, :n]`` (columns x keys; row g*m + c is
+    query i0 + c of head g) to _NEG: keys j > i + shift when causal, padded keys."""
+    for col in range(nc):
+        stop = n
+        if causal:
+            stop = min(n, max(0, i0 + col % m + shift + 1 - j0))  # keys j0 + stop.. hidden
+        for r in range(stop, n):
+            s[col, r] = _NEG
+        if has_mask:
+            for r in range(stop):
+                if not key_mask[b, j0 + r]:
+                    s[col, r] = _NEG
+
+
+_mask_rows = jit(_mask_rows_py, fastmath=_FASTMATH)
+
+
+def _exp2_rows_py(s, nc, n, off, rowsum, rowmax, lmax, lsum):
+    """On the block ``s[:nc, :n]`` (columns x keys), in place: ``s = 2**(s - off)``
+    per row, ``rowsum += s.sum(1)``, ``rowmax = max(s before)``.
+
+    The keys of a row are taken LANES at a time into per-lane maxima and sums
+    (``lmax``, ``lsum``: element-wise across lanes, so the compiler vectorises
+    it without assuming away NaNs), reduced once per row."""
+    for col in range(nc):
+        o = off[col]
+        for lane in range(LANES):
+            lmax[lane] = _NEG
+            lsum[lane] = 0.0
+        for r0 in range(0, n, LANES):
+            for lane in range(min(LANES, n - r0)):
+                x = s[col, r0 + lane]
+                lmax[lane] = max(lmax[lane], x)
+                e = _exp2(x - o)
+                s[col, r0 + lane] = e
+                lsum[lane] += e
+        mx = lmax[0]
+        acc = rowsum[col]
+        for lane in range(LANES):
+            mx = max(mx, lmax[lane])
+            acc += lsum[lane]
+        rowsum[col] = acc
+        rowmax[col] = mx
+
+
+_exp2_rows = jit(_exp2_rows_py, fastmath=_FASTMATH)
+
+
 def _block_has_key_py(key_mask, b, j0, n):
     for j in range(j0, j0 + n):
         if key_mask[b, j]:
@@ -155,7 +210,8 @@ _block_has_key = jit(_block_has_key_py)
 
 # -- forward ------------------------------------------------------------------------------
 
-def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, QB, BK, W):
+def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, QB, BK, W,
+                      row_cols):
     """Flash forward into ``out`` (B, H, Tq, D) and ``lse`` (B, H, Tq).
 
     Tasks are (batch, kv head, block of QB queries), dealt round-robin to W
@@ -167,7 +223,10 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, QB, 
     the key blocks with an online softmax whose per-column offset moves only
     when the running max leaves the WINDOW around it, so a block usually
     costs one fused pass (max, exp2, sum) and no rescaling of the partial
-    output."""
+    output. A task with fewer than ``row_cols`` columns (a decoding step:
+    G heads x 1 query) turns its blocks around, columns x keys
+    (``S = Q K_j^T``), so that its element-wise pass runs along the keys,
+    vectorised, instead of along a handful of columns."""
     B, H, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     G = H // Hkv
@@ -179,6 +238,10 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, QB, 
     for w in prange(W):
         qt = np.empty((D, NC), dtype=q.dtype)  # Q^T of the group's columns (D, NC)
         st = np.empty((BK, NC), dtype=q.dtype)  # S^T, then P^T (BK, NC)
+        qp = np.empty((NC, D), dtype=q.dtype)  # Q of the columns, row orientation
+        sr = np.empty((NC, BK), dtype=q.dtype)  # S, then P, row orientation
+        lmax = np.empty(LANES, dtype=q.dtype)
+        lsum = np.empty(LANES, dtype=q.dtype)
         acc = np.empty((NC, D), dtype=q.dtype)  # unnormalised output rows (NC, D)
         off = np.empty(NC, dtype=q.dtype)  # exponent offset per column
         run_max = np.empty(NC, dtype=q.dtype)
@@ -192,11 +255,17 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, QB, 
             i0 = (task % nqb) * QB
             m = min(QB, Tq - i0)
             nc = G * m
+            rows = nc < row_cols
             for g in range(G):
                 h = hk * G + g
-                for d in range(D):
+                if rows:
                     for c in range(m):
-                        qt[d, g * m + c] = q[b, h, i0 + c, d]
+                        for d in range(D):
+                            qp[g * m + c, d] = q[b, h, i0 + c, d]
+                else:
+                    for d in range(D):
+                        for c in range(m):
+                            qt[d, g * m + c] = q[b, h, i0 + c, d]
             for c in range(nc):
                 off[c] = 0.0
                 run_max[c] = _NEG
@@ -211,10 +280,15 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, QB, 
                 for c in range(nc):
                     saved[c] = run_sum[c]
                 for attempt in range(2):
-                    # S2^T = K_j Q^T * scale * log2(e)
-                    gemm(k[b, hk, j0:j0 + n], qt[:, :nc], st[:n, :nc], alpha, 0.0, False, False)
-                    _mask_block(st, n, nc, m, key_mask, has_mask, causal, b, j0, i0, shift)
-                    _exp2_sum_max(st, n, nc, off, run_sum, blk_max)
+                    if rows:  # S2 = Q K_j^T * scale * log2(e)
+                        gemm(qp[:nc], k[b, hk, j0:j0 + n], sr[:nc, :n], alpha, 0.0, False, True)
+                        _mask_rows(sr, nc, n, m, key_mask, has_mask, causal, b, j0, i0, shift)
+                        _exp2_rows(sr, nc, n, off, run_sum, blk_max, lmax, lsum)
+                    else:  # S2^T = K_j Q^T * scale * log2(e)
+                        gemm(k[b, hk, j0:j0 + n], qt[:, :nc], st[:n, :nc], alpha, 0.0, False,
+                             False)
+                        _mask_block(st, n, nc, m, key_mask, has_mask, causal, b, j0, i0, shift)
+                        _exp2_sum_max(st, n, nc, off, run_sum, blk_max)
                     moved = False
                     for c in range(nc):
                         run_max[c] = max(run_max[c], blk_max[c])
@@ -232,8 +306,11 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, QB, 
                                 for d in range(D):
                                     a[c, d] *= f
                             off[c] = run_max[c]
-                # O += P_j V_j   (P_j = st^T)
-                gemm(st[:n, :nc], v[b, hk, j0:j0 + n], a, 1.0, a_beta, True, False)  # (nc, D)
+                # O += P_j V_j   (P_j = sr, or st^T)
+                if rows:
+                    gemm(sr[:nc, :n], v[b, hk, j0:j0 + n], a, 1.0, a_beta, False, False)  # (nc, D)
+                else:
+                    gemm(st[:n, :nc], v[b, hk, j0:j0 + n], a, 1.0, a_beta, True, False)  # (nc, D)
                 a_beta = 1.0
             for g in range(G):
                 h = hk * G + g

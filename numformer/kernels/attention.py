@@ -35,10 +35,13 @@ group are inside the products.
 
 Decoding (one new query, or a few, against S cached keys, causal aligned
 at the end): a task is one group's Tq <= QB queries, so its scores against
-a key block are one (BK, D) x (D, G * Tq) product, not G matrix-vector
-products, and only the Tq x S scores of the new queries are computed. The
-parallel loop runs over the B * Hkv groups (SmolLM2: 3 tasks), on the
-calling thread alone below ``PARALLEL_MIN_WORK``.
+a key block are one (G * Tq, D) x (D, BK) product, not G matrix-vector
+products, and only the Tq x S scores of the new queries are computed. With
+fewer than ROW_COLS columns (G * Tq; SmolLM2: 3) the blocks are turned
+around, columns x keys, so that max, exp2 and sum run along the keys,
+vectorised LANES at a time, rather than along 3 columns. The parallel loop
+runs over the B * Hkv groups (SmolLM2: 3 tasks), on the calling thread
+alone below ``PARALLEL_MIN_WORK``.
 
 What makes them fast
 --------------------
@@ -80,7 +83,7 @@ import numpy as np
 
 from numformer.kernels._attention_loops import (  # noqa: F401  (tests reach the pieces here)
     _NEG, _FASTMATH, LN2, LOG2E, WINDOW, _attention_bwd, _attention_fwd, _block_has_key,
-    _exp2, _exp2_sum_max, _exp2f, _mask_block, _probs_and_ds)
+    _exp2, _exp2_rows, _exp2_sum_max, _exp2f, _mask_block, _mask_rows, _probs_and_ds)
 from numformer.kernels.matmul import SINGLE_THREAD_MNK, run_strided, workers
 from numformer.ops import _checks as chk
 from numformer.ops import attention as _ref
@@ -90,6 +93,9 @@ from numformer.ops.attention import (check_mha, check_qkv, merge_heads,  # noqa:
 
 BLOCK_Q = 64    # columns per block (query heads of a group x queries)
 BLOCK_K = 256   # keys per block (rows of a score block)
+# A forward task with fewer columns than this (a decoding step: G heads x 1
+# query) computes its blocks as columns x keys, vectorising along the keys.
+ROW_COLS = 16
 
 
 def block_sizes(D: int, G: int = 1) -> tuple[int, int]:
@@ -132,7 +138,7 @@ def _forward_into(q, k, v, key_mask, causal, scale, out):
     mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
     W = workers(B * H * Tq * k.shape[2] * D)
     run_strided(_attention_fwd, q, k, v, mask, key_mask is not None, bool(causal), scale, out,
-                lse, qb, bk, W, serial=W == 1)
+                lse, qb, bk, W, ROW_COLS, serial=W == 1)
     return lse
 
 

@@ -1,11 +1,15 @@
 """The fused attention kernel against the NumPy reference (numformer.ops.attention).
 
-Every case runs twice over the blocks: the default block sizes and tiny ones
-(BQ=4, BK=8), so short sequences still cross several query and key blocks,
-end in partial blocks, and exercise the online-softmax rescaling; the tiny
-blocks also force the work onto every numba thread (small calls otherwise
-run on the calling thread). Runs
-compiled and, with NUMBA_DISABLE_JIT=1, as plain Python (smaller grid).
+Every case runs over four block settings (the ``blocks`` fixture): the
+default block sizes; tiny ones (BQ=4, BK=8), so short sequences still cross
+several query and key blocks and end in partial blocks, with the work forced
+onto every numba thread (small calls otherwise run on the calling thread);
+the same tiny blocks in the forward's column orientation only; and the row
+orientation (columns x keys, the decoding path) for every forward block.
+Random scores never move the online softmax's offset after a block was
+accumulated: the rescaling branch has its own test
+(tests/kernels/test_attention_gqa.py::test_online_softmax_rescaling_branch).
+Runs compiled and, with NUMBA_DISABLE_JIT=1, as plain Python (smaller grid).
 """
 
 import itertools
@@ -27,17 +31,27 @@ DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 1, 1, 1, 3), (2, 3, 5, 5, 4), (2, 2, 7, 13, 5), (2, 1, 13, 6, 3), (1, 2, 17, 17, 8)]
 if not _jit.JIT_DISABLED:
     SHAPES += [(2, 2, 70, 70, 16), (1, 2, 65, 300, 32)]
-BLOCKS = [None, (4, 8)]
+# (BLOCK_Q, BLOCK_K, ROW_COLS): ROW_COLS picks the forward's block orientation
+# (fewer columns than it: columns x keys), so each orientation meets every
+# shape and block size.
+BLOCKS = [None, (4, 8, None), (4, 8, 0), (64, 256, 1 << 30)]
 
 
-@pytest.fixture(params=BLOCKS, ids=["default-blocks", "tiny-blocks-parallel"])
+@pytest.fixture(params=BLOCKS, ids=["default-blocks", "tiny-blocks-parallel",
+                                    "tiny-blocks-columns", "rows-only"])
 def blocks(request, monkeypatch):
-    """Default blocks (and small calls on the calling thread), or tiny blocks with
-    every call split over all numba threads however small."""
+    """Default blocks (and small calls on the calling thread); tiny blocks with
+    every call split over all numba threads however small (few columns: the row
+    orientation), the same with the column orientation only; the row
+    orientation for every forward block."""
     if request.param is not None:
-        monkeypatch.setattr(ka, "BLOCK_Q", request.param[0])
-        monkeypatch.setattr(ka, "BLOCK_K", request.param[1])
-        monkeypatch.setattr(km, "PARALLEL_MIN_WORK", 0)
+        bq, bk, row_cols = request.param
+        monkeypatch.setattr(ka, "BLOCK_Q", bq)
+        monkeypatch.setattr(ka, "BLOCK_K", bk)
+        if row_cols is not None:
+            monkeypatch.setattr(ka, "ROW_COLS", row_cols)
+        if bk < 16:
+            monkeypatch.setattr(km, "PARALLEL_MIN_WORK", 0)
     return request.param
 
 
