@@ -155,6 +155,21 @@ def _detect() -> World:
     return World(comm) if comm.Get_size() > 1 else World()
 
 
+LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+
+
+def threads_per_rank() -> int:
+    """Numba threads for a rank that was given none: the machine's cores shared by the
+    ranks on it (0 in a one-rank world: leave the threads as they are)."""
+    w = world()
+    if w.size == 1:
+        return 0
+    local = next((int(os.environ[v]) for v in LOCAL_SIZE_VARIABLES
+                  if os.environ.get(v, "").strip().isdigit()), w.size)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, local))
+
+
 class NoLock:
     """What ranks other than 0 hold instead of the run folder's lock (they write nothing)."""
 

@@ -26,11 +26,12 @@ def _setup_runtime(cfg: TrainConfig) -> None:
     _runtime.tune()  # the process settings for speed (numformer/_runtime.py)
     if cfg.backend:
         numformer.set_backend(cfg.backend)
-    if cfg.threads:
+    threads = cfg.threads or dist.threads_per_rank()  # MPI ranks share the cores
+    if threads:
         from numformer.kernels import numba_available
         if numba_available() and numformer.get_backend() == "numba":
             from numformer.kernels._jit import set_num_threads
-            set_num_threads(cfg.threads)
+            set_num_threads(threads)
 
 
 def train(cfg: TrainConfig, resume: bool | str = False, log=print) -> dict:

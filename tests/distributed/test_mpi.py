@@ -146,6 +146,22 @@ def test_resume_two_rank_checkpoint_on_one_and_two_ranks(tmp_path):
                      f"steps 5-6 resumed on {n} rank(s) vs the uninterrupted 2-rank run")
 
 
+def test_an_error_on_one_rank_ends_every_rank_with_its_message(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    settings = {**TINY, **CASES["lm"], "max_steps": 100000, "time_limit": 3.0, "out": str(out)}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"settings": settings, "result": str(out / "res"), "fail": [1, 3]}))
+    try:
+        p = subprocess.run(_command(2, spec), env=_env(), capture_output=True, text=True,
+                           timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"rank 0 kept waiting for the failed rank 1 ({TIMEOUT} s)")
+    assert p.returncode != 0
+    assert ("numformer: rank 1 of 2 failed, stopping all ranks: RuntimeError: a deliberate "
+            "failure at part 3") in p.stderr, p.stderr
+
+
 def test_killed_rank_ends_the_others_and_leaves_the_checkpoint(tmp_path):
     from numformer.train.checkpoint import load_checkpoint
     out = tmp_path / "run"

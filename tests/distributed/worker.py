@@ -4,7 +4,8 @@ under ``mpiexec -n N`` or alone as one process).
     python tests/distributed/worker.py SPEC.json
 
 SPEC: {"settings": {TrainConfig fields}, "dtype": "float32" | "float64",
-"resume": bool, "result": "path prefix", "pid": bool}. Each rank writes
+"resume": bool, "result": "path prefix", "pid": bool, "fail": [rank, part]
+(that rank raises at that part)}. Each rank writes
 ``<result>.rank<r>.json``: the world size, the train losses by step, a digest
 of the final parameters (every byte), and what each of its parts held (the
 loss count, whether a row was padded).
@@ -48,6 +49,8 @@ def main(spec_path: str) -> None:
         inner = task.loss_and_backward
 
         def recorded(b, weight=1.0):
+            if spec.get("fail") == [w.rank, len(parts)]:
+                raise RuntimeError(f"a deliberate failure at part {len(parts)}")
             parts.append({"count": dist.loss_count(task, b),
                           "padded": bool(not np.all(_key_mask(b))), "weight": weight})
             return inner(b, weight=weight)
