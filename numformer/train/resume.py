@@ -9,7 +9,8 @@ the data and how it is cut and split (task, dataset, data, eval_data,
 max_len, vocab_size, min_freq, eval_fraction, limit, mask_prob, batch_size:
 they decide what a token id, an example and the saved batch index mean), the
 model (dim, n_heads, n_layers, d_ff, dropout, norm_first, activation,
-positional, pooling, tie_weights, init), the optimizer (its saved state is
+positional, pooling, tie_weights, init, arch,
+n_kv_heads, lora_rank, lora_alpha), the optimizer (its saved state is
 that optimizer's) and the seed (every random stream is a function of it).
 Paths (data, eval_data, out) are compared as absolute paths, so the same file
 named from another folder is the same data.
@@ -39,7 +40,8 @@ from numformer.train.config import TrainConfig
 REFUSED = ("task", "dataset", "data", "eval_data", "max_len", "vocab_size", "min_freq",
            "eval_fraction", "limit", "mask_prob", "batch_size",
            "dim", "n_heads", "n_layers", "d_ff", "dropout", "norm_first", "activation",
-           "positional", "pooling", "tie_weights", "init", "optimizer", "seed")
+           "positional", "pooling", "tie_weights", "init", "arch", "n_kv_heads", "lora_rank",
+           "lora_alpha", "optimizer", "seed")
 WARNED = ("epochs", "max_steps", "time_limit", "eval_every", "keep_best", "lr", "weight_decay",
           "beta1", "beta2", "momentum", "warmup", "schedule", "clip", "label_smoothing",
           "backend", "threads", "grad_accum", "out")
