@@ -10,8 +10,8 @@ bool, True for real tokens; ``causal=True`` lets query i see keys
 j <= i + (Tk - Tq); a query with no visible key gets an output of zero,
 never NaN.
 
-What the kernels do (loop bodies in ``_attention_loops.py``)
--------------------------------------------------------------
+What the kernels do (loops in ``_attention_loops.py``, pieces in ``_attention_blocks.py``)
+----------------------------------------------------------------------------------------
 Forward: for each (batch, kv head, block of QB queries) -- tasks dealt
 round-robin to the workers of a ``prange`` -- the QB queries of each of the
 group's G query heads are packed side by side as the G * QB columns of one
@@ -81,9 +81,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from numformer.kernels._attention_loops import (  # noqa: F401  (tests reach the pieces here)
-    _NEG, _FASTMATH, LN2, LOG2E, WINDOW, _attention_bwd, _attention_fwd, _block_has_key,
-    _exp2, _exp2_rows, _exp2_sum_max, _exp2f, _mask_block, _mask_rows, _probs_and_ds)
+from numformer.kernels._attention_blocks import (  # noqa: F401  (tests reach the pieces here)
+    _NEG, LANES, LN2, LOG2E, WINDOW, _exp2, _exp2_rows, _exp2_sum_max, _exp2f, _mask_block,
+    _mask_rows)
+from numformer.kernels._attention_loops import _attention_bwd, _attention_fwd
 from numformer.kernels.matmul import SINGLE_THREAD_MNK, run_strided, workers
 from numformer.ops import _checks as chk
 from numformer.ops import attention as _ref
