@@ -76,6 +76,12 @@ def group_queries(q: np.ndarray, Hkv: int) -> np.ndarray:
     return q.reshape(B, Hkv, H // Hkv, T, D)  # (B, Hkv, G, T, D), splitting an axis: a view
 
 
+def sum_over_group(x: np.ndarray) -> np.ndarray:
+    """(B, Hkv, G, T, D) -> (B, Hkv, T, D): the sum over a group's query heads
+    (a view when G = 1, so plain multi-head attention pays no extra pass)."""
+    return x[:, :, 0] if x.shape[2] == 1 else x.sum(axis=2)  # (B, Hkv, T, D)
+
+
 def attention_forward(q, k, v, key_mask=None, causal=False, scale=None):
     """``out = softmax(q @ k^T * scale + mask) @ v``, scale = 1/sqrt(D) by default.
 
@@ -115,15 +121,15 @@ def attention_backward(dout, cache):
     Hkv = k.shape[1]
     pg, dg, qg = group_queries(p, Hkv), group_queries(dout, Hkv), group_queries(q, Hkv)
     # out[:, h] = p[:, h] @ v[:, h // G]  ->  dv sums over the heads of a group
-    dv = matmul(pg.swapaxes(-1, -2), dg).sum(axis=2)  # (B, Hkv, G, Tk, D) -> (B, Hkv, Tk, D)
-    dp = matmul(dg, v[:, :, None].swapaxes(-1, -2)).reshape(B, H, Tq, -1)  # (B, H, Tq, Tk)
+    dv = sum_over_group(matmul(pg.swapaxes(-1, -2), dg))  # (B, Hkv, G, Tk, D) -> (B, Hkv, Tk, D)
+    dp = matmul(dg, v[:, :, None].swapaxes(-1, -2)).reshape(p.shape)  # (B, H, Tq, Tk)
     # p = softmax(s)  (masked entries have p = 0, so ds = 0 there)
     ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))  # (B, H, Tq, Tk)
     # s[:, h] = q[:, h] @ k[:, h // G]^T * scale
     ds *= scale
     dsg = group_queries(ds, Hkv)  # (B, Hkv, G, Tq, Tk)
     dq = matmul(dsg, k[:, :, None]).reshape(B, H, Tq, D)  # (B, H, Tq, D)
-    dk = matmul(dsg.swapaxes(-1, -2), qg).sum(axis=2)  # (B, Hkv, G, Tk, D) -> (B, Hkv, Tk, D)
+    dk = sum_over_group(matmul(dsg.swapaxes(-1, -2), qg))  # (B, Hkv, G, Tk, D) -> (B, Hkv, Tk, D)
     return dq, dk, dv
 
 
