@@ -304,10 +304,15 @@ class DataParallel:
     ``grad_accum`` micro-batches per rank (see the module docstring). With one
     rank and one micro-batch, ``loss_and_backward`` is the task's own."""
 
-    def __init__(self, model, grad_accum: int = 1, w: World | None = None):
+    def __init__(self, model, grad_accum: int = 1, w: World | None = None, zero: int = 0):
         if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
             raise ValueError(f"grad_accum: expected an integer >= 1, got {grad_accum!r}")
+        if zero not in (0, 1) or isinstance(zero, bool):
+            raise ValueError(f"zero (--zero): expected 0 (off) or 1 (optimizer moments sharded "
+                             f"across ranks), got {zero!r}")
         self.model = model
+        self.zero = zero
+        self.sharded = None  # the ZeRO-1 optimizer (numformer.zero), when there is one
         self.world = w or world()
         self.grad_accum = grad_accum
         self.grads: GradBuffer | None = None
@@ -328,6 +333,22 @@ class DataParallel:
     @property
     def active(self) -> bool:
         return self.world.size > 1 or self.grad_accum > 1
+
+    def optimizer(self, opt):
+        """``opt``, or with ``zero=1`` on several ranks its sharded twin (numformer.zero)."""
+        if self.zero and self.world.size > 1:
+            from numformer.zero import ZeroAdam
+            self.sharded = ZeroAdam(opt, self.model, self.world)
+            return self.sharded
+        return opt
+
+    def clip_grad_norm(self, max_norm: float) -> float:
+        """The global gradient norm, clipped to ``max_norm`` when it is > 0
+        (optim.clip_grad_norm; with ZeRO-1, over the ranks' reduced shards)."""
+        if self.sharded is not None:
+            return self.sharded.clip_grad_norm(max_norm)
+        from numformer.optim.clip import clip_grad_norm, grad_norm
+        return clip_grad_norm(self.model, max_norm) if max_norm else grad_norm(self.model)
 
     def start(self) -> None:
         """Before the first step: rank 0's weights everywhere, the flat gradient buffer."""
@@ -370,7 +391,10 @@ class DataParallel:
         if N > 1:
             t0 = time.perf_counter()
             self.grads.bind()
-            self.world.allreduce_(self.grads.flat)
+            if self.sharded is not None:  # ZeRO-1: this rank's shard of the sum
+                self.sharded.reduce_grads(self.grads.flat)
+            else:
+                self.world.allreduce_(self.grads.flat)
             sums = self.world.allreduce_(np.array([loss, tokens], dtype=np.float64))
             self.comm_seconds += time.perf_counter() - t0
             loss, tokens = float(sums[0]), sums[1]

@@ -144,6 +144,8 @@ class TrainConfig:
     threads: int = setting(0, "Numba threads (0 = leave as is)", Int(0))
     grad_accum: int = setting(1, "micro-batches per step (and MPI rank): batch_size is the "
                                  "global batch, grad_accum x ranks parts of it", Int(1))
+    zero: int = setting(0, "ZeRO stage: 1 shards Adam's moments across MPI ranks (0 = off)",
+                        Int(0, "0 or 1"))
     progress: bool = setting(True, "show a progress line", Flag())
     overwrite: bool = False           # a new run may replace the run already in out/
     on_nonfinite: str = "stop"        # a NaN/inf gradient: stop (default) | skip the update
@@ -169,6 +171,9 @@ class TrainConfig:
             raise ConfigError("max_len", f"expected at least 2 for {self.task} (a sequence of "
                                          f"one token has nothing to learn from), got "
                                          f"{self.max_len}")
+        if self.zero not in (0, 1):
+            raise ConfigError("zero", f"expected 0 (off) or 1 (Adam's moments sharded across "
+                                      f"MPI ranks), got {self.zero}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite (--on-nonfinite): expected stop or skip, "
                              f"got {self.on_nonfinite!r}")

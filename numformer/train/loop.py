@@ -42,7 +42,7 @@ from pathlib import Path
 
 from numformer import optim
 from numformer.distributed import DataParallel
-from numformer.optim.clip import first_nonfinite, grad_norm
+from numformer.optim.clip import first_nonfinite
 from numformer.train import resume as resume_check
 from numformer.train.checkpoint import NonFiniteError, load_checkpoint, save_checkpoint
 from numformer.train.config import RunState, TrainConfig
@@ -85,9 +85,9 @@ class Trainer:
         self.cfg = cfg
         self.model = task.model
         self.out = Path(cfg.out)
-        self.dp = DataParallel(self.model, cfg.grad_accum)  # ranks, micro-batches
+        self.dp = DataParallel(self.model, cfg.grad_accum, zero=cfg.zero)  # ranks, micro-batches
         self.log = log = log if self.dp.is_root else _quiet  # logs from rank 0 only
-        self.opt = make_optimizer(self.model, cfg)
+        self.opt = self.dp.optimizer(make_optimizer(self.model, cfg))  # ZeRO-1: sharded
         self.state = RunState()
         self.steps_per_epoch = task.steps_per_epoch()
         # max_steps, when set, is the length of the run (as many epochs as it takes)
@@ -260,7 +260,7 @@ class Trainer:
             raise TrainingDiverged(f"loss became {loss} at step {st.step + 1} (epoch "
                                    f"{st.epoch + 1}); training stopped before the update; "
                                    f"{self._last_good()}")
-        norm = optim.clip_grad_norm(self.model, cfg.clip) if cfg.clip else grad_norm(self.model)
+        norm = self.dp.clip_grad_norm(cfg.clip)  # the global norm (ZeRO-1: over the shards)
         if math.isfinite(norm):
             self.schedule.apply(self.opt)
             self.opt.step()

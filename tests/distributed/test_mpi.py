@@ -146,6 +146,22 @@ def test_resume_two_rank_checkpoint_on_one_and_two_ranks(tmp_path):
                      f"steps 5-6 resumed on {n} rank(s) vs the uninterrupted 2-rank run")
 
 
+def test_zero1_equals_plain_data_parallel_and_its_checkpoint_needs_no_zero(tmp_path):
+    """--zero 1 (moments sharded, reduce-scatter + all-gather): the losses of the
+    unsharded 2-rank run, and a checkpoint that one process without ZeRO resumes."""
+    settings = {**TINY, **CASES["mlm"], "schedule": "constant", "warmup": 0, "eval_every": 2,
+                "max_steps": 6}
+    plain = run(tmp_path, "plain", 2, settings)[0]
+    zero = run(tmp_path, "zero", 2, {**settings, "zero": 1})
+    assert_close(zero[0]["losses"], plain["losses"], 1e-6, "zero 1 vs zero 0 on 2 ranks")
+    assert_same_weights(zero)
+    run(tmp_path, "first", 2, {**settings, "zero": 1, "max_steps": 4})
+    shutil.copytree(tmp_path / "first", tmp_path / "resumed")
+    got = run(tmp_path, "resumed", 1, settings, resume=True)[0]
+    assert_close(got["losses"][4:], plain["losses"][4:], 1e-6,
+                 "steps 5-6 of a ZeRO checkpoint resumed on 1 process without ZeRO")
+
+
 def test_an_error_on_one_rank_ends_every_rank_with_its_message(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

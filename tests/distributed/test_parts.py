@@ -171,3 +171,20 @@ def test_world_detection(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if not installed
     with pytest.raises(RuntimeError, match=r"one of 4 MPI ranks .*pip install 'numformer\[mpi\]'"):
         dist._detect()
+
+
+def test_zero_settings_are_checked():
+    from numformer import optim
+    from numformer.train import TrainConfig
+    from numformer.train.settings import ConfigError
+    from numformer.zero import ZeroAdam
+    with pytest.raises(ConfigError, match="expected 0 .off. or 1"):
+        TrainConfig(zero=2)
+    model = _tiny_model()
+    with pytest.raises(ValueError, match="zero .--zero.: expected 0 .off. or 1"):
+        dist.DataParallel(model, zero=3)
+    with pytest.raises(ValueError, match="ZeRO stage 1 shards Adam and AdamW moments; got SGD"):
+        ZeroAdam(optim.SGD(model, lr=0.1), model, dist.World())
+    # one rank: nothing to shard, the optimizer is the plain one
+    opt = optim.AdamW(model)
+    assert dist.DataParallel(model, zero=1, w=dist.World()).optimizer(opt) is opt
