@@ -118,6 +118,9 @@ OP_CASES: dict[str, Callable[[], GradReport]] = {
         ops.cross_entropy_forward, ops.cross_entropy_backward,
         dict(logits=_x((B * T, 7)), targets=_ids().reshape(-1)), ["logits"],
         dict(label_smoothing=0.1), title="cross-entropy (label smoothing)"),
+    "op/mse": lambda: check_op(ops.losses.mse_forward, ops.losses.mse_backward,
+                               dict(pred=_x((B, 3)), targets=_x((B, 3), seed=5)), ["pred"],
+                               title="mean squared error"),
     "op/mean_pool": lambda: check_op(ops.mean_pool_forward, ops.mean_pool_backward,
                                      dict(x=_x((B + 1, T, C)), mask=_key_mask()), ["x"],
                                      title="mean pool (masked)"),
@@ -327,6 +330,45 @@ OP_CASES.update({
     "op/attention_gqa_decode": lambda: _gqa(6, 2, True, True, tq=1, tk=T),
     "op/mha_gqa": lambda: _mha_gqa(4, 2, bias=True),
     "op/mha_gqa_no_bias": lambda: _mha_gqa(3, 1, bias=False),
+})
+
+
+def _llama_lm(n_kv_heads, tied=True):
+    """A tiny Llama-style decoder (RMSNorm, rotary positions, SwiGLU, grouped-query
+    attention, no biases) with dropout 0.1: the same stack as SmolLM2's. The head
+    width is even (rope rotates pairs): dim 8, 4 heads of 2. init_std 0.3, not 0.5:
+    at 0.5 the grouped-query rows' scores are so peaked that the central
+    difference's truncation error (it falls as h^2: 1e-5 -> 9.7e-8, 1e-4 -> 9.7e-6)
+    passes 1e-8; at 0.3 every row lands near 1e-9."""
+    cfg = nn.ModelConfig.for_arch("llama", vocab_size=11, dim=8, n_heads=4,
+                                  n_kv_heads=n_kv_heads, n_layers=2, d_ff=6, max_len=T + 2,
+                                  dropout=0.1, init_std=0.3, tie_weights=tied)
+    model = nn.WithLoss(nn.CausalLM(cfg, seed=6), nn.CrossEntropyLoss())
+    ids = _ids(11)
+    targets = np.roll(ids, -1, axis=1)
+    targets[:, -1] = -100
+    return check_module(model, ids, targets=targets,
+                        title=f"Llama-style LM, {n_kv_heads} of 4 kv heads"
+                              + ("" if tied else ", untied") + " + loss")
+
+
+def _bert_like_classifier():
+    """The "bert" preset of the Transformer: token types, embedding LayerNorm, post-LN."""
+    cfg = nn.ModelConfig.for_arch("bert", vocab_size=11, dim=C, n_heads=H, n_layers=2, d_ff=7,
+                                  max_len=T + 2, dropout=0.1, init_std=0.5, n_classes=3,
+                                  eps=1e-5)
+    model = nn.WithLoss(nn.Classifier(cfg, seed=7), nn.CrossEntropyLoss())
+    km = np.ones((B, T), dtype=bool)
+    km[0, 3:] = False
+    return check_module(model, _ids(11), km, targets=np.array([2, 0]),
+                        title="bert preset classifier + loss")
+
+
+MODEL_CASES.update({
+    "model/llama_lm_gqa": lambda: _llama_lm(2),
+    "model/llama_lm_mqa_untied": lambda: _llama_lm(1, tied=False),
+    "model/llama_lm_mha": lambda: _llama_lm(4),
+    "model/bert_preset_classifier": _bert_like_classifier,
 })
 
 

@@ -204,6 +204,19 @@ class BPETokenizer:
                    add_eos=bool(key("tokenizer.ggml.add_eos_token", False)),
                    chat_template=key("tokenizer.chat_template", None))
 
+    def settings(self) -> dict:
+        """Everything the tokenizer is made of, as plain JSON values (a checkpoint
+        carries it, so a fine-tuned model loads without the GGUF file)."""
+        return {"tokens": self.tokens, "merges": self.merges, "token_types": self.token_types,
+                "pre": self.pre, "bos_id": self.bos_id, "eos_id": self.eos_id,
+                "pad_id": self.pad_id, "unk_id": self.unk_id, "add_bos": self.add_bos,
+                "add_eos": self.add_eos, "chat_template": self.chat_template}
+
+    @classmethod
+    def from_settings(cls, d: dict) -> "BPETokenizer":
+        d = dict(d)
+        return cls(d.pop("tokens"), d.pop("merges"), d.pop("token_types"), **d)
+
     @property
     def vocab_size(self) -> int:
         return len(self.tokens)
