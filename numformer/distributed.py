@@ -155,7 +155,8 @@ def _detect() -> World:
     return World(comm) if comm.Get_size() > 1 else World()
 
 
-LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE",
+                        "MV2_COMM_WORLD_LOCAL_SIZE")  # the ranks on this machine
 
 
 def threads_per_rank() -> int:
@@ -371,6 +372,8 @@ class DataParallel:
                             f"argument (the upstream gradient of its loss) for data-parallel "
                             f"training or gradient accumulation")
         K, N, r = self.grad_accum, self.world.size, self.world.rank
+        if N > 1 and self.grads is None:  # a step outside Trainer.fit
+            self.start()
         bounds = shard_bounds(batch_rows(batch), N * K)
         total = loss_count(task, batch)
         loss = tokens = 0.0
