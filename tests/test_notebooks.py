@@ -28,7 +28,7 @@ from nbclient import NotebookClient
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
-FAMILIES = ["dense", "softmax", "layernorm", "attention", "embedding", "encoder_block"]
+FAMILIES = ["dense", "softmax", "layernorm", "attention", "embedding", "encoder_block", "modern"]
 CELL_TIMEOUT_S = 120  # a hang guard, not a speed requirement
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
