@@ -178,6 +178,30 @@ def report(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], path: Path) -> Path | None:
+    """Tokens/s of each layout, one group of bars per configuration."""
+    from numformer.bench import harness
+    plt = harness.pyplot_or_none()
+    if plt is None:
+        return None
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for j, (ranks, threads) in enumerate(LAYOUTS):
+        ys = [next((r["tokens_per_s"] for r in rows if r["config"] == c
+                    and (r["ranks"], r["threads"]) == (ranks, threads)), 0) for c in configs]
+        ax.bar([i + 0.27 * (j - 1) for i in range(len(configs))], ys, width=0.27,
+               label=f"{ranks} process{'es' if ranks > 1 else ''} x {threads} thread"
+                     f"{'s' if threads > 1 else ''}")
+    ax.set_xticks(range(len(configs)), configs)
+    ax.set_ylabel("tokens / s")
+    ax.set_title("one training step, data parallel over MPI")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", default="mini,charlm")
@@ -218,7 +242,8 @@ def main(argv=None) -> int:
     harness.write_atomic(path, json.dumps({"rows": rows, "load": [load0,
                                                                   harness.load_average()],
                                            "tiny": args.tiny}, indent=1))
-    print(f"\nresults: {path}")
+    png = plot(rows, path.with_suffix(".png"))
+    print(f"\nresults: {path}" + (f", {png}" if png else ""))
     return 0
 
 
