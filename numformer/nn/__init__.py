@@ -10,12 +10,16 @@ from numformer.nn.layers import (ClsPool, CrossEntropyLoss, Dropout, Embedding, 
 from numformer.nn.models import (Classifier, MaskedLM, MLMHead, ModelConfig, TransformerEncoder,
                                  WithLoss)
 from numformer.nn.module import Module, ModuleList, Parameter, accumulate, is_grad_enabled, no_grad
+from numformer.nn.transformer import (ARCHITECTURES, Attention, KVCache, Transformer)
 from numformer.nn.modern import RMSNorm, Rotary, SiLU, SwiGLU
+from numformer.nn.layers import MSELoss
 
 __all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "SinusoidalPositions",
            "LearnedPositions", "LayerNorm", "ReLU", "Tanh", "GELU", "Dropout", "Softmax",
            "MultiHeadAttention", "FeedForward", "MeanPool", "ClsPool", "CrossEntropyLoss",
            "make_activation", "attention_maps", "EncoderBlock", "Encoder", "ModelConfig", "TransformerEncoder",
            "MLMHead", "MaskedLM", "Classifier", "CausalLM", "WithLoss",
-           "RMSNorm", "Rotary", "SiLU", "SwiGLU"]
+           "RMSNorm", "Rotary", "SiLU", "SwiGLU",
+           "Transformer", "Attention", "KVCache", "ARCHITECTURES"]
 __all__ += ["accumulate", "no_grad", "is_grad_enabled"]
+__all__ += ["MSELoss"]

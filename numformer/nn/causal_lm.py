@@ -1,7 +1,10 @@
-"""Causal (autoregressive) language model.
+"""Causal (autoregressive) language model: a causal Transformer and a next-token head.
 
 Shapes: ids (B, T) integer, hidden (B, T, C), logits (B, T, V). A key-value
-cache holds, per block, keys and values (B, H, S, D) of the S tokens seen.
+cache holds, per block, keys and values (B, Hkv, S, D) of the S tokens seen
+(``numformer.nn.transformer.KVCache``). The GPT-style char LM and a
+Llama-style decoder (``ModelConfig.for_arch("llama", ...)``) are both this
+class; only the configuration differs.
 """
 
 from __future__ import annotations
@@ -10,21 +13,22 @@ import numpy as np
 
 from numformer import kernels
 from numformer.nn.layers import Linear
-from numformer.nn.models import ModelConfig, TransformerEncoder
+from numformer.nn.transformer import ModelConfig, Transformer
 from numformer.nn.module import Module, accumulate
 from numformer.ops._alloc import matmul
 
 
 class CausalLM(Module):
-    """Token + position embeddings, causal blocks (pre-LN as in GPT-2 when
-    ``cfg.norm_first``), a next-token head (the token embedding, transposed,
-    when ``cfg.tie_weights``). ``forward(ids)`` gives logits at every position."""
+    """Token embeddings (+ positions), causal blocks (pre-norm as in GPT-2 and
+    Llama when ``cfg.norm_first``), a next-token head (the token embedding,
+    transposed, when ``cfg.tie_weights``). ``forward(ids)`` gives logits at
+    every position. The stack is causal whatever ``cfg.causal`` says."""
 
     def __init__(self, cfg: ModelConfig, seed: int = 0, dtype=np.float32):
         super().__init__()
         rng = np.random.default_rng(seed)
         self.cfg = cfg
-        self.body = TransformerEncoder(cfg, rng=rng, causal=True, dtype=dtype)
+        self.body = Transformer(cfg, rng=rng, causal=True, dtype=dtype)
         self.head = None if cfg.tie_weights else Linear(cfg.dim, cfg.vocab_size, bias=False,
                                                         rng=rng, init_std=cfg.init_std,
                                                         dtype=dtype)
@@ -43,7 +47,7 @@ class CausalLM(Module):
         the cached keys instead of a recomputation of the window (eval mode only)."""
         if kv_cache is not None and self.training:
             raise RuntimeError("CausalLM: the key-value cache is for inference; call eval() first")
-        return self._logits(self.body(ids, key_mask, kv_cache))
+        return self._logits(self.body(ids, key_mask, kv_cache))  # (B, T, V)
 
     def backward(self, dlogits):
         if self.head is not None:
@@ -57,9 +61,9 @@ class CausalLM(Module):
         return self.body.backward(dh)
 
     def new_cache(self) -> list:
-        """An empty key-value cache: one [keys, values] pair per block."""
-        return [[None, None] for _ in self.body.encoder.blocks]
+        """An empty key-value cache: one KVCache per block."""
+        return self.body.new_cache()
 
     @staticmethod
     def cache_length(kv_cache) -> int:
-        return 0 if kv_cache[0][0] is None else kv_cache[0][0].shape[2]
+        return kv_cache[0].length

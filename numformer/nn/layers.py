@@ -15,6 +15,7 @@ import numpy as np
 from numformer import kernels
 from numformer.nn.module import Module, Parameter, accumulate
 from numformer.ops import embedding as _emb
+from numformer.ops import losses as _losses
 from numformer.ops import pooling
 
 
@@ -314,6 +315,18 @@ class CrossEntropyLoss(Module):
     def backward(self, dloss=1.0):
         f, cache = self._pop_cache()
         return f.cross_entropy_backward(dloss, cache)
+
+
+class MSELoss(Module):
+    """Mean squared error over all elements (regression); backward returns dpred."""
+
+    def forward(self, pred, targets):
+        loss, cache = _losses.mse_forward(pred, targets)
+        self._set_cache(cache)
+        return loss
+
+    def backward(self, dloss=1.0):
+        return _losses.mse_backward(dloss, self._pop_cache())
 
 
 from numformer.nn.transformer import Attention as MultiHeadAttention  # noqa: E402

@@ -130,4 +130,4 @@ def test_parameter_rejects_integer_values():
 
 def test_repr_lists_submodules():
     text = repr(nn.EncoderBlock(8, 2, 16))
-    assert "MultiHeadAttention(8, n_heads=2)" in text and "LayerNorm(8" in text
+    assert "Attention(8, n_heads=2, bias=True)" in text and "LayerNorm(8" in text
