@@ -1,5 +1,11 @@
-"""The causal language-model task: a byte stream, random windows for training,
-a held-out tail (or a separate file) for bits per character."""
+"""The causal language-model task: a token stream, random windows for training,
+a held-out tail (or a separate file) for bits per character.
+
+From scratch the stream is bytes (the char LM; ``--arch llama`` for a
+Llama-style decoder). With ``--init smollm2`` (or a Llama .gguf file) the run
+fine-tunes that pretrained decoder on the text in its own byte-level BPE,
+fully or, with ``--lora-rank R``, through rank-R adapters with every base
+weight frozen (no gradient buffer, no optimizer state)."""
 
 from __future__ import annotations
 
@@ -25,6 +31,11 @@ class LMTask:
     def __init__(self, cfg: TrainConfig, log=print, tokenizer=None):
         self.cfg = cfg
         text = self._text(cfg)
+        pretrained = None
+        if cfg.init:  # a pretrained LLM and its tokenizer
+            from numformer.pretrained.llama import load_llama
+            pretrained, bpe = load_llama(None if cfg.init == "smollm2" else cfg.init)
+            tokenizer = tokenizer or bpe
         self.tokenizer = tokenizer or ByteTokenizer()
         if cfg.eval_data:  # a separate held-out file
             self.held_text = load_text(cfg.eval_data)
@@ -32,16 +43,39 @@ class LMTask:
         else:  # the tail of the text
             cut = int(len(text) * (1.0 - cfg.eval_fraction))
             self.held_text = text[cut:]
-        self.train = self.tokenizer.encode(text[:cut])
-        self.held = self.tokenizer.encode(self.held_text)
+        self.train = np.asarray(self.tokenizer.encode(text[:cut]), dtype=np.int64)
+        self.held = np.asarray(self.tokenizer.encode(self.held_text), dtype=np.int64)
         if len(self.train) < cfg.max_len + 1 or len(self.held) < cfg.max_len + 1:
             raise ValueError(f"dataset {self.name!r}: too short for windows of {cfg.max_len} "
                              f"tokens ({len(self.train)} train, {len(self.held)} held-out)")
-        self.model = nn.CausalLM(model_config(cfg, self.tokenizer.vocab_size), seed=cfg.seed)
+        self.lora = None
+        if pretrained is not None:
+            self.model = pretrained.train()
+            if cfg.max_len > self.model.cfg.max_len:
+                raise ConfigError("max_len", f"expected at most {self.model.cfg.max_len} (the "
+                                             f"context of --init {cfg.init}), got {cfg.max_len}")
+            self._set_dropout(cfg.dropout)
+            if cfg.lora_rank:
+                from numformer.nn.lora import add_lora
+                self.lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha or None}
+                add_lora(self.model, cfg.lora_rank, self.lora["alpha"], seed=cfg.seed)
+        else:
+            self.model = nn.CausalLM(model_config(cfg, self.tokenizer.vocab_size),
+                                     seed=cfg.seed)
         self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        log(f"causal LM on {self.name}: {len(self.train):,} training bytes, {len(self.held):,} "
-            f"held-out bytes ({len(self.held_text):,} characters), windows of {cfg.max_len}, "
-            f"model {self.model.num_parameters():,} parameters")
+        unit = "bytes" if isinstance(self.tokenizer, ByteTokenizer) else "tokens"
+        trainable = sum(p.size for p in self.model.trainable_parameters())
+        log(f"causal LM on {self.name}: {len(self.train):,} training {unit}, {len(self.held):,} "
+            f"held-out {unit} ({len(self.held_text):,} characters), windows of {cfg.max_len}, "
+            f"model {self.model.num_parameters():,} parameters"
+            + (f" ({trainable:,} trained: LoRA rank {cfg.lora_rank})" if self.lora else "")
+            + (f", initialised from {cfg.init}" if cfg.init else ""))
+
+    def _set_dropout(self, p: float) -> None:
+        """A pretrained decoder (SmolLM2 has none) takes this run's dropout."""
+        for m in self.model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = float(p)
 
     def _text(self, cfg) -> str:
         ds = cfg.dataset
@@ -103,14 +137,19 @@ class LMTask:
                 "bits_per_char": M.bits(nll / chars)}
 
     def checkpoint_meta(self) -> dict:
-        return {"tokenizer": tokenizer_meta(self.tokenizer)}
+        meta = {"tokenizer": tokenizer_meta(self.tokenizer)}
+        if self.lora:
+            meta["lora"] = self.lora
+        return meta
 
     def report(self, out: Path, log=print) -> dict:
         from numformer.train.generate import generate, never_sampled
         prompt = self.held_text[:40]
-        ids = generate(self.model, self.tokenizer.encode(prompt), 300, temperature=0.8,
-                       top_k=None, seed=self.cfg.seed, exclude=never_sampled(self.tokenizer))
-        sample = self.tokenizer.decode(ids)
+        n = 300 if isinstance(self.tokenizer, ByteTokenizer) else 100  # bytes | BPE tokens
+        ids = generate(self.model, np.asarray(self.tokenizer.encode(prompt), dtype=np.int64), n,
+                       temperature=0.8, top_k=None, seed=self.cfg.seed,
+                       exclude=never_sampled(self.tokenizer))
+        sample = self.tokenizer.decode(ids.tolist())
         (out / "sample.txt").write_text(sample, encoding="utf-8")
         log("sample (temperature 0.8):\n" + sample)
         return {"sample": str(out / "sample.txt")}

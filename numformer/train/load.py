@@ -69,6 +69,9 @@ def load_trained(path) -> Trained:
                                pooling=mc["pooling"], dropout=mc["dropout"])
     else:
         model = MODEL_CLASSES[kind](nn.ModelConfig.from_dict(meta["model_config"]))
+    if meta.get("lora"):  # a LoRA fine-tune: the same adapters, then the saved weights
+        from numformer.nn.lora import add_lora
+        add_lora(model, meta["lora"]["rank"], meta["lora"]["alpha"], freeze=False)
     model.load_state_dict(ck["model"])
     model.eval()
     return Trained(model, tokenizer_from_meta(meta["tokenizer"]),
