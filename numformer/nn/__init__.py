@@ -10,7 +10,8 @@ from numformer.nn.layers import (ClsPool, CrossEntropyLoss, Dropout, Embedding, 
 from numformer.nn.models import (Classifier, MaskedLM, MLMHead, ModelConfig, TransformerEncoder,
                                  WithLoss)
 from numformer.nn.module import Module, ModuleList, Parameter, accumulate, is_grad_enabled, no_grad
-from numformer.nn.transformer import (ARCHITECTURES, Attention, KVCache, Transformer)
+from numformer.nn.attention import Attention, KVCache
+from numformer.nn.transformer import ARCHITECTURES, Transformer
 from numformer.nn.modern import RMSNorm, Rotary, SiLU, SwiGLU
 from numformer.nn.layers import MSELoss
 

@@ -48,7 +48,8 @@ class EncoderBlock(Module):
                  norm: str = "layernorm", ffn: str = "mlp", n_kv_heads: int | None = None,
                  bias: bool = True, rope: bool = False):
         super().__init__()
-        from numformer.nn.transformer import Attention, make_norm
+        from numformer.nn.attention import Attention
+        from numformer.nn.transformer import make_norm
         rng = _rng(rng)
         self.norm_first = bool(norm_first)
         self.causal = bool(causal)

@@ -2,7 +2,7 @@
 
 Shapes: ids (B, T) integer, hidden (B, T, C), logits (B, T, V). A key-value
 cache holds, per block, keys and values (B, Hkv, S, D) of the S tokens seen
-(``numformer.nn.transformer.KVCache``). The GPT-style char LM and a
+(``numformer.nn.attention.KVCache``). The GPT-style char LM and a
 Llama-style decoder (``ModelConfig.for_arch("llama", ...)``) are both this
 class; only the configuration differs.
 """

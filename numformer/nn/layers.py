@@ -248,7 +248,7 @@ class Softmax(Module):
         return f.softmax_backward(dout, cache)
 
 
-# Multi-head (and grouped-query) self-attention: numformer.nn.transformer.Attention,
+# Multi-head (and grouped-query) self-attention: numformer.nn.attention.Attention,
 # under the name it has always had here. Imported at the end of this module.
 
 
@@ -329,5 +329,5 @@ class MSELoss(Module):
         return _losses.mse_backward(dloss, self._pop_cache())
 
 
-from numformer.nn.transformer import Attention as MultiHeadAttention  # noqa: E402
-from numformer.nn.transformer import attention_maps  # noqa: E402,F401
+from numformer.nn.attention import Attention as MultiHeadAttention  # noqa: E402
+from numformer.nn.attention import attention_maps  # noqa: E402,F401
