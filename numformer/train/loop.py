@@ -261,14 +261,16 @@ class Trainer:
                                    f"{st.epoch + 1}); training stopped before the update; "
                                    f"{self._last_good()}")
         norm = self.dp.clip_grad_norm(cfg.clip)  # the global norm (ZeRO-1: over the shards)
+        lr = 0.0  # the learning rate this step applied (0: its update was skipped)
         if math.isfinite(norm):
-            self.schedule.apply(self.opt)
+            lr = float(self.schedule.apply(self.opt))
             self.opt.step()
         else:
             self._nonfinite_gradient(norm)
         st.step += 1
         st.history["step"].append(st.step)
         st.history["train_loss"].append(loss)
+        st.history.setdefault("lr", []).append(lr)  # (absent from older checkpoints' history)
         return loss, n_tokens
 
     def _nonfinite_gradient(self, norm: float) -> None:
@@ -329,7 +331,7 @@ class Trainer:
                     self.dp.agree(stop, st)  # the ranks stop together: signal, time limit
                     tokens += n
                     if bar is not None:
-                        bar.update(1)
+                        _advance(bar)  # the first step compiled: kept out of the rate
                         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / max(st.seconds, 1e-9):.0f}",
                                         refresh=False)
                     if stop.set:
@@ -383,6 +385,10 @@ def _quiet(*args, **kwargs) -> None:
 
 
 def _progress(enabled: bool, total: int, initial: int):
+    """The step bar (tqdm), or None. Its time left is remaining steps / rate, the
+    rate an exponential moving average of steps per second between refreshes;
+    ``_advance`` keeps the first step of a fit (JIT compilation, first-touch
+    allocations) out of that rate."""
     if not enabled:
         return None
     import sys
@@ -394,3 +400,16 @@ def _progress(enabled: bool, total: int, initial: int):
                 mininterval=interval)
 
 
+def _advance(bar) -> None:
+    """One step done. After the bar's first step (a fit's), its clock and rate
+    estimates restart (``reset``) with the steps done so far counted as its
+    starting point (``initial``), so neither the EMA rate nor the fallback
+    (n - initial) / elapsed sees the warm-up step: with it, the default mlm run's
+    first estimates of the time left were about twice the real one for minutes."""
+    bar.update(1)
+    if not getattr(bar, "warm", False):
+        bar.warm = True
+        done = bar.n
+        bar.reset()  # start_t = last_print_t = now, fresh EMAs of dn, dt, miniters
+        bar.n = bar.last_print_n = bar.initial = done  # counted as done, not as speed
+        bar.refresh()

@@ -26,33 +26,110 @@ def _save(fig, path) -> Path:
     return path
 
 
+SPLITS = ("eval", "dev", "test", "val", "valid", "train")
+BOUNDED = ("accuracy", "f1", "precision", "recall")  # fractions: drawn on [0, 1]
+CORRELATIONS = ("pearson", "spearman")  # drawn on [-1, 1] (or [0, 1] when all >= 0)
+_SERIES_KEYS = ("step", "train_loss", "eval_step", "lr")
+
+
+def ema(values, span: float) -> np.ndarray:
+    """Exponential moving average with bias correction (as Adam's moments and
+    TensorBoard's smoothing): ``m_t = b m_{t-1} + (1 - b) x_t``, ``b = 1 - 2 /
+    (span + 1)``, reported as ``m_t / (1 - b**t)`` so the first values are not
+    pulled towards zero. Non-finite values are skipped (the average carries on)."""
+    x = np.asarray(values, dtype=np.float64)  # (N,)
+    if span < 1:
+        raise ValueError(f"span: expected a number >= 1, got {span}")
+    b = 1.0 - 2.0 / (span + 1.0)
+    out = np.empty_like(x)
+    m, w = 0.0, 0.0
+    for i, v in enumerate(x):
+        if np.isfinite(v):
+            m = b * m + (1.0 - b) * v
+            w = b * w + (1.0 - b)
+        out[i] = m / w if w > 0 else np.nan
+    return out
+
+
+def smoothing_span(n: int) -> float:
+    """The EMA span of the smoothed train loss: a tenth of the run, between 5 and 100 steps."""
+    return float(min(100, max(5, n // 10)))
+
+
+def metric_group(name: str) -> str:
+    """The axis a history series goes on: its name without the split prefix
+    (``dev_accuracy`` and ``test_accuracy`` share "accuracy"); every loss goes on "loss"."""
+    head, _, rest = name.partition("_")
+    base = rest if head in SPLITS and rest else name
+    return "loss" if "loss" in base else base
+
+
 def plot_curves(history: dict, path, title: str = "") -> Path:
-    """history: {"step": [...], "train_loss": [...], "eval_step": [...], <metric>: [...]};
-    the loss on the left axis, every other eval series (accuracy...) on the right panel."""
+    """The curves of a run, one panel per kind of quantity, so that no series is
+    flattened by another's scale: "loss" (the raw train loss, thin, under its
+    smoothed EMA, see ``ema``/``smoothing_span``, and every held-out loss), one
+    panel per other metric group (``metric_group``: accuracy on [0, 1],
+    perplexity, bits, correlations...), and the learning rate per step when the
+    history records it ("lr").
+
+    history: {"step": [...], "train_loss": [...], "eval_step": [...], "lr": [...]
+    (optional), <metric>: [...] one value per eval_step}. The figure is written
+    to ``path`` (PNG); ``curves_figure`` returns it unsaved."""
     plt = _pyplot()
-    evals = [k for k in history if k not in ("step", "train_loss", "eval_step") and history[k]]
-    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 4), squeeze=False)
-    ax = axes[0, 0]
-    ax.plot(history["step"], history["train_loss"], lw=0.8, alpha=0.7, label="train loss")
-    if "eval_loss" in evals:
-        ax.plot(history["eval_step"], history["eval_loss"], "o-", label="held-out loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    others = [k for k in evals if k != "eval_loss"]
-    if others:
-        ax2 = axes[0, 1]
-        for k in others:
-            ax2.plot(history["eval_step"], history[k], "o-", label=k)
-        ax2.set_xlabel("step")
-        ax2.legend()
-        ax2.grid(alpha=0.3)
-    fig.suptitle(title)
+    fig = curves_figure(history, title)
     try:
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def curves_figure(history: dict, title: str = ""):
+    """The matplotlib figure of ``plot_curves`` (the caller closes it). Each axis
+    has its group as title: "loss", the metric groups in order of appearance, "learning rate"."""
+    plt = _pyplot()
+    evals = [k for k in history if k not in _SERIES_KEYS and history[k]]
+    groups: dict[str, list[str]] = {"loss": []}
+    for k in evals:
+        groups.setdefault(metric_group(k), []).append(k)
+    lr = list(history.get("lr") or [])
+    panels = list(groups) + (["learning rate"] if lr else [])
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[len(panels):]:
+        fig.delaxes(ax)
+    steps = np.asarray(history.get("step", []))
+    loss = np.asarray(history.get("train_loss", []), dtype=np.float64)
+    for ax, name in zip(flat, panels):
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if name == "loss":
+            if loss.size:
+                span = smoothing_span(loss.size)
+                ax.plot(steps, loss, lw=0.6, alpha=0.35, color="C0", label="train loss")
+                ax.plot(steps, ema(loss, span), lw=1.6, color="C0",
+                        label=f"train loss, EMA over {span:.0f} steps")
+            for i, k in enumerate(groups["loss"]):
+                ax.plot(history["eval_step"], history[k], "o-", color=f"C{i + 1}", label=k)
+            ax.set_ylabel("loss (nats)")
+        elif name == "learning rate":
+            ax.plot(steps[-len(lr):], lr, color="C0", label="lr")  # (older runs: the tail only)
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        else:
+            values = []
+            for i, k in enumerate(groups[name]):
+                ax.plot(history["eval_step"], history[k], "o-", color=f"C{i + 1}", label=k)
+                values += [float(v) for v in history[k]]
+            if any(w in name for w in BOUNDED):
+                ax.set_ylim(0.0, 1.0)
+            elif any(w in name for w in CORRELATIONS):
+                ax.set_ylim(-1.0 if min(values) < 0 else 0.0, 1.0)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def plot_confusion(cm: np.ndarray, labels, path, title: str = "confusion matrix") -> Path:
