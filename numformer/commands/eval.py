@@ -35,6 +35,9 @@ def run(args) -> int:
     with no_grad():  # the task's loss module is not the model's: no cache for it either
         metrics = task.evaluate()
     print(json.dumps(metrics, indent=1))
+    for name, (pred, y) in getattr(task, "last_predictions", {}).items():  # a regression
+        print(f"{name}: predicted score (label) of the first {min(5, len(y))} of {len(y)}: " +
+              ", ".join(f"{p:.3f} ({t:g})" for p, t in zip(pred[:5], y[:5])))
     if hasattr(task, "last_confusion"):
         from numformer.train import metrics as M
         for name, cm in task.last_confusion.items():

@@ -1,4 +1,6 @@
-"""``numformer predict TEXT...``: classify sentences, or fill in <mask> tokens."""
+"""``numformer predict TEXT...``: classify sentences, score them (a regression run),
+or fill in <mask> tokens. A run trained on text pairs (--text-pair-column) reads
+its TEXT arguments two by two: ``numformer predict -c RUN "a 1" "b 1" "a 2" "b 2"``."""
 
 from __future__ import annotations
 
@@ -11,20 +13,56 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
+def _pairs(trained) -> bool:
+    """The run was trained on text pairs (its checkpoint says so; older ones by the flag)."""
+    return bool(trained.meta.get("text_pairs", bool(trained.train_config.text_pair_column)))
+
+
+def _predict_pairs(trained, texts) -> int:
+    """Scores or classes of (a, b) pairs, the TEXT arguments taken two by two."""
+    from numformer.commands._common import CommandError
+    from numformer.train.task_base import encode_pair
+    if len(texts) % 2:
+        raise CommandError(f"TEXT: this run was trained on text pairs; expected an even number "
+                           f"of texts (a b a b ...), got {len(texts)}")
+    for a, b in zip(texts[::2], texts[1::2]):
+        ids, tt = encode_pair(trained.tokenizer, a, b, trained.train_config.max_len)
+        out = trained.model(ids[None, :], np.ones((1, len(ids)), dtype=bool),
+                            token_type_ids=tt[None, :])  # (1, K)
+        _show(trained, out, f"{a} | {b}")
+    return 0
+
+
+def _show(trained, out, text) -> None:
+    if trained.meta["task"] == "regress":
+        score = trained.meta.get("label_mean", 0.0) + trained.meta.get("label_std", 1.0) * \
+            float(out[0, 0])
+        print(f"{score:.4f}  | {text}")
+        return
+    p = _softmax(out)[0]
+    names = trained.meta.get("class_names") or [str(i) for i in range(len(p))]
+    k = int(p.argmax())
+    print(f"{names[k]} ({p[k]:.3f})  " +
+          "  ".join(f"{n}: {q:.3f}" for n, q in zip(names, p)) + f"  | {text}")
+
+
 def run(args) -> int:
     from numformer.commands._common import check_int, check_texts, encode_for, load_or_exit
+    from numformer.train.task_base import encode_example
     check_int("--top", args.top)
     check_texts("TEXT", args.text)
-    trained = load_or_exit(args.checkpoint, expect=("classify", "mlm"))
+    trained = load_or_exit(args.checkpoint, expect=("classify", "mlm", "regress"))
     model, tok = trained.model, trained.tokenizer
+    if trained.meta["task"] != "mlm" and _pairs(trained):
+        return _predict_pairs(trained, args.text)
     for text in args.text:
+        if trained.meta["task"] == "regress":
+            ids = encode_example(tok, text, trained.train_config.max_len, add_cls=True)[None, :]
+            _show(trained, model(ids, np.ones(ids.shape, dtype=bool)), text)
+            continue
         ids, km = encode_for(trained, text)
         if trained.meta["task"] == "classify":
-            p = _softmax(model(ids, km))[0]
-            names = trained.meta.get("class_names") or [str(i) for i in range(len(p))]
-            k = int(p.argmax())
-            print(f"{names[k]} ({p[k]:.3f})  " +
-                  "  ".join(f"{n}: {q:.3f}" for n, q in zip(names, p)) + f"  | {text}")
+            _show(trained, model(ids, km), text)
         else:
             positions = np.flatnonzero(ids[0] == tok.mask_id)
             if positions.size == 0:
@@ -39,7 +77,8 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="classify sentences or fill in <mask> with a saved model")
+    p = sub.add_parser("predict", help="classify or score sentences (or pairs), or fill in "
+                                       "<mask>, with a saved model")
     p.add_argument("text", nargs="+", help="sentences (for a masked-LM, containing <mask>)")
     p.add_argument("--checkpoint", "-c", default="runs/classify", metavar="PATH",
                    help="checkpoint file or run folder (default: runs/classify)")

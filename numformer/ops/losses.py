@@ -1,4 +1,4 @@
-"""Softmax cross-entropy, fused with log-softmax.
+"""Softmax cross-entropy, fused with log-softmax; mean squared error (mse_*).
 
 Shapes: logits (..., V) (usually (N, V) or (B, T, V)), targets (...) integer
 class ids; positions whose target equals ``ignore_index`` are not counted.
@@ -85,3 +85,37 @@ def cross_entropy_backward(dloss, cache) -> np.ndarray:
         g -= eps / V
     dx[rows] = g * (p.dtype.type(dloss) / n)
     return dx.reshape(shape)  # (..., V)
+
+
+# mean squared error (regression) ---------------------------------------------------
+
+def mse_forward(pred: np.ndarray, targets: np.ndarray):
+    """Mean over all N elements of ``(pred - targets) ** 2``; pred (...) float, targets
+    of the same shape (any float or integer dtype, read in pred's dtype).
+
+    Returns the loss (a scalar of pred's dtype) and ``cache = (diff, n)`` with diff
+    = pred - targets (pred's shape) and n the element count.
+    """
+    chk.float_array("pred", pred)
+    if not isinstance(targets, np.ndarray) or not (np.issubdtype(targets.dtype, np.floating)
+                                                   or np.issubdtype(targets.dtype, np.integer)):
+        got = targets.dtype if isinstance(targets, np.ndarray) else type(targets).__name__
+        raise ValueError(f"targets: expected a numeric numpy array, got {got}")
+    if targets.shape != pred.shape:
+        raise ValueError(f"targets: expected the shape of pred {tuple(pred.shape)}, got "
+                         f"{tuple(targets.shape)}")
+    n = pred.size
+    if n == 0:
+        return pred.dtype.type(0.0), (np.zeros_like(pred), 0)
+    diff = pred - targets.astype(pred.dtype, copy=False)  # (...)
+    return pred.dtype.type((diff * diff).sum() / n), (diff, n)
+
+
+def mse_backward(dloss, cache) -> np.ndarray:
+    """dpred = dloss * 2 (pred - targets) / n (pred's shape)."""
+    diff, n = cache
+    chk.check_dloss("mse_backward", dloss, diff.dtype)
+    if n == 0:
+        return np.zeros_like(diff)
+    # loss = sum((pred - targets) ** 2) / n
+    return diff * diff.dtype.type(2.0 * float(dloss) / n)

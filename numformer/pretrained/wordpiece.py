@@ -317,6 +317,20 @@ class WordPieceTokenizer:
             ids = ids[:max(0, limit - n_special)]
         return [self.cls_id, *ids, self.sep_id] if add_special_tokens else ids
 
+    def encode_pair(self, text: str, pair: str, max_length: int | None = None,
+                    truncation: bool = True) -> tuple[list[int], list[int]]:
+        """ids and token types of two texts as BERT reads a pair:
+        ``[CLS] a [SEP] b [SEP]``, types 0 for [CLS], a and its [SEP], 1 for b and
+        its [SEP]. Truncation (to ``max_length`` ids in all) cuts the longer text
+        first, one piece at a time (Hugging Face's "longest_first")."""
+        a, b = self._content_ids(text), self._content_ids(pair)
+        if truncation:
+            limit = self.max_length if max_length is None else self._check_max_length(max_length)
+            while len(a) + len(b) > max(0, limit - 3) and (a or b):
+                (a if len(a) > len(b) else b).pop()
+        ids = [self.cls_id, *a, self.sep_id, *b, self.sep_id]
+        return ids, [0] * (len(a) + 2) + [1] * (len(b) + 1)
+
     def encode_batch(self, texts: Sequence[str], max_length: int | None = None,
                      padding: str = "longest", truncation: bool = True) -> Encoded:
         """Encode ``texts`` and pad them into numpy arrays (B, T).

@@ -17,15 +17,17 @@ from pathlib import Path
 from numformer.train.settings import (Choice, ConfigError, Flag, Float, Int, Text, check_value,
                                       flag_of, setting)
 
-TASKS = ("mlm", "classify", "lm")
+TASKS = ("mlm", "classify", "lm", "regress")
 
 # The datasets of each task (``dataset``) and what its ``data`` path names:
 # None = embedded in the package (no path), "file", "folder" or "file or folder".
 DATASETS = {
     "mlm": {"": None, "embedded": None, "europarl": "file or folder",
-            "imdb-unsup": "file or folder", "text": "file"},
+            "imdb-unsup": "file or folder", "text": "file or folder"},
     "classify": {"": None, "embedded": None, "sst2": "folder", "sst5": "folder",
-                 "imdb": "file or folder", "imdb-rating": "file or folder"},
+                 "imdb": "file or folder", "imdb-rating": "file or folder",
+                 "file": "file or folder"},
+    "regress": {"file": "file or folder"},
     "lm": {"": None, "embedded": None, "text": "file", "tinyshakespeare": "file or folder",
            "wikitext2": "file"},
 }
@@ -49,6 +51,8 @@ ARCHS = ("", "gpt", "llama", "bert")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "linear", "cosine")
 BACKENDS = ("", "numba", "numpy")
+FILE_FORMATS = ("auto", "csv", "tsv", "jsonl")  # numformer.data.tabular.FORMATS
+FILE_HEADERS = ("auto", "yes", "no")
 
 # What ``numformer train TASK`` starts from (TrainConfig.for_task): the
 # masked-LM is the BERT-from-scratch article's setting; the rest were chosen
@@ -56,6 +60,7 @@ BACKENDS = ("", "numba", "numpy")
 TASK_DEFAULTS = {
     "mlm": {"out": "runs/mlm", "epochs": 40, "lr": 1e-3},
     "classify": {"out": "runs/classify", "max_len": 64, "epochs": 4, "n_heads": 4, "lr": 5e-4},
+    "regress": {"out": "runs/regress", "max_len": 64, "epochs": 4, "n_heads": 4, "lr": 5e-4},
     "lm": {"out": "runs/lm", "max_len": 128, "n_heads": 4, "n_layers": 4, "norm_first": True,
            "max_steps": 600, "tie_weights": False, "dropout": 0.0, "weight_decay": 0.1},
 }
@@ -70,19 +75,38 @@ def known_datasets(task: str) -> str:
 
 @dataclass
 class TrainConfig:
-    task: str = setting("mlm", "what to train: mlm, classify or lm", Choice(*TASKS))
+    task: str = setting("mlm", "what to train: mlm, classify, lm or regress",
+                        Choice(*TASKS))
     # data
     dataset: str = setting("", "the data: '' = the task's embedded default; see "
                                "numformer.train.tasks for each task's datasets", Text(),
                            choices=DATASETS)
-    data: str = setting("", "the file or folder the dataset is read from", Text())
+    data: str = setting("", "the file or folder the dataset is read from (classify: a "
+                            "CSV, TSV, JSON-lines file or a folder of class folders selects "
+                            "dataset 'file')", Text())
+    train: str = setting("", "dataset file: the training file or folder (as --data)", Text())
+    dev: str = setting("", "dataset file: the dev file (else carved from train: "
+                           "eval_fraction of it)", Text())
+    test: str = setting("", "dataset file: the test file (else carved from train)", Text())
+    format: str = setting("auto", "dataset file: csv, tsv, jsonl (auto: by the extension)",
+                          Choice(*FILE_FORMATS))
+    header: str = setting("auto", "dataset file: the first CSV/TSV row is a header (auto: "
+                                  "detected)", Choice(*FILE_HEADERS))
+    text_column: str = setting("", "dataset file: the text's column, a name or 0-based index "
+                                   "(JSON lines: a key; default: found by name or content)",
+                               Text())
+    label_column: str = setting("", "dataset file: the label's (regress: the score's) column",
+                                Text())
+    text_pair_column: str = setting("", "dataset file: the second text of a pair "
+                                        "(entailment, similarity)", Text())
     max_len: int = setting(20, "T, tokens per sequence (<cls> included)",
                            Int(1))
     vocab_size: int = setting(40000, "upper bound on the word vocabulary (specials included)",
                               Int(6, "the 5 special tokens and at least one word"))
     min_freq: int = setting(1, "a word enters the vocabulary when seen this often", Int(1))
     eval_fraction: float = setting(0.1, "the fraction held out when the dataset has no "
-                                        "test split", Float(0.0, 1.0, lo_open=True,
+                                        "test split (dataset file: for each of dev and test "
+                                        "that no file gives)", Float(0.0, 1.0, lo_open=True,
                                                             hi_open=True))
     eval_data: str = setting("", "lm: a separate held-out text file (else the tail)", Text())
     limit: int = setting(0, "use only the first N training examples (0 = all)", Int(0))
@@ -153,6 +177,9 @@ class TrainConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):  # each value on its own (type, range, choices)
             setattr(self, f.name, check_value(f, getattr(self, f.name)))
+        if self.dataset == "" and (self.task == "regress" or
+                                   (self.task == "classify" and (self.train or self.data))):
+            self.dataset = "file"  # a user's own file or folder (numformer.data.tabular)
         check_dataset(self.task, self.dataset)
         if self.dim % self.n_heads:
             raise ConfigError("n_heads", f"expected a divisor of dim ({self.dim}), got "
@@ -167,7 +194,7 @@ class TrainConfig:
         if self.lora_rank and not self.init:
             raise ConfigError("lora_rank", "adapters fine-tune a pretrained model: give --init "
                                            "too", refs=("init",))
-        if self.task in ("mlm", "classify") and self.max_len < 2:
+        if self.task in ("mlm", "classify", "regress") and self.max_len < 2:
             raise ConfigError("max_len", f"expected at least 2 for {self.task} (a sequence of "
                                          f"one token has nothing to learn from), got "
                                          f"{self.max_len}")

@@ -1,4 +1,5 @@
-"""Evaluation metrics: accuracy, per-class accuracy, confusion matrix, perplexity."""
+"""Evaluation metrics: accuracy, per-class accuracy, confusion matrix, perplexity;
+Pearson and Spearman correlation (regression)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,42 @@ def format_confusion(cm: np.ndarray, labels=None) -> str:
     head = " " * (w + 2) + " ".join(f"{x:>{w}}" for x in labels) + "   <- predicted"
     rows = [f"{labels[i]:>{w}}  " + " ".join(f"{int(c):>{w}}" for c in cm[i]) for i in range(K)]
     return "\n".join([head, *rows])
+
+
+def _paired(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"y: expected the shape of x {x.shape}, got {y.shape}")
+    if x.size < 2:
+        raise ValueError(f"x: expected at least 2 values for a correlation, got {x.size}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("x, y: expected finite values (a correlation of NaN or inf is none)")
+    return x, y
+
+
+def pearson(x, y) -> float:
+    """Pearson's r: cov(x, y) / (std x std y); NaN when either is constant."""
+    x, y = _paired(x, y)
+    dx, dy = x - x.mean(), y - y.mean()
+    den = np.sqrt((dx * dx).sum() * (dy * dy).sum())
+    return float((dx * dy).sum() / den) if den > 0 else float("nan")
+
+
+def rankdata(x) -> np.ndarray:
+    """Ranks 1..N, tied values sharing the mean of their ranks."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])  # first index of each tie group
+    ends = np.r_[starts[1:], x.size]  # one past the last
+    avg = (starts + ends + 1) / 2.0  # mean of the ranks start+1 .. end
+    ranks = np.empty(x.size)
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def spearman(x, y) -> float:
+    """Spearman's rho: Pearson's r of the ranks (average ranks for ties)."""
+    x, y = _paired(x, y)
+    return pearson(rankdata(x), rankdata(y))

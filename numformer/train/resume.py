@@ -5,8 +5,8 @@ A resumed run continues the saved one: it reads the checkpoint's tokenizer
 TrainConfig setting with the one saved in the checkpoint:
 
 REFUSED (``ResumeMismatch``, naming each differing setting, saved vs now):
-the data and how it is cut and split (task, dataset, data, eval_data,
-max_len, vocab_size, min_freq, eval_fraction, limit, mask_prob, batch_size:
+the data and how it is cut and split (task, dataset, data, eval_data, train,
+dev, test, format, header, text_column, label_column, text_pair_column, max_len, vocab_size, min_freq, eval_fraction, limit, mask_prob, batch_size:
 they decide what a token id, an example and the saved batch index mean), the
 model (dim, n_heads, n_layers, d_ff, dropout, norm_first, activation,
 positional, pooling, tie_weights, init, arch,
@@ -39,6 +39,8 @@ from numformer.train.config import TrainConfig
 
 REFUSED = ("task", "dataset", "data", "eval_data", "max_len", "vocab_size", "min_freq",
            "eval_fraction", "limit", "mask_prob", "batch_size",
+           "train", "dev", "test", "format", "header", "text_column", "label_column",
+           "text_pair_column",
            "dim", "n_heads", "n_layers", "d_ff", "dropout", "norm_first", "activation",
            "positional", "pooling", "tie_weights", "init", "arch", "n_kv_heads", "lora_rank",
            "lora_alpha", "optimizer", "seed")
@@ -46,7 +48,7 @@ WARNED = ("epochs", "max_steps", "time_limit", "eval_every", "keep_best", "lr", 
           "beta1", "beta2", "momentum", "warmup", "schedule", "clip", "label_smoothing",
           "backend", "threads", "grad_accum", "zero", "out")
 FREE = ("progress", "overwrite", "on_nonfinite")
-PATHS = ("data", "eval_data", "out")  # compared as absolute paths
+PATHS = ("data", "eval_data", "out", "train", "dev", "test")  # compared as absolute paths
 
 
 class ResumeMismatch(ValueError):

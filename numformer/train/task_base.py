@@ -17,12 +17,14 @@ from numformer.train.settings import ConfigError
 EVAL_BATCH = 64
 
 
-def model_config(cfg: TrainConfig, vocab_size: int, n_classes: int = 2) -> nn.ModelConfig:
+def model_config(cfg: TrainConfig, vocab_size: int, n_classes: int = 2,
+                 type_vocab_size: int = 0) -> nn.ModelConfig:
     return nn.ModelConfig(vocab_size=vocab_size, dim=cfg.dim, n_heads=cfg.n_heads,
                           n_layers=cfg.n_layers, d_ff=cfg.d_ff, max_len=cfg.max_len,
                           dropout=cfg.dropout, norm_first=cfg.norm_first,
                           activation=cfg.activation, positional=cfg.positional,
-                          tie_weights=cfg.tie_weights, n_classes=n_classes, pooling=cfg.pooling)
+                          tie_weights=cfg.tie_weights, n_classes=n_classes, pooling=cfg.pooling,
+                          type_vocab_size=type_vocab_size)
 
 
 def tokenizer_meta(tok) -> dict:
@@ -55,8 +57,56 @@ def encode_example(tok, text: str, max_len: int, add_cls: bool) -> np.ndarray:
     return ids[:max_len]
 
 
+def encode_pair(tok, text: str, pair: str, max_len: int):
+    """ids and token types of a pair as a classifier reads it: WordPiece's
+    ``[CLS] a [SEP] b [SEP]``, else ``<cls> a <sep> b``; types 0 up to the first
+    separator (included), 1 after. The longer text is cut first to fit max_len."""
+    if hasattr(tok, "settings"):  # WordPiece
+        ids, types = tok.encode_pair(text, pair, max_length=max_len)
+        return np.asarray(ids, dtype=np.int64), np.asarray(types, dtype=np.int64)
+    a, b = list(tok.encode(text)), list(tok.encode(pair))
+    while len(a) + len(b) > max_len - 2 and (a or b):
+        (a if len(a) > len(b) else b).pop()
+    ids = np.array([tok.cls_id, *a, tok.sep_id, *b], dtype=np.int64)
+    types = np.zeros(len(ids), dtype=np.int64)
+    types[len(a) + 2:] = 1
+    return ids, types
+
+
+FILE_FIELDS = ("train", "dev", "test", "text_column", "label_column", "text_pair_column")
+
+
+def _check_files(cfg: TrainConfig) -> None:
+    """dataset 'file': one training path (data or train), dev/test files that exist;
+    the file settings only with it."""
+    if cfg.dataset != "file":
+        for name in FILE_FIELDS:
+            if name == "text_column" and cfg.task == "mlm" and cfg.dataset == "text":
+                continue  # the field of a JSON-lines file a masked-LM reads
+            if getattr(cfg, name):
+                raise ConfigError(name, f"read only when dataset is 'file' (a CSV, TSV, "
+                                        f"JSON-lines file or a folder); dataset is "
+                                        f"{cfg.dataset!r}",
+                                  refs=("dataset",))
+        return
+    if cfg.data and cfg.train:
+        raise ConfigError("train", f"give the training file once, as data or here; got "
+                                   f"both ({cfg.data}, {cfg.train})", refs=("data",))
+    if not (cfg.data or cfg.train):
+        raise ConfigError("data", f"the {cfg.task} task reads a CSV, TSV or JSON-lines file "
+                                  f"or a folder of class folders; none given (give it here, "
+                                  f"or as train)", refs=("train",))
+    name = "train" if cfg.train else "data"
+    _check_path(name, Path(cfg.train or cfg.data), "file or folder", "the training data")
+    for name in ("dev", "test"):
+        if getattr(cfg, name):
+            _check_path(name, Path(getattr(cfg, name)), "file or folder", f"the {name} data")
+
+
 def need_data(cfg: TrainConfig) -> Path:
     """The path of ``cfg.dataset`` (check_inputs has looked at it)."""
+    if cfg.dataset == "file" and cfg.train:
+        return Path(cfg.train)
     if not cfg.data:
         kind = DATASETS.get(cfg.task, {}).get(cfg.dataset) or "file or folder"
         raise ConfigError("data", f"the {cfg.dataset!r} dataset is read from a {kind}; none "
@@ -95,6 +145,8 @@ def metric_names(cfg: TrainConfig) -> list[str]:
     if cfg.task == "lm":
         return ["eval_loss", "bits_per_byte", "bits_per_char"]
     splits = ("test",) if cfg.dataset in ("imdb", "imdb-rating") else ("dev", "test")
+    if cfg.task == "regress":
+        return [f"{s}_{m}" for s in splits for m in ("loss", "pearson", "spearman")]
     return [f"{s}_{m}" for s in splits for m in ("loss", "accuracy")]
 
 
@@ -133,16 +185,21 @@ def check_inputs(cfg: TrainConfig, out: bool = False) -> None:
         raise ConfigError("data", f"the {cfg.task} task's embedded default data reads no file; "
                                   f"to read {cfg.data}, set dataset (one of {named})",
                           refs=("dataset",))
-    if kind is not None:
+    _check_files(cfg)
+    if cfg.task == "mlm" and cfg.dataset == "text" and cfg.data and Path(cfg.data).is_dir() \
+            and not any(Path(cfg.data).rglob("*.txt")):
+        raise ConfigError("data", f"expected a text file, or a folder holding *.txt files; "
+                                  f"{cfg.data} holds none")
+    if kind is not None and cfg.dataset != "file":
         _check_path("data", need_data(cfg), kind, f"the {cfg.dataset!r} dataset")
     if cfg.eval_data:
         if cfg.task != "lm":
             raise ConfigError("eval_data", f"only the lm task reads a separate held-out file; "
                                            f"this is {cfg.task}")
         _check_path("eval_data", Path(cfg.eval_data), "file", "the held-out text")
-    if cfg.init and cfg.task != "classify":
-        raise ConfigError("init", f"only the classify task starts from another model; this is "
-                                  f"{cfg.task}")
+    if cfg.init and cfg.task not in ("classify", "regress"):
+        raise ConfigError("init", f"only the classify task starts from another model (and "
+                                  f"regress); this is {cfg.task}")
     if cfg.init and cfg.init not in ("minilm", "default"):
         _check_init(Path(cfg.init))
     if cfg.keep_best and cfg.keep_best not in metric_names(cfg):

@@ -23,6 +23,10 @@ numformer.train.config.DATASETS is the list the configuration checks):
     classify  "" (embedded SST-2), sst2, sst5 (a folder of stsa.* files), imdb,
               imdb-rating
     lm        "" (embedded tinyshakespeare), text, tinyshakespeare, wikitext2
+    classify  file: the user's CSV, TSV, JSON lines or folder of class folders
+              (numformer.data.tabular; chosen when --data or --train is given
+              without --dataset), with --dev/--test, columns and text pairs
+    regress   file (the only one): a score per text or pair (regress_task)
 
 The masked-LM and classification tasks are here, the causal LM in
 ``lm_task``, what they share in ``task_base``.
@@ -47,7 +51,8 @@ from numformer.train.config import TrainConfig, known_datasets
 from numformer.train.lm_task import LMTask
 from numformer.train.settings import ConfigError
 from numformer.train.task_base import (EVAL_BATCH, LazyEpoch, check_inputs, encode_example,
-                                       model_config, need_data, split_indices, tokenizer_meta)
+                                       encode_pair, model_config, need_data, split_indices,
+                                       tokenizer_meta)
 
 
 # masked-LM ----------------------------------------------------------------
@@ -87,7 +92,10 @@ class MLMTask:
             return load_europarl(path, skip_empty=True)
         if ds == "imdb-unsup":
             return load_imdb(path, "unsup").texts
-        if ds == "text":
+        if ds == "text":  # a text file, a folder of *.txt, or a JSON-lines field
+            if path.is_dir() or path.suffix in (".jsonl", ".ndjson", ".gz") or cfg.text_column:
+                from numformer.data.user_data import read_texts
+                return read_texts(path, cfg.text_column)
             return [line for line in load_text(path).splitlines() if line.strip()]
         raise ConfigError("dataset", f"unknown dataset {ds!r} for the mlm task; known: "
                                      f"{known_datasets('mlm')}")
@@ -174,10 +182,11 @@ def init_kind(init: str) -> str:
     return "bert"
 
 
-def classifier_from_run(cfg: TrainConfig, n_classes: int, tokenizer=None):
+def classifier_from_run(cfg: TrainConfig, n_classes: int, tokenizer=None, types: int = 0):
     """A Classifier whose embeddings and encoder come from a numformer run (any of
     its models: the ``body`` weights are shared by name). The architecture is the
-    run's; pooling, dropout and the class count are this run's."""
+    run's; pooling, dropout and the class count are this run's; ``types`` (2 for
+    text pairs) adds token-type embeddings (new, random) when the run had none."""
     from numformer.train.load import load_trained
     run = load_trained(cfg.init)
     body = {k: v for k, v in run.model.state_dict().items() if k.startswith("body.")}
@@ -185,12 +194,16 @@ def classifier_from_run(cfg: TrainConfig, n_classes: int, tokenizer=None):
         raise ValueError(f"--init {cfg.init}: the model holds no encoder ('body.*') weights")
     mc = dict(run.model.cfg.to_dict(), n_classes=n_classes, pooling=cfg.pooling,
               dropout=cfg.dropout)
+    new_types = types > mc.get("type_vocab_size", 0)
+    if new_types:
+        mc["type_vocab_size"] = types
     if cfg.max_len > mc["max_len"]:
         raise ValueError(f"max_len: expected at most {mc['max_len']} (the positions of "
                          f"--init {cfg.init}), got {cfg.max_len}")
     model = nn.Classifier(nn.ModelConfig.from_dict(mc), seed=cfg.seed)
     model.load_state_dict(body, strict=False)
-    missing = {k for k, _ in model.named_parameters() if k.startswith("body.")} - set(body)
+    missing = {k for k, _ in model.named_parameters() if k.startswith("body.")
+               and not (new_types and k.startswith("body.type."))} - set(body)
     if missing:
         raise ValueError(f"--init {cfg.init}: encoder weights missing: {sorted(missing)}")
     return tokenizer or run.tokenizer, model
@@ -199,12 +212,20 @@ def classifier_from_run(cfg: TrainConfig, n_classes: int, tokenizer=None):
 class ClassifyTask:
     """Sequence classification: <cls> + tokens, pooled, a linear head."""
 
+    what = "classification"
+
     def __init__(self, cfg: TrainConfig, log=print, tokenizer=None):
         self.cfg = cfg
+        self.data_report = []
         train, evals, self.class_names = self._data(cfg)
         if cfg.limit:
             train.texts, train.labels = train.texts[:cfg.limit], train.labels[:cfg.limit]
-        self.n_classes = train.n_classes
+            if getattr(train, "pairs", None) is not None:
+                train.pairs = train.pairs[:cfg.limit]
+        self.pairs = getattr(train, "pairs", None) is not None  # two texts an example
+        self.n_classes = train.n_classes  # the model's outputs (1 for a regression)
+        for line in self.data_report:
+            log(line)
         self.init_kind = init_kind(cfg.init)
         if self.init_kind == "bert":  # fine-tune a pretrained BERT with its WordPiece vocabulary
             from numformer.pretrained import BertClassifier, load_bert
@@ -214,25 +235,50 @@ class ClassifyTask:
                                         dropout=cfg.dropout, seed=cfg.seed)
             self.model.train()
         elif self.init_kind == "numformer":  # the encoder of a numformer run (e.g. masked-LM)
-            self.tokenizer, self.model = classifier_from_run(cfg, self.n_classes, tokenizer)
+            self.tokenizer, self.model = classifier_from_run(cfg, self.n_classes, tokenizer,
+                                                             2 if self.pairs else 0)
         else:
+            texts = train.texts + (train.pairs if self.pairs else [])
             self.tokenizer = tokenizer or WordTokenizer.build(
-                train.texts, max_size=cfg.vocab_size, min_freq=cfg.min_freq)
+                texts, max_size=cfg.vocab_size, min_freq=cfg.min_freq)
             self.model = nn.Classifier(model_config(cfg, self.tokenizer.vocab_size,
-                                                    self.n_classes), seed=cfg.seed)
-        self.train_ids = self.encode(train.texts)
+                                                    self.n_classes, 2 if self.pairs else 0),
+                                       seed=cfg.seed)
+        self.train_ids, self.train_types = self.encode(train.texts, getattr(train, "pairs", None))
         self.train_labels = train.labels
-        self.evals = {name: (self.encode(d.texts), d.labels) for name, d in evals.items()}
+        self.evals, self.eval_types = {}, {}
+        for name, d in evals.items():
+            ids, types = self.encode(d.texts, getattr(d, "pairs", None))
+            self.evals[name], self.eval_types[name] = (ids, d.labels), types
         self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.last_confusion = {}
-        log(f"classification on {self.name}: {len(self.train_ids)} training examples, "
+        if self.data_report:
+            from numformer.data.user_data import count_lines
+            for line in count_lines({"train": train, **evals},
+                                    "regress" if self.what == "regression" else "classify"):
+                log(line)
+        log(f"{self.what} on {self.name}: {len(self.train_ids)} training examples"
+            f"{' (text pairs)' if self.pairs else ''}, "
             f"{', '.join(f'{k} {len(v[0])}' for k, v in self.evals.items())}; {self.n_classes} "
-            f"classes; vocabulary {self.tokenizer.vocab_size}; model "
+            f"{'output' if self.what == 'regression' else 'classes'}; vocabulary "
+            f"{self.tokenizer.vocab_size}; model "
             f"{self.model.num_parameters():,} parameters"
             + (f" (initialised from {cfg.init})" if cfg.init else ""))
 
     def _data(self, cfg):
         ds = cfg.dataset
+        if ds == "file":  # the user's CSV, TSV, JSON lines or folder (numformer.data.tabular)
+            from numformer.data.user_data import load_labelled
+            path = need_data(cfg)
+            self.name = str(path)
+            train, evals, names, self.data_report = load_labelled(
+                path, cfg.dev, cfg.test, kind="regress" if cfg.task == "regress" else "classify",
+                fmt=cfg.format, header=cfg.header, text_column=cfg.text_column,
+                label_column=cfg.label_column, pair_column=cfg.text_pair_column,
+                eval_fraction=cfg.eval_fraction, seed=cfg.seed)
+            if cfg.task != "regress":
+                self.data_report.append(f"classes ({len(names)}, sorted): {', '.join(names)}")
+            return train, evals, names
         if ds in ("", "embedded"):
             self.name = "embedded SST-2"
             return (embedded.sst2("train"), {"dev": embedded.sst2("dev"),
@@ -254,8 +300,13 @@ class ClassifyTask:
         raise ConfigError("dataset", f"unknown dataset {ds!r} for the classify task; known: "
                                      f"{known_datasets('classify')}")
 
-    def encode(self, texts) -> list[np.ndarray]:
-        return [encode_example(self.tokenizer, t, self.cfg.max_len, add_cls=True) for t in texts]
+    def encode(self, texts, pairs=None):
+        """(ids, token types) of each example; types None for single texts."""
+        if pairs is None:
+            return [encode_example(self.tokenizer, t, self.cfg.max_len, add_cls=True)
+                    for t in texts], None
+        both = [encode_pair(self.tokenizer, a, b, self.cfg.max_len) for a, b in zip(texts, pairs)]
+        return [ids for ids, _ in both], [tt for _, tt in both]
 
     def model_config(self) -> dict:
         if self.init_kind == "bert":
@@ -263,9 +314,21 @@ class ClassifyTask:
                     "pooling": self.cfg.pooling, "dropout": self.cfg.dropout}
         return self.model.cfg.to_dict()
 
-    def _batch(self, seqs, labels, idx):
+    def _batch(self, seqs, labels, idx, types=None):
+        """(ids, key_mask, labels), or (ids, key_mask, token_type_ids, labels) for pairs."""
         ids, km = collate([seqs[j] for j in idx], self.tokenizer.pad_id)
-        return ids, km, labels[idx]
+        if types is None:
+            return ids, km, labels[idx]
+        tt, _ = collate([types[j] for j in idx], 0)  # (B, T), padding is type 0
+        return ids, km, tt, labels[idx]
+
+    def _forward(self, b):
+        """The model's outputs (B, K) of a batch and its labels."""
+        if len(b) == 4:
+            ids, km, tt, y = b
+            return self.model(ids, km, token_type_ids=tt), y
+        ids, km, y = b
+        return self.model(ids, km), y
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_ids) / self.cfg.batch_size)
@@ -273,20 +336,29 @@ class ClassifyTask:
     def train_batches(self, epoch: int):
         plan = plan_batches([len(s) for s in self.train_ids],
                             self.cfg.batch_size, np.random.default_rng((self.cfg.seed, epoch)))
-        return LazyEpoch(plan, lambda i, idx: self._batch(self.train_ids, self.train_labels, idx))
+        return LazyEpoch(plan, lambda i, idx: self._batch(self.train_ids, self.train_labels, idx,
+                                                          self.train_types))
 
     def loss_and_backward(self, b, weight: float = 1.0) -> tuple[float, int]:
-        ids, km, y = b
-        loss = float(self.loss(self.model(ids, km), y))
+        logits, y = self._forward(b)
+        loss = float(self.loss(logits, y))
         self.model.backward(self.loss.backward(weight))
-        return loss, int(km.sum())
+        return loss, int(b[1].sum())
 
-    def predict_ids(self, seqs) -> np.ndarray:
+    def outputs_ids(self, seqs, types=None) -> np.ndarray:
+        """The model's raw outputs (N, K) float64 of encoded sequences, in order."""
+        out = []
+        for idx in plan_batches([len(s) for s in seqs], EVAL_BATCH, shuffle=False):
+            b = self._batch(seqs, np.zeros(len(seqs), np.int64), idx, types)
+            out.append(self._forward(b)[0].astype(np.float64))  # (B, K), in order
+        return np.concatenate(out) if out else np.zeros((0, self.n_classes))
+
+    def predict_ids(self, seqs, types=None) -> np.ndarray:
         """Class probabilities (N, K) of encoded sequences, in order."""
         out = []
         for idx in plan_batches([len(s) for s in seqs], EVAL_BATCH, shuffle=False):
-            ids, km, _ = self._batch(seqs, np.zeros(len(seqs), np.int64), idx)
-            logits = self.model(ids, km).astype(np.float64)
+            b = self._batch(seqs, np.zeros(len(seqs), np.int64), idx, types)
+            logits = self._forward(b)[0].astype(np.float64)
             e = np.exp(logits - logits.max(-1, keepdims=True))
             out.append(e / e.sum(-1, keepdims=True))
         return np.concatenate(out) if out else np.zeros((0, self.n_classes))
@@ -297,7 +369,7 @@ class ClassifyTask:
     def evaluate(self) -> dict:
         result = {}
         for name, (seqs, labels) in self.evals.items():
-            probs = self.predict_ids(seqs)
+            probs = self.predict_ids(seqs, self.eval_types.get(name))
             nll = -np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-300)).mean()
             cm = M.confusion_matrix(labels, probs.argmax(-1), self.n_classes)
             self.last_confusion[name] = cm
@@ -306,7 +378,8 @@ class ClassifyTask:
         return result
 
     def checkpoint_meta(self) -> dict:
-        return {"tokenizer": tokenizer_meta(self.tokenizer), "class_names": self.class_names}
+        return {"tokenizer": tokenizer_meta(self.tokenizer), "class_names": self.class_names,
+                "text_pairs": self.pairs}
 
     def report(self, out: Path, log=print) -> dict:
         from numformer.train import outputs
@@ -323,6 +396,15 @@ class ClassifyTask:
 
 
 TASKS = {"mlm": MLMTask, "classify": ClassifyTask, "lm": LMTask}
+
+
+def _regress(cfg: TrainConfig, log=print, tokenizer=None):
+    """numformer.train.regress_task.RegressTask (imported here: it subclasses ClassifyTask)."""
+    from numformer.train.regress_task import RegressTask
+    return RegressTask(cfg, log=log, tokenizer=tokenizer)
+
+
+TASKS["regress"] = _regress
 
 
 def make_task(cfg: TrainConfig, log=print, tokenizer=None):

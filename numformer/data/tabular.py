@@ -1,0 +1,459 @@
+"""A user's own labelled data: CSV, TSV, JSON lines, or a folder of text files.
+
+    rows = read_table("news.csv", text_column="headline", label_column="topic")
+    rows.texts, rows.pairs, rows.labels, rows.lines    # the labels as read (str)
+
+Folders of class folders, class names and splits: numformer.data.user_data.
+
+Formats (``fmt``, else by extension, a final ``.gz`` ignored):
+  csv    .csv: RFC 4180 (quoted fields may hold commas, quotes and line breaks)
+  tsv    .tsv/.tab: one record a line, fields split on tabs, no quoting (the
+         IANA text/tab-separated-values rule: a field holds no tab). A row
+         with MORE fields than the header (or the first row) is read, its
+         extra fields are not (STS-B's files carry optional source columns
+         after the two sentences); how many rows did so is reported. A row
+         with fewer fields is an error.
+  jsonl  .jsonl/.ndjson: one JSON object a line; columns are keys.
+In CSV a row whose field count differs from the header's is an error (an
+unquoted comma in a text would shift the columns after it).
+
+Columns: a name (a header row is then required) or a 0-based index; the
+default is found by name (text, sentence, review, ...; label, class,
+score, ...), else by content (the label column has the fewest distinct
+values, the text column the longest values). A header row is detected
+(``header="auto"``: a column is named, or the first row holds a known column
+name such as text or label, or its label is not a number while the others'
+are, or it is a value seen nowhere else in a label column that repeats its
+values) or declared (``"yes"``/``"no"``).
+
+Every problem is a DataError naming the file, the line and what was
+expected; invalid UTF-8 also gives the byte offset. Nothing is dropped
+silently: blank lines and extra fields are counted in the notes of the Rows,
+and the per-split, per-class counts are printed by the task.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from numformer.data.files import DataError, read_bytes
+
+FORMATS = ("auto", "csv", "tsv", "jsonl")
+HEADERS = ("auto", "yes", "no")
+KINDS = ("classify", "regress")
+EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
+              ".ndjson": "jsonl"}
+TEXT_NAMES = ("text", "sentence", "sentence1", "text_a", "text1", "review", "content",
+              "document", "body", "comment", "headline", "title", "question", "question1",
+              "premise", "tweet", "utterance")
+PAIR_NAMES = ("sentence2", "text_b", "text2", "question2", "hypothesis")
+LABEL_NAMES = ("label", "labels", "class", "category", "target", "sentiment", "score",
+               "rating", "gold_label", "similarity", "topic")
+SCAN = 2000  # rows looked at to choose default columns and detect a header
+
+
+@dataclass
+class Rows:
+    """What one file (or folder) gave: texts, the second texts of pairs (or None),
+    the raw labels (str), the 1-based line of each row, and notes for the report."""
+    path: str
+    texts: list
+    pairs: list | None
+    labels: list
+    lines: list
+    columns: str = ""      # how the columns were chosen, for the report
+    notes: list = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+# formats ---------------------------------------------------------------------------
+
+def _suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def detect_format(path, fmt: str = "auto") -> str:
+    """"folder", or the format of a file: ``fmt`` unless "auto", else by extension."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"format: expected one of {FORMATS}, got {fmt!r}")
+    if path.is_dir():
+        return "folder"
+    if fmt != "auto":
+        return fmt
+    ext = _suffix(path)
+    if ext not in EXTENSIONS:
+        raise DataError(path, None, f"cannot tell the format from the extension {ext or '(none)'!r}"
+                                    f"; expected one of {sorted(EXTENSIONS)} (or .gz of them), "
+                                    f"or give format (--format csv|tsv|jsonl)")
+    return EXTENSIONS[ext]
+
+
+def decode(path, data: bytes) -> str:
+    """Strict UTF-8 (a leading BOM removed); the error names the line, the column and
+    the byte offset in the file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = 1 + data.count(b"\n", 0, e.start)
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(path, line, f"not valid UTF-8: byte 0x{data[e.start]:02x} at byte "
+                                    f"offset {e.start} (column {col}): {e.reason}; expected "
+                                    f"UTF-8 text") from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _check_extension(path, fmt: str, declared: bool, text: str) -> None:
+    """A file that is not what its extension (or --format) says is an error naming both."""
+    if "\x00" in text[:65536]:
+        raise DataError(path, None, f"not a text file (NUL bytes); expected {fmt.upper()}")
+    lines = [ln for ln in text.split("\n")[:20] if ln.strip()]
+    if not lines:
+        raise DataError(path, None, "no rows (the file is empty or blank)")
+    said = "--format" if declared else "its extension"
+    first = lines[0].lstrip()
+    if fmt != "jsonl" and first.startswith("{"):
+        try:
+            if isinstance(json.loads(first), dict):
+                raise DataError(path, 1, f"looks like JSON lines, not {fmt.upper()} as {said} "
+                                         f"says; give --format jsonl")
+        except json.JSONDecodeError:
+            pass
+    if fmt == "jsonl":
+        try:
+            ok = isinstance(json.loads(first), dict)
+        except json.JSONDecodeError:
+            ok = False
+        if not ok:
+            guess = "TSV" if "\t" in first else "CSV" if "," in first else "plain text"
+            raise DataError(path, 1, f"not JSON lines as {said} says (expected a JSON object "
+                                     f"a line, got {first[:50]!r}; it looks like {guess})")
+    elif fmt == "csv":
+        if all("\t" in ln for ln in lines) and all(ln.count("\t") >= ln.count(",")
+                                                   for ln in lines[:1]):
+            raise DataError(path, 1, f"looks tab-separated ({lines[0].count(chr(9)) + 1} "
+                                     f"tab-separated fields in line 1), not CSV as {said} "
+                                     f"says; give --format tsv")
+    elif fmt == "tsv":
+        if not any("\t" in ln for ln in lines) and any("," in ln for ln in lines):
+            raise DataError(path, 1, f"no tab in the first {len(lines)} rows: looks "
+                                     f"comma-separated, not TSV as {said} says; give "
+                                     f"--format csv")
+
+
+def _records(path, fmt: str, text: str):
+    """(line, fields) of every non-blank record of a CSV/TSV text; blank lines counted."""
+    out, blank = [], 0
+    if fmt == "tsv":
+        for n, line in enumerate(text.split("\n"), 1):
+            line = line[:-1] if line.endswith("\r") else line
+            if not line.strip():
+                blank += 1
+                continue
+            out.append((n, line.split("\t")))
+        if text.endswith("\n"):
+            blank -= 1  # the final line end is no blank line
+        return out, blank
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1
+    try:
+        for fields in reader:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                blank += 1
+            else:
+                out.append((start, fields))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise DataError(path, start, f"not valid CSV ({e}); expected comma-separated fields, "
+                                     f"text with commas or quotes inside double quotes") from None
+    return out, blank
+
+
+# columns ---------------------------------------------------------------------------
+
+def _as_index(spec: str):
+    return int(spec) if re.fullmatch(r"\d+", spec.strip()) else None
+
+
+def _is_number(s) -> bool:
+    if isinstance(s, bool):
+        return False
+    if isinstance(s, (int, float)):
+        return math.isfinite(s)
+    try:
+        return math.isfinite(float(s))
+    except (TypeError, ValueError):
+        return False
+
+
+def _by_name(names: list, wanted: tuple):
+    low = [str(n).strip().lower() for n in names]
+    for w in wanted:
+        if w in low:
+            return low.index(w)
+    return None
+
+
+def _infer_columns(path, rows: list, n: int, kind: str, taken: set):
+    """Default (text, label) column indices from the content of ``rows`` (lists of n)."""
+    cols = [[r[j] for r in rows if j < len(r)] for j in range(n)]
+    free = [j for j in range(n) if j not in taken]
+    if len(free) < 2:
+        raise DataError(path, None, f"expected at least two columns (a text and a label), "
+                                    f"got {n}")
+    if kind == "regress":
+        numeric = [j for j in free if cols[j] and all(_is_number(v) for v in cols[j])
+                   and len(set(cols[j])) > 2]
+        if len(numeric) > 1:  # prefer the one column that is not integers (ids, years)
+            real = [j for j in numeric if any(not re.fullmatch(r"[+-]?\d+", str(v).strip())
+                                              for v in cols[j])]
+            numeric = real if len(real) == 1 else numeric
+        if len(numeric) != 1:
+            raise DataError(path, None, f"cannot tell the score column ({len(numeric)} "
+                                        f"numeric columns); give --label-column")
+        label = numeric[0]
+    else:
+        label = min(free, key=lambda j: (len(set(cols[j])), -j))
+    text = max((j for j in free if j != label),
+               key=lambda j: sum(len(str(v)) for v in cols[j]) / max(1, len(cols[j])))
+    return text, label
+
+
+def _first_is_header(rows: list, label: int | None, kind: str) -> bool:
+    """The first row is a header: a known column name in it, or its label is not a
+    number while the others are, or its label is seen nowhere else in its column
+    while the column repeats its values (a class column)."""
+    first, rest = rows[0], rows[1:SCAN]
+    known = set(TEXT_NAMES + PAIR_NAMES + LABEL_NAMES)
+    if any(str(v).strip().lower() in known for v in first):
+        return True
+    if label is None or label >= len(first) or not rest:
+        return False
+    col = [r[label] for r in rest if label < len(r)]
+    if col and all(_is_number(v) for v in col) and not _is_number(first[label]):
+        return True
+    if kind == "classify" and col:
+        distinct = set(col)
+        return first[label] not in distinct and len(distinct) <= max(2, len(col) // 2)
+    return False
+
+
+def _resolve(path, spec: str, names: list | None, n: int, flag: str):
+    """A column spec (a name or a 0-based index) -> its index."""
+    idx = _as_index(spec)
+    if idx is not None:
+        if idx >= n:
+            raise DataError(path, 1, f"{flag} {idx}: expected a column index below {n} (the "
+                                     f"first row has {n} fields)")
+        return idx
+    if names is None:
+        raise DataError(path, 1, f"{flag} {spec!r}: a column name needs a header row, and "
+                                 f"this file has none (header no); give a 0-based index")
+    low = [str(x).strip().lower() for x in names]
+    if spec.strip().lower() not in low:
+        raise DataError(path, 1, f"{flag} {spec!r}: no such column; the header has "
+                                 f"{names}")
+    return low.index(spec.strip().lower())
+
+
+def _pick(path, names, rows, n, kind, text_column, label_column, pair_column):
+    """(text, label, pair or None) column indices and how they were chosen."""
+    how = []
+    text = _resolve(path, text_column, names, n, "--text-column") if text_column else None
+    label = _resolve(path, label_column, names, n, "--label-column") if label_column else None
+    pair = _resolve(path, pair_column, names, n, "--text-pair-column") if pair_column else None
+    if names is not None:
+        if text is None:
+            text = _by_name(names, TEXT_NAMES)
+            how += [] if text is None else [f"text column {names[text]!r} (by its name)"]
+        if label is None:
+            label = _by_name(names, LABEL_NAMES)
+            how += [] if label is None else [f"label column {names[label]!r} (by its name)"]
+        if pair is None and not text_column and text is not None \
+                and names[text].strip().lower() in ("sentence1", "text_a", "text1", "question1",
+                                                    "premise"):
+            pair = _by_name(names, PAIR_NAMES)
+            how += [] if pair is None else [f"text-pair column {names[pair]!r} (by its name)"]
+    if text is None or label is None:
+        taken = {j for j in (text, label, pair) if j is not None}
+        t, lab = _infer_columns(path, rows, n, kind, taken)
+        if label is None:
+            label = lab
+            how.append(f"label column {_name(names, label)} (fewest distinct values)"
+                       if kind == "classify" else
+                       f"score column {_name(names, label)} (the numeric one)")
+        if text is None:
+            text = t if t != label else next(j for j in range(n) if j not in (label, pair))
+            how.append(f"text column {_name(names, text)} (longest values)")
+    for a, b, fa, fb in ((text, label, "--text-column", "--label-column"),
+                         (pair, label, "--text-pair-column", "--label-column"),
+                         (text, pair, "--text-column", "--text-pair-column")):
+        if a is not None and a == b:
+            raise DataError(path, None, f"{fa} and {fb} are the same column ({_name(names, a)})")
+    return text, label, pair, how
+
+
+def _name(names, j) -> str:
+    return f"{names[j]!r}" if names is not None else f"{j}"
+
+
+# readers ---------------------------------------------------------------------------
+
+def _cell(path, line, fields, j, names, what, allow_empty=False) -> str:
+    v = fields[j]
+    if not allow_empty and not v.strip():
+        raise DataError(path, line, f"empty {what} in column {_name(names, j)}; expected a "
+                                    f"non-empty {what}")
+    return v.strip()
+
+
+def read_table(path, fmt: str = "auto", header: str = "auto", text_column: str = "",
+               label_column: str = "", pair_column: str = "", kind: str = "classify") -> Rows:
+    """The rows of a CSV, TSV or JSON-lines file (gzip or not); see the module doc."""
+    path = Path(path)
+    declared = fmt != "auto"
+    fmt = detect_format(path, fmt)
+    if header not in HEADERS:
+        raise ValueError(f"header: expected one of {HEADERS}, got {header!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+    text = decode(path, read_bytes(path))
+    _check_extension(path, fmt, declared, text)
+    if fmt == "jsonl":
+        return _read_jsonl(path, text, text_column, label_column, pair_column, kind)
+    records, blank = _records(path, fmt, text)
+    if not records:
+        raise DataError(path, None, "no rows")
+    rows = [f for _, f in records]
+    n = len(rows[0])
+    named = any(s and _as_index(s) is None for s in (text_column, label_column, pair_column))
+    if header == "auto":
+        if named:
+            has_header = True
+        else:
+            lab = _as_index(label_column) if label_column else None
+            if lab is None:
+                try:
+                    lab = _infer_columns(path, rows[1:SCAN], n, kind, set())[1]
+                except DataError:
+                    lab = None
+            has_header = _first_is_header(rows, lab, kind)
+    else:
+        has_header = header == "yes"
+    names = rows[0] if has_header else None
+    body = records[1:] if has_header else records
+    if not body:
+        raise DataError(path, None, "no rows after the header")
+    t, lab, pair, how = _pick(path, names, [f for _, f in body[:SCAN]], n, kind, text_column,
+                              label_column, pair_column)
+    need = max(j for j in (t, lab, pair) if j is not None) + 1
+    texts, pairs, labels, lines = [], [] if pair is not None else None, [], []
+    extra = 0
+    ref = "the header" if has_header else f"line {records[0][0]}"
+    for line, fields in body:
+        if len(fields) != n:
+            if len(fields) < n or fmt == "csv":
+                hint = ("; a text holding a comma must be inside double quotes"
+                        if fmt == "csv" and len(fields) > n else "")
+                raise DataError(path, line, f"ragged row: {len(fields)} fields, expected {n} "
+                                            f"(as {ref}){hint}")
+            extra += 1
+        if len(fields) < need:  # pragma: no cover - caught above
+            raise DataError(path, line, f"expected at least {need} fields, got {len(fields)}")
+        texts.append(_cell(path, line, fields, t, names, "text"))
+        if pairs is not None:
+            pairs.append(_cell(path, line, fields, pair, names, "text"))
+        labels.append(_cell(path, line, fields, lab, names, "label"))
+        lines.append(line)
+    notes = []
+    if has_header:
+        notes.append(f"header row: {', '.join(map(str, names))}"
+                     + (" (detected)" if header == "auto" else ""))
+    else:
+        notes.append("no header row" + (" (none detected)" if header == "auto" else ""))
+    if extra:
+        notes.append(f"{extra} rows have more than {n} fields; their extra fields are not read")
+    if blank > 0:
+        notes.append(f"{blank} blank lines skipped")
+    cols = [f"text column {_name(names, t)}", f"label column {_name(names, lab)}"]
+    if pair is not None:
+        cols.insert(1, f"text-pair column {_name(names, pair)}")
+    return Rows(str(path), texts, pairs, labels, lines,
+                "; ".join(how) if how else ", ".join(cols), notes)
+
+
+def _read_jsonl(path, text, text_column, label_column, pair_column, kind) -> Rows:
+    objs = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(path, n, f"not valid JSON ({e.msg} at column {e.colno}); expected "
+                                     f"one JSON object a line") from None
+        if not isinstance(d, dict):
+            raise DataError(path, n, f"expected a JSON object, got {type(d).__name__}")
+        objs.append((n, d))
+    for spec, flag in ((text_column, "--text-column"), (label_column, "--label-column"),
+                       (pair_column, "--text-pair-column")):
+        if spec and _as_index(spec) is not None:
+            raise DataError(path, None, f"{flag} {spec}: JSON lines name their fields; give a "
+                                        f"key (the first object has {sorted(objs[0][1])})")
+    keys = list(objs[0][1])
+    how = []
+    tkey, lkey, pkey = text_column or None, label_column or None, pair_column or None
+    if tkey is None:
+        j = _by_name(keys, TEXT_NAMES)
+        tkey = keys[j] if j is not None else None
+    if lkey is None:
+        j = _by_name(keys, LABEL_NAMES)
+        lkey = keys[j] if j is not None else None
+    if tkey is None or lkey is None:
+        rows = [[str(d.get(k, "")) for k in keys] for _, d in objs[:SCAN]]
+        taken = {keys.index(k) for k in (tkey, lkey, pkey) if k in keys}
+        t, lab = _infer_columns(path, rows, len(keys), kind, taken)
+        if lkey is None:
+            lkey = keys[lab]
+            how.append(f"label key {lkey!r} (by content)")
+        if tkey is None:
+            tkey = keys[t]
+            how.append(f"text key {tkey!r} (by content)")
+    texts, pairs, labels, lines = [], [] if pkey else None, [], []
+    for n, d in objs:
+        for k, what in ((tkey, "text"), (pkey, "text"), (lkey, "label")):
+            if k is None:
+                continue
+            if k not in d:
+                raise DataError(path, n, f"missing key {k!r} (the {what}); the object has "
+                                         f"{sorted(d)}")
+            v = d[k]
+            if what == "text" and not isinstance(v, str):
+                raise DataError(path, n, f"{k!r}: expected a string text, got "
+                                         f"{type(v).__name__}")
+            if what == "label" and (isinstance(v, (dict, list)) or v is None):
+                raise DataError(path, n, f"{k!r}: expected a label (a string or a number), got "
+                                         f"{json.dumps(v)[:40]}")
+            if not str(v).strip():
+                raise DataError(path, n, f"empty {what} in key {k!r}; expected a non-empty "
+                                         f"{what}")
+        texts.append(d[tkey].strip())
+        if pairs is not None:
+            pairs.append(d[pkey].strip())
+        v = d[lkey]
+        labels.append(str(v).strip() if not isinstance(v, bool) else str(v).lower())
+        lines.append(n)
+    cols = f"text key {tkey!r}" + (f", text-pair key {pkey!r}" if pkey else "") + \
+        f", label key {lkey!r}"
+    return Rows(str(path), texts, pairs, labels, lines, "; ".join(how) or cols, [])

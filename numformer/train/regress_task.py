@@ -1,0 +1,81 @@
+"""Regression on a user's file (``--task regress``): a score per text or text pair.
+
+The data, the tokenizer, the encoder and the batches are the classifier's
+(numformer.train.tasks.ClassifyTask reading dataset "file"); the head has one
+output (a Classifier, or a BertClassifier for ``--init minilm``, with
+n_classes=1), trained with the mean squared error (nn.MSELoss) on the
+standardized score ``z = (y - mean) / std`` of the training labels, so a
+fresh head starts near the right scale whatever the score's range. The
+prediction is ``mean + std * z``; ``mean`` and ``std`` are saved in the
+checkpoint (``label_mean``, ``label_std``) for ``numformer predict``.
+
+Metrics on dev and test: the mean squared error in the score's units
+(``{split}_loss``), Pearson's r and Spearman's rho (``{split}_pearson``,
+``{split}_spearman``; numformer.train.metrics).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from numformer import nn
+from numformer.train import metrics as M
+from numformer.train.config import TrainConfig
+from numformer.train.tasks import ClassifyTask
+
+
+class RegressTask(ClassifyTask):
+    """A score from one text or a pair: pooled encoder -> Linear(C, 1), MSE loss."""
+
+    what = "regression"
+
+    def __init__(self, cfg: TrainConfig, log=print, tokenizer=None):
+        super().__init__(cfg, log=log, tokenizer=tokenizer)
+        y = np.asarray(self.train_labels, dtype=np.float64)
+        self.label_mean = float(y.mean())
+        std = float(y.std())
+        self.label_std = std if std > 0 else 1.0
+        if std == 0:
+            log(f"warning: every training score is {self.label_mean:g}; nothing to learn")
+        self.train_labels = self._standardize(y)
+        self.loss = nn.MSELoss()
+        self.last_predictions: dict = {}
+
+    def _standardize(self, y) -> np.ndarray:
+        return ((np.asarray(y, dtype=np.float64) - self.label_mean) / self.label_std)
+
+    def _forward(self, b):
+        out, y = super()._forward(b)  # (B, 1)
+        return out, y.astype(out.dtype)[:, None]  # (B, 1)
+
+    def predict_scores(self, seqs, types=None) -> np.ndarray:
+        """Predicted scores (N,) in the labels' units, in order."""
+        z = self.outputs_ids(seqs, types)[:, 0]  # (N,)
+        return self.label_mean + self.label_std * z
+
+    def metric_names(self) -> list[str]:
+        return [f"{name}_{m}" for name in self.evals for m in ("loss", "pearson", "spearman")]
+
+    def evaluate(self) -> dict:
+        result = {}
+        for name, (seqs, y) in self.evals.items():
+            pred = self.predict_scores(seqs, self.eval_types.get(name))
+            self.last_predictions[name] = (pred, np.asarray(y, dtype=np.float64))
+            result[f"{name}_loss"] = float(np.mean((pred - y) ** 2))
+            result[f"{name}_pearson"] = M.pearson(pred, y)
+            result[f"{name}_spearman"] = M.spearman(pred, y)
+        return result
+
+    def checkpoint_meta(self) -> dict:
+        return {**super().checkpoint_meta(), "label_mean": self.label_mean,
+                "label_std": self.label_std}
+
+    def report(self, out: Path, log=print) -> dict:
+        for name, (pred, y) in self.last_predictions.items():
+            log(f"{name}: {len(y)} examples; MSE {np.mean((pred - y) ** 2):.4f}, Pearson "
+                f"{M.pearson(pred, y):.4f}, Spearman {M.spearman(pred, y):.4f}; predictions "
+                f"range [{pred.min():.3g}, {pred.max():.3g}], labels [{y.min():.3g}, "
+                f"{y.max():.3g}]")
+        return {}

@@ -1,0 +1,299 @@
+"""Training on a user's own data: `numformer train classify --data my.csv`, folders,
+text pairs (token types 0/1 for both tokenizers), and regression (MSE loss,
+Pearson/Spearman)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from numformer import nn, ops
+from numformer.cli import main
+from numformer.data.tokenizers import WordTokenizer
+from numformer.gradcheck import check_op
+from numformer.train import TrainConfig, train
+from numformer.train import metrics as M
+from numformer.train.task_base import encode_pair
+from numformer.train.tasks import make_task
+
+TINY = dict(dim=16, n_heads=2, n_layers=1, d_ff=32, batch_size=16, warmup=2, progress=False,
+            epochs=1, max_len=16)
+FLAGS = ["--dim", "16", "--n-heads", "2", "--n-layers", "1", "--d-ff", "32", "--batch-size",
+         "16", "--warmup", "2", "--no-progress", "--epochs", "1", "--max-len", "16"]
+POS, NEG = ["good", "great", "fine", "lovely"], ["bad", "awful", "dull", "poor"]
+
+
+def quiet(*a, **k):
+    pass
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    p = tmp_path_factory.mktemp("csv") / "my.csv"
+    lines = ["review,sentiment"]
+    for i in range(80):
+        lab = "pos" if i % 2 else "neg"
+        words = rng.choice(POS if lab == "pos" else NEG, 3)
+        lines.append(f'"{" ".join(words)}, film {i}",{lab}')
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reviews")
+    rng = np.random.default_rng(1)
+    for lab, words in (("neg", NEG), ("pos", POS)):
+        (root / lab).mkdir()
+        for i in range(30):
+            (root / lab / f"{i}.txt").write_text(" ".join(rng.choice(words, 4)),
+                                                 encoding="utf-8")
+    return root
+
+
+def test_cli_trains_on_a_csv_and_says_what_it_chose(csv_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "classify", "--data", str(csv_file), "--out", str(out), *FLAGS]) == 0
+    text = capsys.readouterr().out
+    assert "text column 'review' (by its name)" in text
+    assert "label column 'sentiment' (by its name)" in text
+    assert "classes (2, sorted): neg, pos" in text
+    assert "dev and test carved from train (seed 0, 0.1 of it each): dev 8, test 8, train 64" \
+        in text
+    assert "train: 64 examples; neg " in text and "vocabulary " in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"dev_loss", "dev_accuracy", "test_loss", "test_accuracy"}
+    assert main(["predict", "-c", str(out), "good great film", "awful dull"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(line.split()[0] in ("neg", "pos") for line in lines)
+    assert all("neg: " in line and "pos: " in line for line in lines)
+    assert main(["eval", str(out)]) == 0
+    metrics = json.loads(capsys.readouterr().out.split("}")[0] + "}")
+    assert metrics["test_accuracy"] == pytest.approx(summary["metrics"]["test_accuracy"])
+
+
+def test_train_cfg_on_a_folder_learns(folder, tmp_path):
+    cfg = TrainConfig.for_task("classify", data=str(folder), out=str(tmp_path / "f"),
+                               **dict(TINY, epochs=6, lr=3e-3), eval_fraction=0.2)
+    assert cfg.dataset == "file"  # chosen by --data without --dataset
+    summary = train(cfg, log=quiet)
+    assert summary["metrics"]["dev_accuracy"] >= 0.9  # the two classes share no word
+    hist = summary["history"] if "history" in summary else json.loads(
+        (tmp_path / "f" / "history.json").read_text())
+    assert hist["train_loss"][-1] < hist["train_loss"][0]
+
+
+def test_file_settings_are_checked_before_any_data_is_read(csv_file, tmp_path, capsys):
+    cases = [
+        (["classify", "--dataset", "sst2", "--data", str(tmp_path), "--dev", str(csv_file)],
+         "--dev: read only when --dataset is 'file' (a CSV, TSV, JSON-lines file or a "
+         "folder); --dataset is 'sst2'"),
+        (["classify", "--data", str(csv_file), "--train", str(csv_file)],
+         "--train: give the training file once, as --data or here; got both"),
+        (["regress"], "--data: the regress task reads a CSV, TSV or JSON-lines file or a folder of class "
+         "folders; none given (give it here, or as --train)"),
+        (["classify", "--data", str(csv_file), "--format", "xml"],
+         "--format: expected one of 'auto', 'csv', 'tsv', 'jsonl', got 'xml'"),
+        (["classify", "--data", str(csv_file), "--test", str(tmp_path / "nope.csv")],
+         "--test: no such file or folder"),
+    ]
+    for args, message in cases:
+        assert main(["train", *args, "--out", str(tmp_path / "o")]) == 2, args
+        assert message in capsys.readouterr().err, args
+
+
+def test_bad_data_stops_the_run_naming_file_and_line(tmp_path, capsys):
+    p = tmp_path / "bad.csv"
+    p.write_text("text,label\nfine,1\n,0\n", encoding="utf-8")
+    assert main(["train", "classify", "--data", str(p), "--out", str(tmp_path / "o"),
+                 *FLAGS]) == 2
+    assert "bad.csv, line 3: empty text in column 'text'" in capsys.readouterr().err
+
+
+# text pairs --------------------------------------------------------------------------
+
+def test_pair_encoding_numformer_tokenizer():
+    tok = WordTokenizer.build(["a b c d e f"])
+    ids, types = encode_pair(tok, "a b", "c d e", max_len=32)
+    ab, cde = tok.encode("a b").tolist(), tok.encode("c d e").tolist()
+    assert ids.tolist() == [tok.cls_id, *ab, tok.sep_id, *cde]
+    assert types.tolist() == [0, 0, 0, 0, 1, 1, 1]
+    ids, types = encode_pair(tok, "a b c", "d e f", max_len=5)  # the longer text cut first
+    assert ids.tolist() == [tok.cls_id, *tok.encode("a b").tolist(), tok.sep_id,
+                            *tok.encode("d").tolist()]
+    assert types.tolist() == [0, 0, 0, 0, 1]
+
+
+def test_pair_encoding_wordpiece_matches_hugging_face():
+    pytest.importorskip("safetensors")
+    transformers = pytest.importorskip("transformers")
+    from numformer.pretrained.sentence import default_model_path
+    from numformer.pretrained.wordpiece import WordPieceTokenizer
+    try:
+        folder = default_model_path()
+    except FileNotFoundError:
+        pytest.skip("all-MiniLM-L6-v2 not installed")
+    mine = WordPieceTokenizer.from_pretrained(folder)
+    hf = transformers.AutoTokenizer.from_pretrained(str(folder))
+    for a, b, n in [("A man is playing a large flute.", "A man plays the flute!", 64),
+                    ("one two three four five six seven eight nine ten", "x y", 8),
+                    ("x y", "Unbelievable, tokenization of longer words works.", 9)]:
+        ids, types = mine.encode_pair(a, b, max_length=n)
+        ref = hf(a, b, truncation="longest_first", max_length=n)
+        assert ids == ref["input_ids"], (a, b)
+        assert types == ref["token_type_ids"], (a, b)
+        assert types[:ids.index(mine.sep_id) + 1] == [0] * (ids.index(mine.sep_id) + 1)
+
+
+@pytest.fixture(scope="module")
+def pair_file(tmp_path_factory):
+    """Pairs scored by how many of b's 3 words are a's: a similarity to learn."""
+    rng = np.random.default_rng(2)
+    words = [f"w{i}" for i in range(12)]
+    lines = ["sentence1\tsentence2\tscore"]
+    for _ in range(160):
+        a = list(rng.choice(words, 3, replace=False))
+        k = int(rng.integers(0, 4))
+        rest = [w for w in words if w not in a]
+        b = a[:k] + list(rng.choice(rest, 3 - k, replace=False))
+        lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{k * 5 / 3:.3f}")
+    p = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return p
+
+
+def test_pairs_reach_the_classifier_with_their_token_types(pair_file, tmp_path):
+    cfg = TrainConfig.for_task("regress", data=str(pair_file), out=str(tmp_path / "p"), **TINY)
+    task = make_task(cfg, log=quiet)
+    assert task.pairs and task.model.cfg.type_vocab_size == 2
+    b = task.train_batches(0)[0]
+    ids, km, tt, y = b
+    for row in range(len(ids)):  # types 1 exactly after the first <sep>, on real tokens
+        sep = int(np.flatnonzero(ids[row] == task.tokenizer.sep_id)[0])
+        n = int(km[row].sum())
+        assert tt[row, :sep + 1].sum() == 0 and tt[row, sep + 1:n].tolist() == [1] * (n - sep - 1)
+    task.model.eval()
+    with nn.no_grad():
+        with_types = task._forward(b)[0]
+        without = task.model(ids, km)
+    assert not np.allclose(with_types, without)  # the types change the embeddings
+    task.model.train()
+    task.loss_and_backward(b)
+    g = dict(task.model.named_parameters())["body.type.weight"].grad
+    assert np.abs(g).sum(axis=1).min() > 0  # both type rows learn
+
+
+def test_minilm_pairs_receive_token_types(pair_file, tmp_path):
+    pytest.importorskip("safetensors")
+    from numformer.pretrained.sentence import default_model_path
+    try:
+        default_model_path()
+    except FileNotFoundError:
+        pytest.skip("all-MiniLM-L6-v2 not installed")
+    cfg = TrainConfig.for_task("regress", data=str(pair_file), out=str(tmp_path / "m"),
+                               **dict(TINY, dim=384, n_heads=12), init="minilm", limit=20)
+    task = make_task(cfg, log=quiet)
+    ids, km, tt, y = b = task.train_batches(0)[0]
+    wp = task.tokenizer
+    assert ids[0, 0] == wp.cls_id and tt[0].max() == 1
+    task.model.eval()
+    with nn.no_grad():
+        got = task._forward(b)[0]
+        assert np.allclose(got, task.model(ids, km, tt))
+        assert not np.allclose(got, task.model(ids, km))
+
+
+# regression ---------------------------------------------------------------------------
+
+def test_mse_op_gradient_and_value():
+    rng = np.random.default_rng(0)
+    report = check_op(ops.losses.mse_forward, ops.losses.mse_backward,
+                      dict(pred=rng.standard_normal((5, 3)), targets=rng.standard_normal((5, 3))),
+                      ["pred"])
+    assert report.ok, report.table()
+    loss, _ = ops.losses.mse_forward(np.array([1.0, 2.0], np.float32), np.array([0.0, 0.0]))
+    assert loss == pytest.approx(2.5) and loss.dtype == np.float32
+    with pytest.raises(ValueError, match=r"targets: expected the shape of pred \(2,\)"):
+        ops.losses.mse_forward(np.zeros(2, np.float32), np.zeros(3))
+    layer = nn.MSELoss()
+    layer(np.array([1.0, 3.0]), np.array([0.0, 1.0]))
+    assert layer.backward().tolist() == [1.0, 2.0]  # 2 (pred - y) / n
+
+
+def test_pearson_spearman_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 5, 60).astype(float)  # many ties
+    y = x + rng.normal(size=60)
+    y[:10] = np.round(y[:10])
+    assert M.pearson(x, y) == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-12)
+    assert M.spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
+    assert M.rankdata([3, 1, 3, 2]).tolist() == stats.rankdata([3, 1, 3, 2]).tolist()
+    assert np.isnan(M.pearson([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="at least 2 values"):
+        M.spearman([1.0], [2.0])
+
+
+def test_tiny_regression_run_loss_falls_and_predicts_scores(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    lines = ["text,score"]
+    for _ in range(240):  # the score counts the word 'good' among four
+        k = int(rng.integers(0, 5))
+        words = ["good"] * k + list(rng.choice(["x", "y", "z"], 4 - k))
+        lines.append(f"{' '.join(rng.permutation(words))},{k}")
+    p = tmp_path / "scores.csv"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "r"
+    cfg = TrainConfig.for_task("regress", data=str(p), out=str(out),
+                               **dict(TINY, epochs=8, lr=3e-3))
+    summary = train(cfg, log=quiet)
+    hist = json.loads((out / "history.json").read_text())
+    loss = hist["train_loss"]
+    assert np.mean(loss[-5:]) < 0.5 * np.mean(loss[:5]), loss
+    assert summary["metrics"]["dev_pearson"] > 0.8
+    assert set(summary["metrics"]) == {f"{s}_{m}" for s in ("dev", "test")
+                                       for m in ("loss", "pearson", "spearman")}
+    assert main(["predict", "-c", str(out), "good good good good", "x y z x"]) == 0
+    scores = [float(line.split()[0]) for line in capsys.readouterr().out.splitlines()]
+    assert scores[0] > scores[1] + 1.0
+    assert main(["eval", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "dev: predicted score (label) of the first 5 of" in text
+
+
+def test_predict_reads_pairs_two_by_two(pair_file, tmp_path, capsys):
+    out = tmp_path / "pp"
+    train(TrainConfig.for_task("regress", data=str(pair_file), out=str(out),
+                               **dict(TINY, max_steps=3)), log=quiet)
+    assert main(["predict", "-c", str(out), "w1 w2 w3", "w1 w2 w3", "w1 w2 w3", "w7 w8 w9"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("|", 1)[1].strip() for line in lines] == ["w1 w2 w3 | w1 w2 w3",
+                                                                 "w1 w2 w3 | w7 w8 w9"]
+    float(lines[0].split()[0])  # a score first
+    assert main(["predict", "-c", str(out), "w1", "w2", "w3"]) == 2
+    assert "expected an even number of texts (a b a b ...), got 3" in capsys.readouterr().err
+
+
+def test_masked_lm_from_a_folder_and_a_jsonl_field(tmp_path):
+    from numformer.data.user_data import read_texts
+    root = tmp_path / "texts"
+    (root / "a").mkdir(parents=True)
+    lines = [f"le parlement vote la loi numero {i}" for i in range(60)]
+    (root / "a" / "one.txt").write_text("\n".join(lines[:30]) + "\n\n", encoding="utf-8")
+    (root / "two.txt").write_text("\n".join(lines[30:]), encoding="utf-8")
+    (root / "skip.md").write_text("not read", encoding="utf-8")
+    assert sorted(read_texts(root)) == sorted(lines)
+    j = tmp_path / "t.jsonl"
+    j.write_text("".join(json.dumps({"body": t, "n": i}) + "\n" for i, t in enumerate(lines)),
+                 encoding="utf-8")
+    assert read_texts(j, "body") == lines
+    from numformer.data.files import DataError
+    with pytest.raises(DataError, match=r"t.jsonl, line 1: expected an object with a string "
+                                        r"'text'"):
+        read_texts(j)
+    for data, extra in ((root, {}), (j, {"text_column": "body"})):
+        cfg = TrainConfig.for_task("mlm", dataset="text", data=str(data), out=str(tmp_path / "m"),
+                                   overwrite=True, **dict(TINY, max_steps=2), **extra)
+        summary = train(cfg, log=quiet)
+        assert np.isfinite(summary["metrics"]["eval_loss"])
