@@ -25,6 +25,7 @@ def _main_of(module: str):
 
 BENCHMARKS = {
     "attention": _main_of("numformer.bench.attention"),
+    "compare": _main_of("numformer.bench.compare"),  # two attention JSONs side by side
     "embeddings": _main_of("numformer.bench.embeddings"),
     "kernels": _main_of("numformer.bench.kernels"),
     "train_step": _main_of("numformer.bench.train_step"),
