@@ -37,11 +37,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from numformer.data.columns import (LABEL_NAMES, SCAN, TEXT_NAMES, as_index, by_name,
+                                    column_name, first_is_header, infer_columns, pick_columns)
 from numformer.data.files import DataError, read_bytes
 
 FORMATS = ("auto", "csv", "tsv", "jsonl")
@@ -49,13 +49,6 @@ HEADERS = ("auto", "yes", "no")
 KINDS = ("classify", "regress")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
               ".ndjson": "jsonl"}
-TEXT_NAMES = ("text", "sentence", "sentence1", "text_a", "text1", "review", "content",
-              "document", "body", "comment", "headline", "title", "question", "question1",
-              "premise", "tweet", "utterance")
-PAIR_NAMES = ("sentence2", "text_b", "text2", "question2", "hypothesis")
-LABEL_NAMES = ("label", "labels", "class", "category", "target", "sentiment", "score",
-               "rating", "gold_label", "similarity", "topic")
-SCAN = 2000  # rows looked at to choose default columns and detect a header
 
 
 @dataclass
@@ -180,140 +173,12 @@ def _records(path, fmt: str, text: str):
     return out, blank
 
 
-# columns ---------------------------------------------------------------------------
-
-def _as_index(spec: str):
-    return int(spec) if re.fullmatch(r"\d+", spec.strip()) else None
-
-
-def _is_number(s) -> bool:
-    if isinstance(s, bool):
-        return False
-    if isinstance(s, (int, float)):
-        return math.isfinite(s)
-    try:
-        return math.isfinite(float(s))
-    except (TypeError, ValueError):
-        return False
-
-
-def _by_name(names: list, wanted: tuple):
-    low = [str(n).strip().lower() for n in names]
-    for w in wanted:
-        if w in low:
-            return low.index(w)
-    return None
-
-
-def _infer_columns(path, rows: list, n: int, kind: str, taken: set):
-    """Default (text, label) column indices from the content of ``rows`` (lists of n)."""
-    cols = [[r[j] for r in rows if j < len(r)] for j in range(n)]
-    free = [j for j in range(n) if j not in taken]
-    if len(free) < 2:
-        raise DataError(path, None, f"expected at least two columns (a text and a label), "
-                                    f"got {n}")
-    if kind == "regress":
-        numeric = [j for j in free if cols[j] and all(_is_number(v) for v in cols[j])
-                   and len(set(cols[j])) > 2]
-        if len(numeric) > 1:  # prefer the one column that is not integers (ids, years)
-            real = [j for j in numeric if any(not re.fullmatch(r"[+-]?\d+", str(v).strip())
-                                              for v in cols[j])]
-            numeric = real if len(real) == 1 else numeric
-        if len(numeric) != 1:
-            raise DataError(path, None, f"cannot tell the score column ({len(numeric)} "
-                                        f"numeric columns); give --label-column")
-        label = numeric[0]
-    else:
-        label = min(free, key=lambda j: (len(set(cols[j])), -j))
-    text = max((j for j in free if j != label),
-               key=lambda j: sum(len(str(v)) for v in cols[j]) / max(1, len(cols[j])))
-    return text, label
-
-
-def _first_is_header(rows: list, label: int | None, kind: str) -> bool:
-    """The first row is a header: a known column name in it, or its label is not a
-    number while the others are, or its label is seen nowhere else in its column
-    while the column repeats its values (a class column)."""
-    first, rest = rows[0], rows[1:SCAN]
-    known = set(TEXT_NAMES + PAIR_NAMES + LABEL_NAMES)
-    if any(str(v).strip().lower() in known for v in first):
-        return True
-    if label is None or label >= len(first) or not rest:
-        return False
-    col = [r[label] for r in rest if label < len(r)]
-    if col and all(_is_number(v) for v in col) and not _is_number(first[label]):
-        return True
-    if kind == "classify" and col:
-        distinct = set(col)
-        return first[label] not in distinct and len(distinct) <= max(2, len(col) // 2)
-    return False
-
-
-def _resolve(path, spec: str, names: list | None, n: int, flag: str):
-    """A column spec (a name or a 0-based index) -> its index."""
-    idx = _as_index(spec)
-    if idx is not None:
-        if idx >= n:
-            raise DataError(path, 1, f"{flag} {idx}: expected a column index below {n} (the "
-                                     f"first row has {n} fields)")
-        return idx
-    if names is None:
-        raise DataError(path, 1, f"{flag} {spec!r}: a column name needs a header row, and "
-                                 f"this file has none (header no); give a 0-based index")
-    low = [str(x).strip().lower() for x in names]
-    if spec.strip().lower() not in low:
-        raise DataError(path, 1, f"{flag} {spec!r}: no such column; the header has "
-                                 f"{names}")
-    return low.index(spec.strip().lower())
-
-
-def _pick(path, names, rows, n, kind, text_column, label_column, pair_column):
-    """(text, label, pair or None) column indices and how they were chosen."""
-    how = []
-    text = _resolve(path, text_column, names, n, "--text-column") if text_column else None
-    label = _resolve(path, label_column, names, n, "--label-column") if label_column else None
-    pair = _resolve(path, pair_column, names, n, "--text-pair-column") if pair_column else None
-    if names is not None:
-        if text is None:
-            text = _by_name(names, TEXT_NAMES)
-            how += [] if text is None else [f"text column {names[text]!r} (by its name)"]
-        if label is None:
-            label = _by_name(names, LABEL_NAMES)
-            how += [] if label is None else [f"label column {names[label]!r} (by its name)"]
-        if pair is None and not text_column and text is not None \
-                and names[text].strip().lower() in ("sentence1", "text_a", "text1", "question1",
-                                                    "premise"):
-            pair = _by_name(names, PAIR_NAMES)
-            how += [] if pair is None else [f"text-pair column {names[pair]!r} (by its name)"]
-    if text is None or label is None:
-        taken = {j for j in (text, label, pair) if j is not None}
-        t, lab = _infer_columns(path, rows, n, kind, taken)
-        if label is None:
-            label = lab
-            how.append(f"label column {_name(names, label)} (fewest distinct values)"
-                       if kind == "classify" else
-                       f"score column {_name(names, label)} (the numeric one)")
-        if text is None:
-            text = t if t != label else next(j for j in range(n) if j not in (label, pair))
-            how.append(f"text column {_name(names, text)} (longest values)")
-    for a, b, fa, fb in ((text, label, "--text-column", "--label-column"),
-                         (pair, label, "--text-pair-column", "--label-column"),
-                         (text, pair, "--text-column", "--text-pair-column")):
-        if a is not None and a == b:
-            raise DataError(path, None, f"{fa} and {fb} are the same column ({_name(names, a)})")
-    return text, label, pair, how
-
-
-def _name(names, j) -> str:
-    return f"{names[j]!r}" if names is not None else f"{j}"
-
-
 # readers ---------------------------------------------------------------------------
 
 def _cell(path, line, fields, j, names, what, allow_empty=False) -> str:
     v = fields[j]
     if not allow_empty and not v.strip():
-        raise DataError(path, line, f"empty {what} in column {_name(names, j)}; expected a "
+        raise DataError(path, line, f"empty {what} in column {column_name(names, j)}; expected a "
                                     f"non-empty {what}")
     return v.strip()
 
@@ -337,25 +202,25 @@ def read_table(path, fmt: str = "auto", header: str = "auto", text_column: str =
         raise DataError(path, None, "no rows")
     rows = [f for _, f in records]
     n = len(rows[0])
-    named = any(s and _as_index(s) is None for s in (text_column, label_column, pair_column))
+    named = any(s and as_index(s) is None for s in (text_column, label_column, pair_column))
     if header == "auto":
         if named:
             has_header = True
         else:
-            lab = _as_index(label_column) if label_column else None
+            lab = as_index(label_column) if label_column else None
             if lab is None:
                 try:
-                    lab = _infer_columns(path, rows[1:SCAN], n, kind, set())[1]
+                    lab = infer_columns(path, rows[1:SCAN], n, kind, set())[1]
                 except DataError:
                     lab = None
-            has_header = _first_is_header(rows, lab, kind)
+            has_header = first_is_header(rows, lab, kind)
     else:
         has_header = header == "yes"
     names = rows[0] if has_header else None
     body = records[1:] if has_header else records
     if not body:
         raise DataError(path, None, "no rows after the header")
-    t, lab, pair, how = _pick(path, names, [f for _, f in body[:SCAN]], n, kind, text_column,
+    t, lab, pair, how = pick_columns(path, names, [f for _, f in body[:SCAN]], n, kind, text_column,
                               label_column, pair_column)
     need = max(j for j in (t, lab, pair) if j is not None) + 1
     texts, pairs, labels, lines = [], [] if pair is not None else None, [], []
@@ -386,9 +251,9 @@ def read_table(path, fmt: str = "auto", header: str = "auto", text_column: str =
         notes.append(f"{extra} rows have more than {n} fields; their extra fields are not read")
     if blank > 0:
         notes.append(f"{blank} blank lines skipped")
-    cols = [f"text column {_name(names, t)}", f"label column {_name(names, lab)}"]
+    cols = [f"text column {column_name(names, t)}", f"label column {column_name(names, lab)}"]
     if pair is not None:
-        cols.insert(1, f"text-pair column {_name(names, pair)}")
+        cols.insert(1, f"text-pair column {column_name(names, pair)}")
     return Rows(str(path), texts, pairs, labels, lines,
                 "; ".join(how) if how else ", ".join(cols), notes)
 
@@ -408,22 +273,22 @@ def _read_jsonl(path, text, text_column, label_column, pair_column, kind) -> Row
         objs.append((n, d))
     for spec, flag in ((text_column, "--text-column"), (label_column, "--label-column"),
                        (pair_column, "--text-pair-column")):
-        if spec and _as_index(spec) is not None:
+        if spec and as_index(spec) is not None:
             raise DataError(path, None, f"{flag} {spec}: JSON lines name their fields; give a "
                                         f"key (the first object has {sorted(objs[0][1])})")
     keys = list(objs[0][1])
     how = []
     tkey, lkey, pkey = text_column or None, label_column or None, pair_column or None
     if tkey is None:
-        j = _by_name(keys, TEXT_NAMES)
+        j = by_name(keys, TEXT_NAMES)
         tkey = keys[j] if j is not None else None
     if lkey is None:
-        j = _by_name(keys, LABEL_NAMES)
+        j = by_name(keys, LABEL_NAMES)
         lkey = keys[j] if j is not None else None
     if tkey is None or lkey is None:
         rows = [[str(d.get(k, "")) for k in keys] for _, d in objs[:SCAN]]
         taken = {keys.index(k) for k in (tkey, lkey, pkey) if k in keys}
-        t, lab = _infer_columns(path, rows, len(keys), kind, taken)
+        t, lab = infer_columns(path, rows, len(keys), kind, taken)
         if lkey is None:
             lkey = keys[lab]
             how.append(f"label key {lkey!r} (by content)")
