@@ -50,6 +50,11 @@ class RegressTask(ClassifyTask):
         out, y = super()._forward(b)  # (B, 1)
         return out, y.astype(out.dtype)[:, None]  # (B, 1)
 
+    def loss_count(self, b) -> int:
+        """Examples the loss is a mean over (numformer.distributed): every score counts,
+        whatever its value (the classifier's ignore_index is no score)."""
+        return len(b[-1])
+
     def predict_scores(self, seqs, types=None) -> np.ndarray:
         """Predicted scores (N,) in the labels' units, in order."""
         z = self.outputs_ids(seqs, types)[:, 0]  # (N,)
