@@ -113,6 +113,14 @@ def test_check_only_refuses_the_wrong_kernel_with_evidence_and_exit_code(user_fi
     assert "| user numformer.ops.attention | 1 |" in out.out  # the right one was checked
 
 
+def test_quick_presets_only_what_the_command_line_leaves_out():
+    q = bench.question_of(bench.parse(["--quick", "--H", "9", "--kv-heads", "3", "--T", "32"]))
+    assert (q["B"], q["H"], q["Hkv"], q["T"], q["repeats"]) == (4, 9, 3, [32], 3)
+    assert bench.parse(["--quick"]).threads == "1"
+    with pytest.raises(SystemExit, match="--kv-heads: expected a divisor of --H 4, got 3"):
+        bench.question_of(bench.parse(["--kv-heads", "3"]))
+
+
 # -- what counts as useful work -----------------------------------------------------------
 
 @pytest.mark.parametrize("mask,Tq,Tk", [("none", None, 9), ("causal", None, 9),

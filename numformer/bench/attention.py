@@ -81,7 +81,7 @@ FLOP_PER_PAIR = {"forward": 4, "backward": 8, "forward+backward": 12}  # x D per
 SELF = "numformer.bench.attention_child"
 TWIN = "benchmarks.twins.attention"
 SCHEMA = "numformer.bench.attention/1"
-QUICK = dict(B=4, H=4, kv_heads=None, D=32, T="64,256", threads="1", repeats=3)
+QUICK = dict(B=4, T="64,256", threads="1", repeats=3)  # --quick: defaults of these flags
 
 
 # -- the work ---------------------------------------------------------------------------
@@ -223,7 +223,8 @@ def parser() -> argparse.ArgumentParser:
                                                    "up to this many MB, else one group")
     a("--mem-limit-mb", type=float, default=4096.0,
       help="skip numpy, torch-math and torch-eager where 4 score arrays pass this")
-    a("--quick", action="store_true", help="B=4, T=64,256, 1 thread, 3 repeats (< 1 minute)")
+    a("--quick", action="store_true", help="unless given: B=4, T=64,256, 1 thread, 3 repeats; "
+                                           "the numba JIT cache kept (< 1 minute)")
     a("--check-only", action="store_true", help="run the agreement checks only (1 process "
                                                 "per implementation, first thread count)")
     a("--no-torch", action="store_true", help="numformer's and your implementations only")
@@ -234,11 +235,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv: list) -> argparse.Namespace:
+    """The options; ``--quick`` sets QUICK's values where the command line gives none."""
+    p = parser()
+    if "--quick" in argv:
+        p.set_defaults(**QUICK)
+    return p.parse_args(argv)
+
+
 def question_of(args) -> dict:
     """The question as the JSON records it; bad flags are errors naming the flag."""
-    if args.quick:
-        for k, v in QUICK.items():
-            setattr(args, k, v)
     Hkv = args.kv_heads or args.H
     for flag, v in (("--B", args.B), ("--H", args.H), ("--D", args.D), ("--kv-heads", Hkv),
                     ("--repeats", args.repeats)):
@@ -298,7 +304,7 @@ def default_name(q: dict) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser().parse_args(argv)
+    args = parse(argv)
     q = question_of(args)
     from numformer.bench import attention_run as run
     from numformer.bench.harness import torch_importable, twins_root
