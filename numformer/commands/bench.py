@@ -28,6 +28,7 @@ BENCHMARKS = {
     "compare": _main_of("numformer.bench.compare"),  # two attention JSONs side by side
     "embeddings": _main_of("numformer.bench.embeddings"),
     "kernels": _main_of("numformer.bench.kernels"),
+    "llm": _main_of("numformer.bench.llm_run"),
     "train_step": _main_of("numformer.bench.train_step"),
 }
 

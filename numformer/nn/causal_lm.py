@@ -57,7 +57,9 @@ class CausalLM(Module):
             # logits = h @ E^T; dE comes out in E's (V, C) layout, no transposed add
             d2 = dlogits.reshape(-1, dlogits.shape[-1])  # (B*T, V)
             dh = matmul(d2, self.body.tok.weight.value).reshape(h.shape)  # (B, T, C)
-            accumulate(self.body.tok.weight, matmul(d2.T, h.reshape(-1, h.shape[-1])))  # (V, C)
+            E = self.body.tok.weight
+            if E.grad is not None:  # frozen (e.g. LoRA): no dE to compute
+                accumulate(E, matmul(d2.T, h.reshape(-1, h.shape[-1])))  # (V, C)
         return self.body.backward(dh)
 
     def new_cache(self) -> list:
