@@ -10,6 +10,17 @@ numformer's kernels or runtime settings. Examples:
     python benchmarks/attention.py --H 9 --kv-heads 3 --D 64 --Tq 1 --T 256,1024,2048 \\
         --mask causal --passes forward
     python benchmarks/attention.py --help           # every option
+
+The README's measurements (on a quiet machine):
+
+    python benchmarks/attention.py                                  # (a) the default question
+    python benchmarks/attention.py --mask causal+padding --pad-fraction 0.25 \
+        --name attention_causal_padding                             # (b)
+    python benchmarks/attention.py --B 1 --H 9 --kv-heads 3 --D 64 --Tq 1 \
+        --T 128,256,512,1024,2048 --mask causal --passes forward \
+        --name attention_decode_smollm2                             # (c) SmolLM2 GQA decode
+    python benchmarks/attention.py --D 64 --T 512,2048 --mask none,causal \
+        --impls numba,torch-flash --name attention_peak_D64         # (d) % of peak, 1, 2 thr
 """
 import sys
 from pathlib import Path

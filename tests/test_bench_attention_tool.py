@@ -48,6 +48,9 @@ def wrong_dk_backward(dout, cache):
     dq, dk, dv = ref.attention_backward(dout, cache)
     return dq, 2 * dk, dv
 
+def raising_forward(q, k, v, key_mask=None, causal=False, scale=None):
+    return ref.attention_forward(q, k, v, mask=key_mask)
+
 def upcast_forward(q, k, v, key_mask=None, causal=False, scale=None):
     out, cache = ref.attention_forward(q, k, v, key_mask=key_mask, causal=causal, scale=scale)
     return out.astype(np.float64), cache
@@ -105,12 +108,13 @@ def test_gate_on_one_group_when_the_whole_reference_is_too_big(tmp_path, user_fi
 
 def test_check_only_refuses_the_wrong_kernel_with_evidence_and_exit_code(user_file, capsys):
     argv = ["--check-only", "--impls", "", "--impl", f"{user_file}:attention_forward",
-            "--impl", "numformer.ops.attention", "--B", "2", "--H", "2", "--D", "4",
+            "--impl", "numformer.ops.attention", "--impl", f"{user_file}:raising_forward", "--B", "2", "--H", "2", "--D", "4",
             "--T", "5", "--mask", "causal", "--threads", "1"]
     assert bench.main(argv) == 1
     out = capsys.readouterr()
     assert "Refused, never timed: user " in out.out and "max abs diff" in out.out
     assert "| user numformer.ops.attention | 1 |" in out.out  # the right one was checked
+    assert "raising_forward raised TypeError" in out.out  # an error is a refusal too
 
 
 def test_quick_presets_only_what_the_command_line_leaves_out():

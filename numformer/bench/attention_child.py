@@ -148,6 +148,12 @@ def measure(make, name: str, args) -> dict:
         except AssertionError as e:
             return {"refused": {"mask": meta["mask"], "Tk": meta["Tk"], "evidence": str(e)},
                     "checks": checks, "rows": []}
+        except Exception as e:  # a kernel that raises is refused too, with its error
+            import traceback
+            where = traceback.format_exception(e)[-3:]
+            return {"refused": {"mask": meta["mask"], "Tk": meta["Tk"], "evidence":
+                                f"{name} raised {type(e).__name__}: {e}\n{''.join(where)}"},
+                    "checks": checks, "rows": []}
         checks.append({"mask": meta["mask"], "Tk": meta["Tk"], "max_abs_diff": diffs,
                        "reference": meta["reference"], "first_call_ms":
                        1e3 * (time.perf_counter() - t0)})
