@@ -234,3 +234,18 @@ def test_torch_twin_follows_numformer_masks_and_gqa(tmp_path, key, mask, Tq):
     child.gate(key, twin.torch_impl(torch, key, c)["result"](), c)
     with pytest.raises(child.Unavailable, match="EFFICIENT_ATTENTION"):
         twin.torch_impl(torch, "torch-efficient", c)
+
+
+@pytest.mark.parametrize("mask,Tq", [("causal", None), ("causal+padding", 4), ("padding", None)])
+def test_the_reference_in_query_blocks_equals_the_op_in_one_call(tmp_path, mask, Tq):
+    """A tiny memory bound (blocks of one query) gives numformer.ops.attention's
+    own result: the causal blocks' key truncation is the op's alignment."""
+    from numformer.ops import attention as ref
+    c = case(tmp_path, mask, 9, Tq=Tq)
+    x = {n: c[n].astype(np.float64) for n in ("q", "k", "v", "dout")}
+    km, causal = c.get("key_mask"), "causal" in mask
+    got = bench.reference_in_chunks(x, km, causal, max_mb=1e-9)
+    out, cache = ref.attention_forward(x["q"], x["k"], x["v"], key_mask=km, causal=causal)
+    want = (out, *ref.attention_backward(x["dout"], cache))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-13)

@@ -140,12 +140,42 @@ def case_stem(mask: str, Tk: int) -> str:
     return f"{mask.replace('+', '_')}-{Tk}"
 
 
+def reference_in_chunks(x: dict, key_mask, causal: bool, max_mb: float):
+    """numformer.ops.attention's (out, dq, dk, dv) for x = {q, k, v, dout}, a block
+    of queries at a time so that its (b, H, c, Tk) probabilities stay near
+    ``max_mb``. Queries a..b-1 of Tq, causal, see the first b + Tk - Tq keys, and
+    are the last queries of those keys, as the op aligns them: the block runs
+    on those keys, and its dk, dv add into their rows."""
+    import numpy as np
+    from numformer.ops import attention as ref
+    q, k, v, dout = x["q"], x["k"], x["v"], x["dout"]
+    Bn, Hn, Tq, _ = q.shape
+    Tk = k.shape[2]
+    c = max(1, min(Tq, int(max_mb * 2 ** 20 / (4 * 8 * Bn * Hn * Tk))))
+    out, dq = np.empty_like(q), np.empty_like(q)
+    dk, dv = np.zeros_like(k), np.zeros_like(v)
+    for a in range(0, Tq, c):
+        b = min(Tq, a + c)
+        n = b + Tk - Tq if causal else Tk  # keys the block can see
+        km = None if key_mask is None else key_mask[:, :n]
+        o, cache = ref.attention_forward(q[:, :, a:b], k[:, :, :n], v[:, :, :n], key_mask=km,
+                                         causal=causal)
+        out[:, :, a:b] = o
+        gq, gk, gv = ref.attention_backward(dout[:, :, a:b], cache)
+        dq[:, :, a:b] = gq
+        dk[:, :, :n] += gk
+        dv[:, :, :n] += gv
+        del cache
+    return out, dq, dk, dv
+
+
 def write_case(q: dict, mask: str, Tk: int, directory: Path, ref_mb: float) -> dict:
     """Inputs q, k, v, dout (and key_mask) in the question's dtype, and numformer's
     reference output and gradients in float64 from the same values, as
     ``<stem>.npz``. The reference covers the whole batch when its float64
     probabilities fit in ``ref_mb``, else batch row 0 and kv group 0 (query heads
-    0 .. G-1: their outputs and dq, kv head 0's dk and dv depend on nothing else)."""
+    0 .. G-1: their outputs and dq, kv head 0's dk and dv depend on nothing else),
+    computed a block of queries at a time within ``ref_mb`` (``reference_in_chunks``)."""
     import numpy as np
     from numformer.bench.harness import save_npz
     from numformer.ops import attention as ref
@@ -162,10 +192,7 @@ def write_case(q: dict, mask: str, Tk: int, directory: Path, ref_mb: float) -> d
     kv = (sl[0], slice(None) if whole else slice(0, 1))
     f64 = {n: x[n][kv if n in "kv" else sl].astype(np.float64) for n in x}
     km = None if key_mask is None else key_mask[sl[0]]
-    out, cache = ref.attention_forward(f64["q"], f64["k"], f64["v"], key_mask=km,
-                                       causal="causal" in mask)
-    dq, dk, dv = ref.attention_backward(f64["dout"], cache)
-    del cache
+    out, dq, dk, dv = reference_in_chunks(f64, km, "causal" in mask, ref_mb)
     meta = {"mask": mask, "Tk": Tk, "Tq": Tq, "causal": "causal" in mask,
             "reference": "whole batch" if whole else f"batch row 0, query heads 0-{G - 1}, "
                                                      f"kv head 0 (float64 > {ref_mb:g} MB)",
@@ -219,8 +246,9 @@ def parser() -> argparse.ArgumentParser:
     a("--repeats", type=int, default=5, help="timed samples per case (default %(default)s)")
     a("--baseline", default=None, help="implementation the ratios divide by (default "
                                        "torch-flash if run, else the first)")
-    a("--ref-mb", type=float, default=1024.0, help="float64 reference of the whole batch "
-                                                   "up to this many MB, else one group")
+    a("--ref-mb", type=float, default=1024.0,
+      help="the float64 reference covers the whole batch if its probabilities fit in this "
+           "many MB, else batch row 0 and kv group 0; computed in query blocks within it")
     a("--mem-limit-mb", type=float, default=4096.0,
       help="skip numpy, torch-math and torch-eager where 4 score arrays pass this")
     a("--quick", action="store_true", help="unless given: B=4, T=64,256, 1 thread, 3 repeats; "
