@@ -108,8 +108,8 @@ def test_gate_on_one_group_when_the_whole_reference_is_too_big(tmp_path, user_fi
 
 def test_check_only_refuses_the_wrong_kernel_with_evidence_and_exit_code(user_file, capsys):
     argv = ["--check-only", "--impls", "", "--impl", f"{user_file}:attention_forward",
-            "--impl", "numformer.ops.attention", "--impl", f"{user_file}:raising_forward", "--B", "2", "--H", "2", "--D", "4",
-            "--T", "5", "--mask", "causal", "--threads", "1"]
+            "--impl", "numformer.ops.attention", "--impl", f"{user_file}:raising_forward",
+            "--B", "2", "--H", "2", "--D", "4", "--T", "5", "--mask", "causal", "--threads", "1"]
     assert bench.main(argv) == 1
     out = capsys.readouterr()
     assert "Refused, never timed: user " in out.out and "max abs diff" in out.out

@@ -53,8 +53,10 @@ np.matmul and torch.mm, (1024, 1024) products in the dtype, at that thread
 count) and of its FMA peak (numformer/bench/peaks.py says how it is
 measured); peak extra memory; the ratio to ``--baseline``. Markdown, JSON
 (the question, the machine, BLAS per process, versions, load averages) and
-two plots (time against T per mask; GFLOP/s against T with the peaks as
-lines) under the results folder.
+three plots under the results folder: time against T per mask and pass;
+GFLOP/s against T with the peaks as lines; a roofline (GFLOP/s against
+useful FLOP per byte of least traffic, under min(FMA peak, np.copyto's
+bandwidth x intensity)).
 """
 
 from __future__ import annotations
@@ -114,6 +116,18 @@ def useful_gflop(q: dict, Tk: int, mask: str, what: str) -> float:
     pairs = visible_pairs(Tq, Tk, "causal" in mask, key_lengths(q["B"], Tk, mask,
                                                                q["pad_fraction"]), q["B"])
     return FLOP_PER_PAIR[what] * q["D"] * q["H"] * pairs / 1e9
+
+
+def min_bytes(q: dict, Tk: int, what: str) -> int:
+    """The least memory traffic of one call: every input read and every output
+    written once (forward: q, k, v, out; backward: q, k, v, out, dout, dq, dk, dv;
+    both: the sum), the roofline plot's x axis divides the useful FLOP by it."""
+    import numpy as np
+    nq = q["B"] * q["H"] * (q["Tq"] or Tk) * q["D"]  # one (B, H, Tq, D) array
+    nk = q["B"] * q["Hkv"] * Tk * q["D"]  # one (B, Hkv, Tk, D) array
+    n = {"forward": 2 * nq + 2 * nk, "backward": 4 * nq + 4 * nk,
+         "forward+backward": 6 * nq + 6 * nk}[what]
+    return n * np.dtype(q["dtype"]).itemsize
 
 
 def gflop(T: int, what: str, causal: bool = False) -> float:

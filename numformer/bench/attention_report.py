@@ -18,7 +18,7 @@ QUESTION = {"B": int, "H": int, "Hkv": int, "D": int, "T": list, "Tq": (int, typ
 NUM = (int, float)
 ROW = {"impl": str, "threads": int, "mask": str, "Tk": int, "Tq": int, "what": str,
        "ms": NUM, "min_ms": NUM, "q1_ms": NUM, "q3_ms": NUM, "max_ms": NUM, "repeats": int,
-       "first_ms": NUM, "gflop": NUM, "gflops": NUM, "pct_matmul_peak": (*NUM, type(None)),
+       "first_ms": NUM, "gflop": NUM, "gflops": NUM, "intensity": NUM, "pct_matmul_peak": (*NUM, type(None)),
        "pct_fma_peak": (*NUM, type(None)), "peak_mb": (*NUM, type(None)),
        "ratio": (*NUM, type(None))}
 CHECK = {"impl": str, "mask": str, "Tk": int, "max_abs_diff": dict, "reference": str}
@@ -86,7 +86,9 @@ def markdown(doc: dict) -> str:
                    f"products, {q['dtype']}; % uses the best); FMA peak {f['gflops']:.0f} "
                    f"GFLOP/s ({f['how']}: {f['measured_gflops']:.0f} measured at "
                    f"{f['vector_bits_used']} bits x {f['scale']:g} for the CPU's "
-                   f"{f['vector_bits_cpu']}-bit vectors)")
+                   f"{f['vector_bits_cpu']}-bit vectors)" + (
+                       f"; copy bandwidth {pk['bandwidth']['gbs']:.1f} GB/s"
+                       if pk.get("bandwidth") else ""))
     blas = {}
     for p in doc["processes"]:
         blas.setdefault(fmt_blas(p.get("blas") or []), []).append(p["impl"])
@@ -218,7 +220,8 @@ def targets(runs: list[dict]) -> str:
 
 def plots(doc: dict, directory: Path, name: str) -> list:
     """``<name>.png``: ms against Tk, a panel per (pass, mask); ``<name>_peak.png``:
-    GFLOP/s against Tk with each thread count's matmul and FMA peaks as lines.
+    GFLOP/s against Tk with each thread count's matmul and FMA peaks as lines;
+    ``<name>_roofline.png`` (``roofline``).
     Returns the file names written (none without matplotlib)."""
     from numformer.bench.harness import pyplot_or_none
     plt = pyplot_or_none()
@@ -264,4 +267,51 @@ def plots(doc: dict, directory: Path, name: str) -> list:
         fig.savefig(directory / f"{name}{suffix}.png", dpi=100)
         plt.close(fig)
         written.append(f"{name}{suffix}.png")
-    return written
+    return written + roofline(plt, doc, directory, name, colors)
+
+
+def roofline(plt, doc: dict, directory: Path, name: str, colors: dict) -> list:
+    """``<name>_roofline.png``: GFLOP/s against arithmetic intensity (useful FLOP per
+    byte of least traffic), a panel per pass, a point per case (marker: mask),
+    under each thread count's roofs: min(FMA peak, bandwidth x intensity), the
+    matmul peak dashed."""
+    import numpy as np
+    q = doc["question"]
+    passes = [p for p in PASSES if any(r["what"] == p for r in doc["rows"])]
+    markers = dict(zip(q["masks"], "osD^"))
+    fig, axes = plt.subplots(1, len(passes), squeeze=False, figsize=(5.5 * len(passes), 4.5))
+    xs = [r["intensity"] for r in doc["rows"]]
+    grid = np.geomspace(min(xs) / 2, max(xs) * 2, 50)
+    for ax, what in zip(axes[0], passes):
+        for n, pk in sorted(doc["peaks"].items()):
+            style = "-" if int(n) == q["threads"][0] else ":"
+            bw = (pk.get("bandwidth") or {}).get("gbs")
+            roof = np.full_like(grid, pk["fma"]["gflops"]) if bw is None else \
+                np.minimum(pk["fma"]["gflops"], bw * grid)
+            ax.plot(grid, roof, color="black", linestyle=style, linewidth=0.9,
+                    label=f"roof, {n} thr (FMA peak, copy bandwidth)")
+            if pk.get("matmul_best"):
+                ax.axhline(pk["matmul_best"], color="gray", linestyle="--", linewidth=0.8,
+                           label=f"matmul peak, {n} thr")
+        for r in doc["rows"]:
+            if r["what"] == what:
+                ax.scatter(r["intensity"], r["gflops"], color=colors[r["impl"]], s=18,
+                           marker=markers.get(r["mask"], "o"),
+                           alpha=1.0 if r["threads"] == q["threads"][0] else 0.5)
+        for impl, c in colors.items():
+            ax.scatter([], [], color=c, label=impl, s=18)
+        for m, mk in markers.items():
+            ax.scatter([], [], color="gray", marker=mk, label=f"mask {m}", s=18)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("arithmetic intensity (useful FLOP / least bytes moved)")
+        ax.set_ylabel("GFLOP/s")
+        pale = ", ".join(map(str, q["threads"][1:]))
+        ax.set_title(what + (f" (pale: {pale} threads)" if pale else ""), fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=6)
+    fig.suptitle(describe_question(q), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(directory / f"{name}_roofline.png", dpi=100)
+    plt.close(fig)
+    return [f"{name}_roofline.png"]

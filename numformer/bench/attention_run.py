@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from numformer.bench.attention import (BUILTINS, MATERIALIZING, SCHEMA, case_stem, scores_mb,
-                                       useful_gflop)
+from numformer.bench.attention import (BUILTINS, MATERIALIZING, SCHEMA, case_stem, min_bytes,
+                                       scores_mb, useful_gflop)
 
 
 def _child_args(q: dict, impl: dict, stems: list, directory: Path, repeats: int,
@@ -36,7 +36,7 @@ def run_all(q: dict, impls: list, threads: list, cases: list, directory: Path, a
             print(f"[{n} thread{'s' * (n > 1)}] the machine's peaks ...", flush=True)
             pk = run_child("numformer.bench.peaks", ["--dtype", q["dtype"]], n)
             doc["peaks"][str(n)] = {"matmul": {"numpy": pk["matmul"]}, "fma": pk["fma"],
-                                    "loadavg": pk["loadavg"]}
+                                    "bandwidth": pk["bandwidth"], "loadavg": pk["loadavg"]}
         for impl in impls:
             if any(impl["name"] in (r["impl"] for r in doc[k]) for k in ("refused",
                                                                          "unavailable")):
@@ -117,6 +117,7 @@ def derive(doc: dict, baseline: str | None) -> None:
     for r in doc["rows"]:
         r["gflop"] = useful_gflop(q, r["Tk"], r["mask"], r["what"])
         r["gflops"] = r["gflop"] / (r["ms"] * 1e-3)
+        r["intensity"] = r["gflop"] * 1e9 / min_bytes(q, r["Tk"], r["what"])  # FLOP / byte
         pk = doc["peaks"].get(str(r["threads"]), {})
         r["pct_matmul_peak"] = 100 * r["gflops"] / pk["matmul_best"] if pk.get(
             "matmul_best") else None

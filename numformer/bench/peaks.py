@@ -20,7 +20,8 @@
   than a data sheet product.
 
 ``python -m numformer.bench.peaks --threads N --out FILE [--dtype float32]`` (via
-``harness.run_child``) writes ``{"matmul": {...}, "fma": {...}}``.
+``harness.run_child``) writes ``{"matmul": {...}, "fma": {...}, "bandwidth": {...}}``
+(the last, np.copyto's GB/s, is the roofline plot's memory roof).
 """
 
 from __future__ import annotations
@@ -113,6 +114,21 @@ def matmul_peak(dtype: str = "float32", n: int = 1024, repeats: int = 5) -> dict
                 dtype=dtype, how=f"np.matmul ({n}, {n}) x ({n}, {n})")
 
 
+def memory_bandwidth(mb: int = 256, repeats: int = 5) -> dict:
+    """GB/s of ``np.copyto`` between two ``mb``-MB arrays (far larger than any
+    cache) at the pinned thread count: read and written bytes per second. NumPy
+    copies on one thread, so this is one core's share of the memory system."""
+    import numpy as np
+
+    from numformer.bench.harness import time_call
+    a = np.ones(mb * 2 ** 20 // 8)
+    b = np.empty_like(a)
+    t = time_call(lambda: np.copyto(b, a), repeats=repeats, min_time=0.0)
+    gb = 2 * a.nbytes / 1e9
+    return {"gbs": gb / (t["ms"] * 1e-3), "gbs_max": gb / (t["min_ms"] * 1e-3),
+            "how": f"np.copyto of {mb} MB (read + write)"}
+
+
 def _add_args(p) -> None:
     p.add_argument("--dtype", default="float32")
 
@@ -120,7 +136,8 @@ def _add_args(p) -> None:
 def _body(args) -> dict:
     from numformer.bench.harness import blas_info, load_average
     before = load_average()
-    res = {"matmul": matmul_peak(args.dtype), "fma": fma_peak(args.threads, args.dtype)}
+    res = {"matmul": matmul_peak(args.dtype), "fma": fma_peak(args.threads, args.dtype),
+           "bandwidth": memory_bandwidth()}
     res.update(blas=blas_info(), loadavg=[before, load_average()])
     return res
 
