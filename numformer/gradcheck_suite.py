@@ -323,7 +323,26 @@ def _mha_gqa(Hq, Hkv, bias, causal=True):
                     title=f"mha H={Hq} Hkv={Hkv}{' bias' if bias else ' no bias'}")
 
 
+def _attention_dropout(Hq, Hkv, causal, p=0.3, key_seed=5):
+    """Attention-probability dropout with its mask fixed (a fresh generator of the same
+    seed per forward, so every finite difference sees the same key)."""
+    b = B + 1
+    q, k, v = _x((b, Hq, T, D), 16), _x((b, Hkv, T, D), 17), _x((b, Hkv, T, D), 18)
+    km = np.ones((b, T), dtype=bool)
+    km[1, T - 2:] = False
+    km[2, :] = False
+
+    def forward(q, k, v, key_mask=None, causal=False):
+        return ops.attention_forward(q, k, v, key_mask, causal, dropout=p,
+                                     rng=np.random.default_rng(key_seed))
+    return check_op(forward, ops.attention_backward, dict(q=q, k=k, v=v, key_mask=km),
+                    ["q", "k", "v"], dict(causal=causal),
+                    title=f"attention dropout {p} H={Hq} Hkv={Hkv}{' causal' if causal else ''} mask")
+
+
 OP_CASES.update({
+    "op/attention_dropout": lambda: _attention_dropout(2, 2, False),
+    "op/attention_dropout_gqa_causal": lambda: _attention_dropout(6, 2, True),
     "op/attention_gqa": lambda: _gqa(6, 2, False, True),
     "op/attention_gqa_causal_mask": lambda: _gqa(6, 3, True, True),
     "op/attention_mqa_causal": lambda: _gqa(4, 1, True, False),

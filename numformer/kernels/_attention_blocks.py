@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from numformer.kernels._jit import JIT_DISABLED, jit
+from numformer.ops.dropout import BITS, GOLDEN, MIX1, MIX2
 
 # Inside the kernels a masked score is this finite number rather than the
 # reference's MASKED_SCORE = -inf, so no infinity ever enters a vectorised
@@ -137,6 +138,70 @@ def _probs_and_ds_py(s, dp, n, m, off, delta, scale):
 
 
 _probs_and_ds = jit(_probs_and_ds_py, fastmath=_FASTMATH)
+
+
+# -- dropout of the probabilities ---------------------------------------------------------
+# The mask of ``numformer.ops.dropout`` (splitmix64 of key + index * GOLDEN, top BITS
+# bits against a threshold), for element (b, h, i, j) of the (B, H, Tq, Tk)
+# probabilities: index = offset + ((b H + h) Tq + i) Tk + j. Decided where it is used,
+# in the forward's and the backward's blocks, never stored.
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_TOP = np.uint64(64 - BITS)
+
+
+def _kept_py(key, index, thresh):
+    """True when element ``index`` survives (the reference's ``keep_mask``)."""
+    z = key + np.uint64(index) * GOLDEN
+    z = (z ^ (z >> _S30)) * MIX1
+    z = (z ^ (z >> _S27)) * MIX2
+    z = z ^ (z >> _S31)
+    return (z >> _TOP) >= thresh
+
+
+if JIT_DISABLED:  # plain Python: NumPy's uint64 scalars warn when they wrap, as the hash wants
+    def _kept(key, index, thresh):
+        with np.errstate(over="ignore"):
+            return _kept_py(key, index, thresh)
+else:
+    _kept = jit(_kept_py, inline="always")
+
+
+def _drop_block_py(s, n, m, G, key, thresh, inv_keep, base, Tq, Tk, i0, j0):
+    """``s[:n, :G * m] *= mask`` on a block (keys x columns) of exponentials or
+    probabilities: mask 1/(1-p) or 0 for key j0 + r and column g * m + c
+    (query i0 + c of the group's head g, whose first element is at ``base +
+    g Tq Tk``; ``base = offset + (b H + hk G) Tq Tk``)."""
+    zero = s.dtype.type(0.0)
+    for r in range(n):
+        for g in range(G):
+            row0 = base + (g * Tq + i0) * Tk + j0 + r  # index of (g, i0, j0 + r)
+            for c in range(m):
+                col = g * m + c
+                s[r, col] = s[r, col] * inv_keep if _kept(key, row0 + c * Tk, thresh) else zero
+
+
+_drop_block = jit(_drop_block_py)
+
+
+def _probs_and_ds_drop_py(s, dp, n, m, G, off, delta, scale, key, thresh, inv_keep, base, Tq,
+                          Tk, i0, j0):
+    """The backward's pass with dropout: ``P = 2**(s - off)``, ``M`` the mask
+    (``_drop_block``'s), into s ``P * M`` (for dV) and into dp ``dS = P * (dP * M -
+    delta) * scale`` (dp arrives as d(P * M); delta = rowsum(dO * out) is
+    rowsum(d(P * M) * P * M), as without dropout)."""
+    zero = s.dtype.type(0.0)
+    for r in range(n):
+        for g in range(G):
+            row0 = base + (g * Tq + i0) * Tk + j0 + r
+            for c in range(m):
+                col = g * m + c
+                p = _exp2(s[r, col] - off[col])
+                mk = inv_keep if _kept(key, row0 + c * Tk, thresh) else zero
+                s[r, col] = p * mk
+                dp[r, col] = p * (dp[r, col] * mk - delta[col]) * scale
+
+
+_probs_and_ds_drop = jit(_probs_and_ds_drop_py, fastmath=_FASTMATH)
 
 
 # Row orientation, for blocks with few columns (a decoding step: G heads x 1 query):

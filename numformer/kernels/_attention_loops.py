@@ -24,8 +24,9 @@ import math
 import numpy as np
 
 from numformer.kernels._attention_blocks import (LANES, LN2, LOG2E, WINDOW, _FASTMATH, _NEG,
-                                                 _block_has_key, _exp2_rows, _exp2_sum_max,
-                                                 _mask_block, _mask_rows, _probs_and_ds)
+                                                 _block_has_key, _drop_block, _exp2_rows,
+                                                 _exp2_sum_max, _mask_block, _mask_rows,
+                                                 _probs_and_ds, _probs_and_ds_drop)
 from numformer.kernels._jit import jit, prange
 from numformer.kernels.matmul import gemm
 
@@ -33,8 +34,14 @@ from numformer.kernels.matmul import gemm
 # -- forward ------------------------------------------------------------------------------
 
 def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, QB, BK, W,
-                      row_cols):
+                      row_cols, drop, key, thresh, inv_keep, offset):
     """Flash forward into ``out`` (B, H, Tq, D) and ``lse`` (B, H, Tq).
+
+    ``drop``: dropout on the probabilities, the mask of element (b, h, i, j)
+    decided by ``_drop_block`` from (key, offset + its index) after a block's
+    exponentials have entered the running sums (the softmax is normalised
+    before the drop) and before ``O += P V_j``; lse is that of the undropped
+    softmax. Tasks then keep the column orientation.
 
     Tasks are (batch, kv head, block of QB queries), dealt round-robin to W
     workers (the ``prange``), each with its scratch blocks allocated once. A
@@ -77,7 +84,7 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, QB, 
             i0 = (task % nqb) * QB
             m = min(QB, Tq - i0)
             nc = G * m
-            rows = nc < row_cols
+            rows = nc < row_cols and not drop
             for g in range(G):
                 h = hk * G + g
                 if rows:
@@ -128,6 +135,9 @@ def _attention_fwd_py(q, k, v, key_mask, has_mask, causal, scale, out, lse, QB, 
                                 for d in range(D):
                                     a[c, d] *= f
                             off[c] = run_max[c]
+                if drop:  # P_j * M_j, the kept exponentials scaled by 1/(1-p)
+                    _drop_block(st, n, m, G, key, thresh, inv_keep,
+                                offset + (b * H + hk * G) * Tq * Tk, Tq, Tk, i0, j0)
                 # O += P_j V_j   (P_j = sr, or st^T)
                 if rows:
                     gemm(sr[:nc, :n], v[b, hk, j0:j0 + n], a, 1.0, a_beta, False, False)  # (nc, D)
@@ -155,7 +165,7 @@ _attention_fwd = jit(_attention_fwd_py, parallel=True, fastmath=_FASTMATH)
 # -- backward --------------------------------------------------------------------------------
 
 def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale,
-                      dq, dk, dv, QB, BK, W):
+                      dq, dk, dv, QB, BK, W, drop, key, thresh, inv_keep, offset):
     """Flash backward into dq (B, H, Tq, D), dk, dv (B, Hkv, Tk, D).
 
     The groups (batch, kv head) are dealt round-robin to W workers (the
@@ -164,7 +174,9 @@ def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale
     over a group's query heads happens inside the products (the G heads are
     columns of one block). The probabilities are recomputed block by block
     from lse, never stored; per block: two products (S and dP), one fused
-    pass (P and dS), three products accumulating into dV, dK, dQ."""
+    pass (P and dS), three products accumulating into dV, dK, dQ. With ``drop``
+    the pass also recomputes the forward's dropout mask M of the block (the
+    same hash) and dV takes P * M, dS = P * (dP * M - delta)."""
     B, H, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     G = H // Hkv
@@ -223,7 +235,12 @@ def _attention_bwd_py(q, k, v, out, dout, lse, key_mask, has_mask, causal, scale
                     gemm(v[b, hk, j0:j0 + n], dot[:, :nc], dpt[:n, :nc], 1.0, 0.0, False, False)
                     _mask_block(pt, n, nc, m, key_mask, has_mask, causal, b, j0, i0, shift)
                     # P = softmax(S) = 2**(S2 - lse2)  ->  dS = P * (dP - delta), times scale
-                    _probs_and_ds(pt, dpt, n, nc, off, delta, scale)
+                    if drop:  # out = (P * M) V: pt = P * M, dS = P * (dP * M - delta) * scale
+                        _probs_and_ds_drop(pt, dpt, n, m, G, off, delta, scale, key, thresh,
+                                           inv_keep, offset + (b * H + hk * G) * Tq * Tk, Tq,
+                                           Tk, i0, j0)
+                    else:
+                        _probs_and_ds(pt, dpt, n, nc, off, delta, scale)
                     # out[h] = P[h] V  ->  dV_j += sum over the group's heads P[h]^T dO[h]
                     gemm(pt[:n, :nc], dot[:, :nc], dv[b, hk, j0:j0 + n], 1.0, kv_beta, False, True)
                     # S[h] = Q[h] K^T * scale  ->  dK_j += sum_h dS[h]^T Q[h],  dQ += dS K_j

@@ -8,7 +8,10 @@ q (B, H, Tq, D), k and v (B, Hkv, Tk, D): query head h reads kv head h // G
 Activations are (B, T, C). Masks as in the reference: ``key_mask`` (B, Tk)
 bool, True for real tokens; ``causal=True`` lets query i see keys
 j <= i + (Tk - Tq); a query with no visible key gets an output of zero,
-never NaN.
+never NaN. Dropout on the probabilities as in the reference, the same mask
+bit for bit: one key drawn from ``rng`` per call, and element (b, h, i, j)
+kept by the hash of (key, offset + its index in (B, H, Tq, Tk)), which the
+forward and the backward decide inside their blocks (no T x T mask stored).
 
 What the kernels do (loops in ``_attention_loops.py``, pieces in ``_attention_blocks.py``)
 ----------------------------------------------------------------------------------------
@@ -69,6 +72,8 @@ What makes them fast
   dv overwrites it (``beta = 0``): no zeroing pass.
 - Key blocks that are all padding, and blocks above the causal diagonal,
   are skipped.
+- Dropout stores nothing: the mask of a block is recomputed from its indices
+  (one splitmix64 per probability, in the pass that already touches it).
 - Small calls (below ``kernels.matmul.PARALLEL_MIN_WORK`` multiply-adds, e.g.
   one decoding step at short context) run on the calling thread: waking the
   other threads would cost more than the work.
@@ -118,6 +123,14 @@ def block_sizes(D: int, G: int = 1) -> tuple[int, int]:
 # -- the op pair ----------------------------------------------------------------------
 
 _NO_MASK = np.ones((1, 1), dtype=np.bool_)
+_NO_DROP = (np.uint64(0), np.uint64(0), 1.0, 0)  # key, threshold, 1/(1-p), offset
+
+
+def _drop_args(drop, dtype) -> tuple:
+    """The kernels' dropout arguments, of the same types with or without dropout
+    (one compiled signature per dtype)."""
+    key, thresh, inv_keep, offset = _NO_DROP if drop is None else drop
+    return drop is not None, np.uint64(key), np.uint64(thresh), dtype.type(inv_keep), int(offset)
 
 
 def _unit_inner(x: np.ndarray) -> np.ndarray:
@@ -127,9 +140,9 @@ def _unit_inner(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _forward_into(q, k, v, key_mask, causal, scale, out):
+def _forward_into(q, k, v, key_mask, causal, scale, out, drop=None):
     """Run the fused forward into ``out`` (any (B, H, Tq, D) view with unit inner
-    stride); returns lse (B, H, Tq)."""
+    stride); returns lse (B, H, Tq). ``drop``: ``_ref.drop_key``'s tuple or None."""
     B, H, Tq, D = q.shape
     lse = np.empty((B, H, Tq), dtype=q.dtype)
     if out.size == 0:
@@ -139,33 +152,37 @@ def _forward_into(q, k, v, key_mask, causal, scale, out):
     mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
     W = workers(B * H * Tq * k.shape[2] * D)
     run_strided(_attention_fwd, q, k, v, mask, key_mask is not None, bool(causal), scale, out,
-                lse, qb, bk, W, ROW_COLS, serial=W == 1)
+                lse, qb, bk, W, ROW_COLS, *_drop_args(drop, q.dtype), serial=W == 1)
     return lse
 
 
-def attention_forward(q, k, v, key_mask=None, causal=False, scale=None):
-    """``out = softmax(q @ k^T * scale + mask) @ v``, scale = 1/sqrt(D) by default.
+def attention_forward(q, k, v, key_mask=None, causal=False, scale=None, dropout=0.0, rng=None,
+                      offset=0):
+    """``out = dropout(softmax(q @ k^T * scale + mask)) @ v``, scale = 1/sqrt(D) by default.
 
     q (B, H, Tq, D), k and v (B, Hkv, Tk, D) with Hkv dividing H (query head h
-    reads kv head h // (H // Hkv)). Returns out (B, H, Tq, D) and ``cache =
-    (q, k, v, out, lse, key_mask, causal, scale)`` with lse the per-query
-    log-sum-exp of the scores (B, H, Tq) (-inf for a query that sees no key).
-    Unlike the reference, no (B, H, Tq, Tk) probabilities are kept: the
-    backward recomputes them block by block.
+    reads kv head h // (H // Hkv)); ``dropout``, ``rng``, ``offset`` as in the
+    reference (the same mask for the same generator state). Returns out (B,
+    H, Tq, D) and ``cache = (q, k, v, out, lse, key_mask, causal, scale,
+    drop)`` with lse the per-query log-sum-exp of the scores (B, H, Tq) (-inf
+    for a query that sees no key) and drop None or (key, threshold, 1/(1-p),
+    offset). Unlike the reference, no (B, H, Tq, Tk) probabilities or mask
+    are kept: the backward recomputes them block by block.
     """
     B, H, Tq, Tk, D = check_qkv(q, k, v, key_mask)
+    drop = _ref.drop_key(dropout, rng, offset)
     dt = q.dtype.type
     scale = dt(1.0 / np.sqrt(D) if scale is None else scale)
     q, k, v = _unit_inner(q), _unit_inner(k), _unit_inner(v)
     out = np.empty((B, H, Tq, D), dtype=q.dtype)  # (B, H, Tq, D)
-    lse = _forward_into(q, k, v, key_mask, causal, scale, out)  # (B, H, Tq)
-    return out, (q, k, v, out, lse, key_mask, bool(causal), scale)
+    lse = _forward_into(q, k, v, key_mask, causal, scale, out, drop)  # (B, H, Tq)
+    return out, (q, k, v, out, lse, key_mask, bool(causal), scale, drop)
 
 
 def _backward_into(dout, cache, dq, dk, dv):
     """Fused backward into given views dq (B, H, Tq, D), dk, dv (B, Hkv, Tk, D)
     (unit inner stride)."""
-    q, k, v, out, lse, key_mask, causal, scale = cache
+    q, k, v, out, lse, key_mask, causal, scale, drop = cache
     if dq.size == 0 and dk.size == 0:
         return
     if dq.size == 0 or dk.size == 0 or q.shape[3] == 0:
@@ -178,12 +195,12 @@ def _backward_into(dout, cache, dq, dk, dv):
     mask = _NO_MASK if key_mask is None else np.ascontiguousarray(key_mask)
     W = workers(B * H * Tq * k.shape[2] * D)
     run_strided(_attention_bwd, q, k, v, out, _unit_inner(dout), lse, mask, key_mask is not None,
-                causal, scale, dq, dk, dv, qb, bk, W, serial=W == 1)
+                causal, scale, dq, dk, dv, qb, bk, W, *_drop_args(drop, q.dtype), serial=W == 1)
 
 
 def attention_backward(dout, cache):
     """(dq, dk, dv); dk and dv (B, Hkv, Tk, D) sum over the query heads that share them."""
-    q, k, v, out, lse, key_mask, causal, scale = cache
+    q, k, v, out, lse, key_mask, causal, scale, drop = cache
     chk.check_dout("attention_backward", dout, out.shape, out.dtype)
     dq = np.empty(q.shape, dtype=q.dtype)  # (B, H, Tq, D)
     dk = np.empty(k.shape, dtype=q.dtype)  # (B, Hkv, Tk, D)
@@ -195,7 +212,7 @@ def attention_backward(dout, cache):
 # -- multi-head self-attention with the head split fused away ----------------------
 
 def mha_forward(x, Wqkv, bqkv, Wo, bo, n_heads: int, key_mask=None, causal=False, attention=None,
-                n_kv_heads: int | None = None):
+                n_kv_heads: int | None = None, dropout=0.0, rng=None, offset=0):
     """Multi-head self-attention, as ``numformer.ops.attention.mha_forward``
     (Wqkv (C, (H + 2 Hkv) D), H = n_heads, Hkv = n_kv_heads or H; biases may be None).
 
@@ -203,21 +220,24 @@ def mha_forward(x, Wqkv, bqkv, Wo, bo, n_heads: int, key_mask=None, causal=False
     of the (B, T, (H + 2 Hkv) D) projection, and the attention writes its
     output through a (B, H, T, D) view of a (B, T, C) buffer, so the head
     merge is a reshape. ``attention`` other than this module uses the
-    reference composition.
+    reference composition. ``dropout``, ``rng``, ``offset``: the probabilities'
+    dropout, as in ``attention_forward``.
     ``cache = (attention, qkv_cache, attn_cache, out_cache, n_heads, n_kv_heads)``.
     """
     if attention is not None and attention is not _this_module():
         return _ref.mha_forward(x, Wqkv, bqkv, Wo, bo, n_heads, key_mask, causal,
-                                attention=attention, n_kv_heads=n_kv_heads)
+                                attention=attention, n_kv_heads=n_kv_heads, dropout=dropout,
+                                rng=rng, offset=offset)
     B, T, C, H, Hkv, D = check_mha(x, Wqkv, n_heads, n_kv_heads)
     qkv, qkv_cache = _linear.linear_forward(x, Wqkv, bqkv)  # (B, T, (H + 2 Hkv) D)
     q, k, v = split_qkv(qkv, H, Hkv)  # (B, H, T, D), 2 x (B, Hkv, T, D) views
     check_qkv(q, k, v, key_mask)
+    drop = _ref.drop_key(dropout, rng, offset)
     scale = x.dtype.type(1.0 / np.sqrt(D))
     merged = np.empty((B, T, C), dtype=x.dtype)  # (B, T, C)
     a = split_heads(merged, H)  # (B, H, T, D) view
-    lse = _forward_into(q, k, v, key_mask, causal, scale, a)  # (B, H, T)
-    attn_cache = (q, k, v, a, lse, key_mask, bool(causal), scale)
+    lse = _forward_into(q, k, v, key_mask, causal, scale, a, drop)  # (B, H, T)
+    attn_cache = (q, k, v, a, lse, key_mask, bool(causal), scale, drop)
     out, out_cache = _linear.linear_forward(merged, Wo, bo)  # (B, T, C)
     return out, (_this_module(), qkv_cache, attn_cache, out_cache, H, Hkv)
 

@@ -72,18 +72,30 @@ class Attention(Module):
     (the Numba twin never copies the heads); with them the layer composes
     linear -> split heads -> rope(q), rope(k) -> attention -> merge -> linear,
     and the backward runs the same chain in reverse (rope's backward is the
-    inverse rotation)."""
+    inverse rotation).
+
+    ``dropout``: the probability of dropping an attention probability in
+    training mode (BERT's attention_probs_dropout_prob; 0 in eval mode). The
+    masks come from the layer's own generator ``rng`` (one key per forward),
+    which ``Module.seed`` resets as it does nn.Dropout's, and inside
+    ``nn.layers.batch_rows_from(r)`` they are those of rows ``r:`` of the
+    whole batch, as nn.Dropout's are."""
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int | None = None, bias: bool = True,
-                 rope: bool = False, rng=None, init_std: float = 0.02, dtype=np.float32):
+                 rope: bool = False, rng=None, init_std: float = 0.02, dtype=np.float32,
+                 dropout: float = 0.0):
         super().__init__()
         from numformer.nn.layers import normal
+        from numformer.ops import _checks as chk
         if n_heads < 1 or dim % n_heads:
             raise ValueError(f"n_heads: expected a divisor of dim={dim}, got {n_heads}")
         Hkv = n_kv_heads or n_heads
         if n_heads % Hkv:
             raise ValueError(f"n_kv_heads: expected a divisor of n_heads={n_heads}, got {Hkv}")
+        self.dropout = chk.probability("dropout", dropout)
         rng = _rng(rng)
+        # the masks' generator: spawned, so the weights drawn below from rng are unchanged
+        self.rng = rng.spawn(1)[0]
         D = dim // n_heads
         self.n_heads, self.n_kv_heads, self.rope = n_heads, Hkv, bool(rope)
         self.record_probs = False
@@ -97,7 +109,18 @@ class Attention(Module):
     def extra_repr(self):
         kv = f", n_kv_heads={self.n_kv_heads}" if self.n_kv_heads != self.n_heads else ""
         return (f"{self.Wo.shape[0]}, n_heads={self.n_heads}{kv}, bias={self.bqkv is not None}"
-                + (", rope" if self.rope else ""))
+                + (", rope" if self.rope else "")
+                + (f", dropout={self.dropout}" if self.dropout else ""))
+
+    def _drop_kwargs(self, B: int, T: int, S: int) -> dict:
+        """The attention op's dropout arguments for a (B, H, T, S) forward: none in
+        eval mode or at p = 0; inside batch_rows_from(r), the offset of row r."""
+        if not (self.training and self.dropout):
+            return {}
+        from numformer.nn.layers import _DROPOUT_ROW
+        row = _DROPOUT_ROW.get()  # x's rows are rows row: of a batch (a data-parallel shard)
+        return {"dropout": self.dropout, "rng": self.rng,
+                "offset": row * self.n_heads * T * S}  # row r's first probability
 
     @staticmethod
     def _val(p):
@@ -143,14 +166,17 @@ class Attention(Module):
         if kv is None and not self.rope and not has_adapters(self):
             out, cache = f.mha_forward(x, self.Wqkv.value, self._val(self.bqkv), self.Wo.value,
                                        self._val(self.bo), self.n_heads, key_mask, causal,
-                                       **self._kv_kwargs())
+                                       **self._kv_kwargs(),
+                                       **self._drop_kwargs(x.shape[0], x.shape[1], x.shape[1]))
             self._set_cache(("fused", f, cache))
             return out
         q, k, v, qkv_cache, rq, rk = self._project(x, rope_tables, offset)
         if kv is not None:
             self._set_cache(None)
             k, v = kv.append(k, v)  # (B, Hkv, S + T, D)
-        o, attn_cache = f.attention_forward(q, k, v, key_mask=key_mask, causal=causal)
+        o, attn_cache = f.attention_forward(q, k, v, key_mask=key_mask, causal=causal,
+                                            **self._drop_kwargs(*q.shape[:1], q.shape[2],
+                                                                k.shape[2]))
         B, H, T, D = o.shape
         merged = o.transpose(0, 2, 1, 3).reshape(B, T, H * D)  # (B, T, C)
         out, out_cache = linear_fwd(self, merged, "Wo", "bo")  # (B, T, C)

@@ -40,13 +40,14 @@ class EncoderBlock(Module):
 
     Keyword choices (defaults: the classic encoder block): ``norm`` layernorm |
     rmsnorm, ``ffn`` mlp | swiglu, ``n_kv_heads`` (grouped-query attention),
-    ``bias`` on the projections, ``rope`` rotary positions on q and k."""
+    ``bias`` on the projections, ``rope`` rotary positions on q and k,
+    ``attn_dropout`` dropout on the attention probabilities."""
 
     def __init__(self, dim: int, n_heads: int, d_ff: int, dropout: float = 0.1,
                  norm_first: bool = False, activation: str = "gelu", causal: bool = False,
                  rng=None, init_std: float = 0.02, eps: float = 1e-5, dtype=np.float32, *,
                  norm: str = "layernorm", ffn: str = "mlp", n_kv_heads: int | None = None,
-                 bias: bool = True, rope: bool = False):
+                 bias: bool = True, rope: bool = False, attn_dropout: float = 0.0):
         super().__init__()
         from numformer.nn.attention import Attention
         from numformer.nn.transformer import make_norm
@@ -54,7 +55,7 @@ class EncoderBlock(Module):
         self.norm_first = bool(norm_first)
         self.causal = bool(causal)
         self.attn = Attention(dim, n_heads, n_kv_heads, bias=bias, rope=rope, rng=rng,
-                              init_std=init_std, dtype=dtype)
+                              init_std=init_std, dtype=dtype, dropout=attn_dropout)
         self.ln1 = make_norm(norm, dim, eps, dtype)
         self.drop1 = Dropout(dropout, seed=rng.integers(2**32))
         self.ffn = make_ffn(ffn, dim, d_ff, activation, bias, rng, init_std, dtype)
@@ -100,14 +101,15 @@ class Encoder(Module):
                  norm_first: bool = False, activation: str = "gelu", causal: bool = False,
                  rng=None, init_std: float = 0.02, eps: float = 1e-5, dtype=np.float32, *,
                  norm: str = "layernorm", ffn: str = "mlp", n_kv_heads: int | None = None,
-                 bias: bool = True, rope: bool = False):
+                 bias: bool = True, rope: bool = False, attn_dropout: float = 0.0):
         super().__init__()
         from numformer.nn.transformer import make_norm
         rng = _rng(rng)
         self.blocks = ModuleList(
             EncoderBlock(dim, n_heads, d_ff, dropout, norm_first, activation, causal, rng,
                          init_std, eps, dtype, norm=norm, ffn=ffn, n_kv_heads=n_kv_heads,
-                         bias=bias, rope=rope) for _ in range(n_layers))
+                         bias=bias, rope=rope, attn_dropout=attn_dropout)
+            for _ in range(n_layers))
         self.final_norm = make_norm(norm, dim, eps, dtype) if norm_first else None
 
     def forward(self, x, key_mask=None, kv_cache=None, rope_tables=None, offset: int = 0):

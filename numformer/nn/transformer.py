@@ -75,6 +75,7 @@ class ModelConfig:
     rope_base: float = 10000.0      # positional == "rope": angle t * base^(-2i/D)
     causal: bool = False            # causal attention (decoders)
     type_vocab_size: int = 0        # token-type (segment) embeddings, BERT: 2
+    attn_dropout: float = 0.0       # dropout on the attention probabilities (BERT: 0.1)
 
     def __post_init__(self):
         for name in ("vocab_size", "dim", "n_heads", "n_layers", "d_ff", "max_len", "n_classes"):
@@ -99,6 +100,7 @@ class ModelConfig:
             raise ValueError(f"positional: rope needs an even head width dim/n_heads, got "
                              f"{self.dim}/{self.n_heads} = {self.dim // self.n_heads}")
         chk.probability("dropout", self.dropout)
+        chk.probability("attn_dropout", self.attn_dropout)
         for name in ("eps", "rope_base", "init_std"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -115,7 +117,10 @@ class ModelConfig:
         return self.dim // self.n_heads
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not d["attn_dropout"]:  # as configs written before the field: their resumes compare equal
+            del d["attn_dropout"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -207,7 +212,7 @@ class Transformer(Module):
                                cfg.norm_first, cfg.activation, self.causal, rng, cfg.init_std,
                                cfg.eps, dtype, norm=cfg.norm, ffn=cfg.ffn,
                                n_kv_heads=cfg.kv_heads, bias=cfg.bias,
-                               rope=cfg.positional == "rope")
+                               rope=cfg.positional == "rope", attn_dropout=cfg.attn_dropout)
         if cfg.positional == "rope":
             from numformer.ops.rope import rope_tables
             cos, sin = rope_tables(cfg.max_len, cfg.head_dim, cfg.rope_base, dtype)  # (L, D/2)

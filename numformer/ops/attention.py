@@ -19,6 +19,16 @@ aligned with the end of the keys, as when generating with a key-value cache).
 A masked score is excluded from the softmax by ``MASKED_SCORE``; a query row
 whose keys are all masked gets probabilities of zero, hence an output of
 zero, never NaN.
+
+Dropout on the probabilities (BERT's ``attention_probs_dropout_prob``):
+``out = (p * mask) @ v`` with mask in {0, 1/(1-dropout)} of shape (B, H, Tq,
+Tk), the softmax normalised before the drop (rows of p * mask do not sum to
+1). The mask is the dropout op's hash (``numformer.ops.dropout``): one key
+drawn from ``rng`` per call, element (b, h, i, j) of the (B, H, Tq, Tk)
+tensor kept when ``splitmix64(key + (offset + ((b H + h) Tq + i) Tk + j) *
+GOLDEN)`` clears the threshold, so the fused kernel decides the same mask
+inside its blocks without ever storing it. ``offset``: the index of this
+batch's first element in a larger batch (rows ``r0:``: ``r0 * H * Tq * Tk``).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from numformer.ops import _checks as chk
+from numformer.ops import dropout as _drop
 from numformer.ops import linear as _linear
 from numformer.ops._alloc import matmul
 
@@ -82,15 +93,50 @@ def sum_over_group(x: np.ndarray) -> np.ndarray:
     return x[:, :, 0] if x.shape[2] == 1 else x.sum(axis=2)  # (B, Hkv, T, D)
 
 
-def attention_forward(q, k, v, key_mask=None, causal=False, scale=None):
-    """``out = softmax(q @ k^T * scale + mask) @ v``, scale = 1/sqrt(D) by default.
+def check_dropout(dropout, rng, offset) -> float | None:
+    """The probability of dropping an attention probability, as a float, or None
+    when nothing is dropped (dropout == 0); validates rng and offset."""
+    p = chk.probability("dropout", dropout)
+    offset = _drop.check_offset(offset)
+    if p == 0.0:
+        return None
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng: expected a numpy.random.Generator when dropout > 0, "
+                         f"got {type(rng).__name__}")
+    return p
+
+
+def drop_key(dropout, rng, offset):
+    """(key, threshold, 1/(1-p), offset) of this call's mask, or None without dropout:
+    the one draw from ``rng`` both backends make."""
+    p = check_dropout(dropout, rng, offset)
+    if p is None:
+        return None
+    return _drop.draw_key(rng), _drop.threshold(p), 1.0 / (1.0 - p), int(offset)
+
+
+def probs_mask(shape, drop, dtype) -> np.ndarray:
+    """The (B, H, Tq, Tk) dropout mask of the probabilities, values 0 and 1/(1-p)."""
+    key, thresh, inv_keep, offset = drop
+    keep = _drop.keep_mask(key, int(np.prod(shape)), thresh, offset).reshape(shape)  # (B, H, Tq, Tk)
+    return keep.astype(dtype) * dtype.type(inv_keep)
+
+
+def attention_forward(q, k, v, key_mask=None, causal=False, scale=None, dropout=0.0, rng=None,
+                      offset=0):
+    """``out = dropout(softmax(q @ k^T * scale + mask)) @ v``, scale = 1/sqrt(D) by default.
 
     q (B, H, Tq, D), k and v (B, Hkv, Tk, D) with Hkv dividing H (query head h
-    reads kv head h // (H // Hkv)). Returns out (B, H, Tq, D) and
-    ``cache = (q, k, v, p, scale)`` with p the attention probabilities
-    (B, H, Tq, Tk).
+    reads kv head h // (H // Hkv)). ``dropout`` > 0 needs ``rng`` (a
+    numpy.random.Generator; one key is drawn from it) and drops probabilities
+    as the module docstring says (``offset``: see there); the caller passes
+    dropout=0 outside training. Returns out (B, H, Tq, D) and ``cache = (q, k,
+    v, p, scale)`` with p the attention probabilities (B, H, Tq, Tk) before the
+    drop, and, with dropout, a sixth element: the mask (B, H, Tq, Tk), values 0
+    and 1/(1-dropout).
     """
     B, H, Tq, Tk, D = check_qkv(q, k, v, key_mask)
+    drop = drop_key(dropout, rng, offset)
     Hkv = k.shape[1]
     dt = q.dtype.type
     scale = dt(1.0 / np.sqrt(D) if scale is None else scale)
@@ -108,21 +154,30 @@ def attention_forward(q, k, v, key_mask=None, causal=False, scale=None):
         e = np.exp(s - m)  # masked entries exp(-inf) = 0
         denom = e.sum(axis=-1, keepdims=True)  # (B, H, Tq, 1)
         p = e / np.where(denom > 0, denom, dt(1))  # fully masked rows stay 0
-    pg = group_queries(p, Hkv)  # (B, Hkv, G, Tq, Tk) view
+    if drop is None:
+        pg = group_queries(p, Hkv)  # (B, Hkv, G, Tq, Tk) view
+        out = matmul(pg, v[:, :, None]).reshape(B, H, Tq, D)  # (B, H, Tq, D)
+        return out, (q, k, v, p, scale)
+    mask = probs_mask(p.shape, drop, q.dtype)  # (B, H, Tq, Tk)
+    pg = group_queries(p * mask, Hkv)  # (B, Hkv, G, Tq, Tk)
     out = matmul(pg, v[:, :, None]).reshape(B, H, Tq, D)  # (B, H, Tq, D)
-    return out, (q, k, v, p, scale)
+    return out, (q, k, v, p, scale, mask)
 
 
 def attention_backward(dout, cache):
     """(dq, dk, dv); dk and dv (B, Hkv, Tk, D) sum over the G query heads of their group."""
-    q, k, v, p, scale = cache
+    q, k, v, p, scale = cache[:5]
+    mask = cache[5] if len(cache) > 5 else None  # dropout's (B, H, Tq, Tk), values 0, 1/(1-p)
     chk.check_dout("attention_backward", dout, q.shape, q.dtype)
     B, H, Tq, D = q.shape
     Hkv = k.shape[1]
-    pg, dg, qg = group_queries(p, Hkv), group_queries(dout, Hkv), group_queries(q, Hkv)
-    # out[:, h] = p[:, h] @ v[:, h // G]  ->  dv sums over the heads of a group
+    pd = p if mask is None else p * mask  # (B, H, Tq, Tk): the probabilities out was made of
+    pg, dg, qg = group_queries(pd, Hkv), group_queries(dout, Hkv), group_queries(q, Hkv)
+    # out[:, h] = pd[:, h] @ v[:, h // G]  ->  dv sums over the heads of a group
     dv = sum_over_group(matmul(pg.swapaxes(-1, -2), dg))  # (B, Hkv, G, Tk, D) -> (B, Hkv, Tk, D)
     dp = matmul(dg, v[:, :, None].swapaxes(-1, -2)).reshape(p.shape)  # (B, H, Tq, Tk)
+    if mask is not None:
+        dp *= mask  # pd = p * mask
     # p = softmax(s)  (masked entries have p = 0, so ds = 0 there)
     ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))  # (B, H, Tq, Tk)
     # s[:, h] = q[:, h] @ k[:, h // G]^T * scale
@@ -175,7 +230,7 @@ def split_qkv(qkv: np.ndarray, H: int, Hkv: int):
 
 
 def mha_forward(x, Wqkv, bqkv, Wo, bo, n_heads: int, key_mask=None, causal=False, attention=None,
-                n_kv_heads: int | None = None):
+                n_kv_heads: int | None = None, dropout=0.0, rng=None, offset=0):
     """Multi-head self-attention: fused QKV projection, head split, attention,
     head merge, output projection.
 
@@ -184,15 +239,17 @@ def mha_forward(x, Wqkv, bqkv, Wo, bo, n_heads: int, key_mask=None, causal=False
     the Hkv key heads, then the Hkv value heads; bqkv ((H + 2 Hkv) D,) or
     None; Wo (C, C), bo (C,) or None. ``attention`` is the module providing
     ``attention_forward/backward`` (the backend's kernel or this module;
-    default this module).
+    default this module). ``dropout``, ``rng``, ``offset``: the attention
+    probabilities' dropout (see ``attention_forward``; 0 outside training).
     ``cache = (attention, qkv_cache, attn_cache, out_cache, n_heads, n_kv_heads)``.
     """
     B, T, C, H, Hkv, D = check_mha(x, Wqkv, n_heads, n_kv_heads)
     attention = _this_module() if attention is None else attention
     qkv, qkv_cache = _linear.linear_forward(x, Wqkv, bqkv)  # (B, T, (H + 2 Hkv) D)
     q, k, v = split_qkv(qkv, H, Hkv)  # (B, H, T, D), 2 x (B, Hkv, T, D)
-    a, attn_cache = attention.attention_forward(q, k, v, key_mask=key_mask,
-                                                causal=causal)  # (B, H, T, D)
+    kw = dict(dropout=dropout, rng=rng, offset=offset) if dropout else {}
+    a, attn_cache = attention.attention_forward(q, k, v, key_mask=key_mask, causal=causal,
+                                                **kw)  # (B, H, T, D)
     out, out_cache = _linear.linear_forward(merge_heads(a), Wo, bo)  # (B, T, C)
     return out, (attention, qkv_cache, attn_cache, out_cache, H, Hkv)
 

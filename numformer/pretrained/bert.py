@@ -12,10 +12,11 @@ S token types, K classes.
 ``bert_model_config(cfg)`` is the ``ModelConfig`` of a BertConfig (the "bert"
 preset of numformer.nn.transformer.ARCHITECTURES with the file's sizes).
 
-Differences from Hugging Face, both only in training mode: numformer's
-attention has no dropout on the attention probabilities, and dropout draws
-its own random masks. In eval mode (the default after ``load_bert``) the two
-compute the same function.
+In training mode the attention probabilities are dropped with the file's
+``attention_probs_dropout_prob`` (0.1 for all-MiniLM-L6-v2), as Hugging Face
+does, and the hidden states with ``hidden_dropout_prob``; the one difference
+is that numformer draws its own random masks. In eval mode (the default
+after ``load_bert``) the two compute the same function.
 
 Checkpoints written before BERT became a Transformer configuration named the
 embeddings ``embeddings.{word,position,token_type,norm}``; ``load_state_dict``
@@ -55,7 +56,8 @@ def bert_model_config(cfg: BertConfig) -> ModelConfig:
         "bert", vocab_size=cfg.vocab_size, dim=cfg.hidden_size, n_heads=cfg.num_attention_heads,
         n_layers=cfg.num_hidden_layers, d_ff=cfg.intermediate_size,
         max_len=cfg.max_position_embeddings, dropout=cfg.hidden_dropout_prob,
-        activation=cfg.activation, type_vocab_size=cfg.type_vocab_size, eps=cfg.layer_norm_eps)
+        activation=cfg.activation, type_vocab_size=cfg.type_vocab_size, eps=cfg.layer_norm_eps,
+        attn_dropout=cfg.attention_probs_dropout_prob)
 
 
 # the model -----------------------------------------------------------------

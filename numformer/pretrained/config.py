@@ -28,7 +28,7 @@ class BertConfig:
     intermediate_size: int = 3072       # F
     hidden_act: str = "gelu"            # Hugging Face name; see ACTIVATIONS
     hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1   # numformer's attention has no dropout on p
+    attention_probs_dropout_prob: float = 0.1   # dropout on the attention probabilities (training)
     max_position_embeddings: int = 512  # L
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
