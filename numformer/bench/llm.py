@@ -323,7 +323,9 @@ def child_body(args) -> dict:
     times = timed_phases(model, case, args.repeats, args.phases.split(","))
     info = machine_info(args.threads)
     info["blas"] = blas_info()
+    from numformer.ops import _alloc
     return {"times": times, "backend": numformer.get_backend(),
+            "small_matmul_one_thread": bool(_alloc._blas_controllers()),
             "load": [load_before, load_average()], "gemm_peak": numpy_gemm_peak(),
             "copy_bandwidth": copy_bandwidth(), "machine": info}
 

@@ -155,7 +155,10 @@ def fmt_table(r: dict) -> str:
         for side, res in run["sides"].items():
             lines.append(f"- {run['threads']} thr {side}: peak {res['gemm_peak']['gflops']:.1f} "
                          f"GFLOP/s, copy {res['copy_bandwidth']['gbps']:.1f} GB/s, load "
-                         f"{fmt_load(res['load'])}, BLAS {fmt_blas(res['machine'].get('blas'))}")
+                         f"{fmt_load(res['load'])}, BLAS {fmt_blas(res['machine'].get('blas'))}"
+                         + ("" if "small_matmul_one_thread" not in res else
+                            f", few-row products on one BLAS thread: "
+                            f"{'yes' if res['small_matmul_one_thread'] else 'no'}"))
         if "check" in run:
             c = run["check"]
             lines.append(f"- {run['threads']} thr gate: logits max diff {c['logits_rel']:.1e} of "
