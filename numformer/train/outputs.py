@@ -93,7 +93,7 @@ def curves_figure(history: dict, title: str = ""):
         groups.setdefault(metric_group(k), []).append(k)
     lr = list(history.get("lr") or [])
     panels = list(groups) + (["learning rate"] if lr else [])
-    cols = min(len(panels), 3)
+    cols = 2 if len(panels) == 4 else min(len(panels), 3)  # 4 panels: 2 x 2, no empty slots
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
     flat = list(axes.ravel())
