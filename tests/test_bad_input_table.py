@@ -146,7 +146,8 @@ CLI_CASES = [
     ("train lm --dataset text --data {text} --eval-data {folder}",
      "--eval-data: the held-out text is read from a file, got a folder"),
     ("train --eval-data {text}", "--eval-data: only the lm task reads a separate held-out file"),
-    ("train lm --init {mlm}", "--init: only the classify task starts from another model"),
+    ("train lm --init {mlm}", "--init: expected one of ['smollm2'] or a Llama .gguf file"),
+    ("train mlm --init {mlm}", "--init: the mlm task trains from scratch"),
     ("train classify --init {root}/missing", "--init: expected a numformer run folder or "
                                              "checkpoint (.npz), a BERT folder or 'minilm'; no "
                                              "such file or folder: {root}/missing"),

@@ -19,12 +19,16 @@ EVAL_BATCH = 64
 
 def model_config(cfg: TrainConfig, vocab_size: int, n_classes: int = 2,
                  type_vocab_size: int = 0) -> nn.ModelConfig:
-    return nn.ModelConfig(vocab_size=vocab_size, dim=cfg.dim, n_heads=cfg.n_heads,
-                          n_layers=cfg.n_layers, d_ff=cfg.d_ff, max_len=cfg.max_len,
-                          dropout=cfg.dropout, norm_first=cfg.norm_first,
-                          activation=cfg.activation, positional=cfg.positional,
-                          tie_weights=cfg.tie_weights, n_classes=n_classes, pooling=cfg.pooling,
-                          type_vocab_size=type_vocab_size)
+    """The ModelConfig of a run: the classic stack its flags describe, or with
+    ``cfg.arch`` that family's preset (numformer.nn.ARCHITECTURES) at its sizes."""
+    sizes = dict(vocab_size=vocab_size, dim=cfg.dim, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
+                 d_ff=cfg.d_ff, max_len=cfg.max_len, dropout=cfg.dropout,
+                 tie_weights=cfg.tie_weights, n_classes=n_classes, pooling=cfg.pooling,
+                 n_kv_heads=cfg.n_kv_heads, type_vocab_size=type_vocab_size)
+    if cfg.arch:
+        return nn.ModelConfig.for_arch(cfg.arch, **sizes)
+    return nn.ModelConfig(**sizes, norm_first=cfg.norm_first, activation=cfg.activation,
+                          positional=cfg.positional)
 
 
 def tokenizer_meta(tok) -> dict:
@@ -32,6 +36,8 @@ def tokenizer_meta(tok) -> dict:
         return {"kind": "byte"}
     if isinstance(tok, WordTokenizer):
         return {"kind": "word", "tokens": tok.tokens()}
+    if hasattr(tok, "merges"):  # a pretrained byte-level BPE (SmolLM2): all it needs, inline
+        return {"kind": "bpe", "settings": tok.settings()}
     return {"kind": "wordpiece", "settings": tok.settings()}
 
 
@@ -43,6 +49,9 @@ def tokenizer_from_meta(d: dict):
     if d.get("kind") == "wordpiece":
         from numformer.pretrained.wordpiece import WordPieceTokenizer
         return WordPieceTokenizer(**d["settings"])
+    if d.get("kind") == "bpe":
+        from numformer.pretrained.bpe import BPETokenizer
+        return BPETokenizer.from_settings(d["settings"])
     raise ValueError(f"checkpoint: unknown tokenizer {d.get('kind')!r}")
 
 
@@ -162,6 +171,20 @@ def _check_init(path: Path) -> None:
                                   f"config.json")
 
 
+LM_INITS = ("smollm2",)
+
+
+def _check_lm_init(init: str) -> None:
+    what = f"one of {list(LM_INITS)} or a Llama .gguf file"
+    if init in LM_INITS:
+        return
+    path = Path(init)
+    if path.suffix != ".gguf":
+        raise ConfigError("init", f"expected {what}, got {init!r}")
+    if not path.is_file():
+        raise ConfigError("init", f"expected {what}; no such file: {path}")
+
+
 def _check_threads(n: int) -> None:
     try:
         from numba import config
@@ -197,10 +220,13 @@ def check_inputs(cfg: TrainConfig, out: bool = False) -> None:
             raise ConfigError("eval_data", f"only the lm task reads a separate held-out file; "
                                            f"this is {cfg.task}")
         _check_path("eval_data", Path(cfg.eval_data), "file", "the held-out text")
-    if cfg.init and cfg.task not in ("classify", "regress"):
-        raise ConfigError("init", f"only the classify task starts from another model (and "
-                                  f"regress); this is {cfg.task}")
-    if cfg.init and cfg.init not in ("minilm", "default"):
+    if cfg.init and cfg.task == "mlm":
+        raise ConfigError("init", "the mlm task trains from scratch; init is for classify and "
+                                  "regress (a numformer run or a BERT) and lm (a pretrained "
+                                  "LLM)")
+    if cfg.init and cfg.task == "lm":
+        _check_lm_init(cfg.init)
+    elif cfg.init and cfg.init not in ("minilm", "default"):
         _check_init(Path(cfg.init))
     if cfg.keep_best and cfg.keep_best not in metric_names(cfg):
         raise ConfigError("keep_best", f"expected one of this task's metrics "
