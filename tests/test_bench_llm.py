@@ -224,3 +224,13 @@ def test_the_twin_imports_nothing_of_numformers_runtime():
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
     assert not json.loads(p.stdout.strip().splitlines()[-1])["modules"]["numba"]
+
+
+@pytest.mark.parametrize("argv,flag", [(["--threads", "0"], "--threads"),
+                                       (["--new-tokens", "0"], "--new-tokens"),
+                                       (["--repeats", "-1"], "--repeats")])
+def test_bad_flags_are_refused_by_name(argv, flag, capsys):
+    from numformer.bench.llm_run import main
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert flag in capsys.readouterr().err

