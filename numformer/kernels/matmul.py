@@ -31,6 +31,7 @@ runs, uncompiled, line by line.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -153,6 +154,42 @@ _compile_lock = threading.Lock()
 _compiled: set = set()
 
 
+_kernel_blas = None  # threadpoolctl's controllers of the BLAS libraries the kernels call
+
+
+class one_blas_thread:
+    """While a parallel kernel runs, every BLAS library runs on one thread.
+
+    Each of the kernel's workers calls BLAS on its own blocks; an OpenBLAS that
+    also spreads every call over its threads makes the workers' calls queue
+    for one shared pool (measured here: the attention backward at 2 threads
+    slower than at 1). With threadpoolctl absent, or with
+    ``NUMFORMER_KERNEL_BLAS_ONE_THREAD=0``, nothing changes."""
+
+    def __enter__(self):
+        global _kernel_blas
+        if _kernel_blas is None:
+            _kernel_blas = []
+            if os.environ.get("NUMFORMER_KERNEL_BLAS_ONE_THREAD", "1") != "0":
+                try:
+                    from threadpoolctl import ThreadpoolController
+                    _kernel_blas = [c for c in ThreadpoolController().lib_controllers
+                                    if c.user_api == "blas"]
+                except Exception:  # threadpoolctl absent or unable to inspect
+                    _kernel_blas = []
+        self.changed = []
+        for c in _kernel_blas:
+            t = c.get_num_threads()
+            if t and t > 1:
+                c.set_num_threads(1)
+                self.changed.append((c, t))
+        return self
+
+    def __exit__(self, *exc):
+        for c, t in self.changed:
+            c.set_num_threads(t)
+
+
 def workers(work: int) -> int:
     """How many workers a kernel should use for ``work`` multiply-adds (1: run on
     the calling thread)."""
@@ -188,6 +225,9 @@ def run_strided(kernel, *args, serial: bool = False):
                     kernel.disable_compile(True)
             _compiled.add(key)
     n = get_num_threads()
+    if n > 1 and not serial:
+        with one_blas_thread():
+            return kernel(*args)
     if not serial or n == 1:
         return kernel(*args)
     set_num_threads(1)  # the prange runs on this thread, no other is woken
