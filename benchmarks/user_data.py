@@ -193,7 +193,7 @@ def main(argv=None) -> int:
             print(f"  {line}")
         if "tfidf_logreg" in row:
             b = row["tfidf_logreg"]
-            print(f"  TF-IDF (1-2 grams) + logistic regression: " +
+            print("  TF-IDF (1-2 grams) + logistic regression: " +
                   (f"test accuracy {b['test_accuracy']:.4f} ({b['features']} features, "
                    f"{b['seconds']} s)" if isinstance(b, dict) else b))
         for k, c in row["commands"].items():

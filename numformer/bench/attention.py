@@ -192,7 +192,6 @@ def write_case(q: dict, mask: str, Tk: int, directory: Path, ref_mb: float) -> d
     computed a block of queries at a time within ``ref_mb`` (``reference_in_chunks``)."""
     import numpy as np
     from numformer.bench.harness import save_npz
-    from numformer.ops import attention as ref
     Tq, G = q["Tq"] or Tk, q["H"] // q["Hkv"]
     rng = np.random.default_rng([Tk, MASKS.index(mask)])
     dt = np.dtype(q["dtype"])

@@ -133,8 +133,6 @@ def check_and_time(embed, tokenize, data: dict, folder: Path, impl: str, threads
     """Both sides' children: the first call, the check against the first child's
     embeddings (this one's become the reference when there are none yet), the
     timing of the set and of tokenizing it, peak memory."""
-    import time
-
     import numpy as np
     from numformer.bench.harness import check_against, load_average, peak_extra_mb, time_call
     load_before = load_average()

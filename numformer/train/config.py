@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from numformer.train.settings import (Choice, ConfigError, Flag, Float, Int, Text, check_value,
-                                      flag_of, setting)
+                                      setting)
 
 TASKS = ("mlm", "classify", "lm", "regress")
 
