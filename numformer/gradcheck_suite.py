@@ -46,9 +46,12 @@ def _ids(V=7, shape=(B, T), seed=1):
     return ids
 
 
-def _attention(causal, masked, tq=T, tk=T):
+def _attention(causal, masked, tq=T, tk=T, Hq=H, Hkv=H, seeds=(1, 2, 3), name="attention"):
+    """The attention op's check: H query heads, Hkv key/value heads; with ``masked`` a
+    third sequence, padding at the end of the second and a fully padded third."""
     b = B + 1 if masked else B
-    q, k, v = _x((b, H, tq, D), 1), _x((b, H, tk, D), 2), _x((b, H, tk, D), 3)
+    q = _x((b, Hq, tq, D), seeds[0])
+    k, v = _x((b, Hkv, tk, D), seeds[1]), _x((b, Hkv, tk, D), seeds[2])
     km = None
     if masked:
         km = np.ones((b, tk), dtype=bool)
@@ -56,7 +59,7 @@ def _attention(causal, masked, tq=T, tk=T):
         km[2, :] = False
     return check_op(ops.attention_forward, ops.attention_backward,
                     dict(q=q, k=k, v=v, key_mask=km), ["q", "k", "v"], dict(causal=causal),
-                    title=f"attention{' causal' if causal else ''}{' mask' if masked else ''} {tq}x{tk}")
+                    title=f"{name}{' causal' if causal else ''}{' mask' if masked else ''} {tq}x{tk}")
 
 
 def _dropout_op():
@@ -298,17 +301,8 @@ LAYER_CASES.update({
 # --- grouped-query attention: Hkv key/value heads shared by H query heads -------------
 
 def _gqa(Hq, Hkv, causal, masked, tq=T, tk=T):
-    b = B + 1 if masked else B
-    q, k, v = _x((b, Hq, tq, D), 11), _x((b, Hkv, tk, D), 12), _x((b, Hkv, tk, D), 13)
-    km = None
-    if masked:
-        km = np.ones((b, tk), dtype=bool)
-        km[1, tk - 2:] = False
-        km[2, :] = False
-    return check_op(ops.attention_forward, ops.attention_backward,
-                    dict(q=q, k=k, v=v, key_mask=km), ["q", "k", "v"], dict(causal=causal),
-                    title=f"gqa H={Hq} Hkv={Hkv}{' causal' if causal else ''}"
-                          f"{' mask' if masked else ''} {tq}x{tk}")
+    return _attention(causal, masked, tq, tk, Hq=Hq, Hkv=Hkv, seeds=(11, 12, 13),
+                      name=f"gqa H={Hq} Hkv={Hkv}")
 
 
 def _mha_gqa(Hq, Hkv, bias, causal=True):
