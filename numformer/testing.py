@@ -61,3 +61,28 @@ def assert_close(actual, expected, dtype=None, reduced: bool = False, what: str 
     ok = act.shape == exp.shape and np.allclose(act, exp, rtol=r, atol=a, equal_nan=True)
     if not ok:
         raise AssertionError(f"{what or 'arrays'} differ: {describe_difference(act, exp, r, a)}")
+
+
+def attention_inputs(rng, shape, dtype, masked: bool):
+    """q, k, v and a key mask (or None) for the attention tests: ``shape`` is
+    (B, H, Tq, Tk, D), or (B, H, Hkv, Tq, Tk, D) for grouped-query attention.
+    The mask pads about 30% of the keys, keeps each sequence's last key, pads
+    the first sequence entirely and the front half of the second (its early
+    causal rows see nothing)."""
+    if len(shape) == 5:
+        B, H, Tq, Tk, D = shape
+        Hkv = H
+    else:
+        B, H, Hkv, Tq, Tk, D = shape
+    q = rng.standard_normal((B, H, Tq, D)).astype(dtype)
+    k = rng.standard_normal((B, Hkv, Tk, D)).astype(dtype)
+    v = rng.standard_normal((B, Hkv, Tk, D)).astype(dtype)
+    key_mask = None
+    if masked:
+        key_mask = rng.random((B, Tk)) < 0.7
+        key_mask[:, -1] = True
+        key_mask[0] = False  # a fully padded sequence
+        if B > 1:
+            key_mask[1, : (Tk + 1) // 2] = False  # padding in front
+    return q, k, v, key_mask
+

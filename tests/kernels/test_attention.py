@@ -21,6 +21,7 @@ from numformer import kernels
 from numformer.gradcheck import check_op
 from numformer.kernels import _jit
 from numformer.kernels import attention as ka
+from numformer.testing import attention_inputs as make_inputs
 from numformer.ops import attention as ref
 from numformer.testing import assert_close
 
@@ -31,21 +32,6 @@ SHAPES = [(1, 1, 1, 1, 3), (2, 3, 5, 5, 4), (2, 2, 7, 13, 5), (2, 1, 13, 6, 3), 
 if not _jit.JIT_DISABLED:
     SHAPES += [(2, 2, 70, 70, 16), (1, 2, 65, 300, 32)]
 # The block settings every case runs under: the `blocks` fixture of conftest.py.
-
-
-def make_inputs(rng, shape, dtype, masked):
-    B, H, Tq, Tk, D = shape
-    q = rng.standard_normal((B, H, Tq, D)).astype(dtype)
-    k = rng.standard_normal((B, H, Tk, D)).astype(dtype)
-    v = rng.standard_normal((B, H, Tk, D)).astype(dtype)
-    key_mask = None
-    if masked:
-        key_mask = rng.random((B, Tk)) < 0.7
-        key_mask[:, -1] = True
-        key_mask[0] = False  # a fully padded sequence
-        if B > 1:
-            key_mask[1, : (Tk + 1) // 2] = False  # padding in front: early causal rows see nothing
-    return q, k, v, key_mask
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -15,6 +15,7 @@ import pytest
 from numformer.gradcheck import check_op
 from numformer.kernels import _jit
 from numformer.kernels import attention as ka
+from numformer.testing import attention_inputs as make
 from numformer.kernels import matmul as km
 from numformer.ops import attention as ref
 from numformer.testing import assert_close
@@ -35,21 +36,6 @@ def blocks(request, monkeypatch):
         monkeypatch.setattr(ka, "BLOCK_K", request.param[1])
         monkeypatch.setattr(km, "PARALLEL_MIN_WORK", 0)
     return request.param
-
-
-def make(rng, shape, dtype, masked):
-    B, H, Hkv, Tq, Tk, D = shape
-    q = rng.standard_normal((B, H, Tq, D)).astype(dtype)
-    k = rng.standard_normal((B, Hkv, Tk, D)).astype(dtype)
-    v = rng.standard_normal((B, Hkv, Tk, D)).astype(dtype)
-    key_mask = None
-    if masked:
-        key_mask = rng.random((B, Tk)) < 0.7
-        key_mask[:, -1] = True
-        key_mask[0] = False  # a fully padded sequence
-        if B > 1:
-            key_mask[1, : (Tk + 1) // 2] = False
-    return q, k, v, key_mask
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

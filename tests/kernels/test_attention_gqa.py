@@ -16,6 +16,7 @@ import pytest
 from numformer.gradcheck import check_op
 from numformer.kernels import _jit
 from numformer.kernels import attention as ka
+from numformer.testing import attention_inputs as make
 from numformer.ops import attention as ref
 from numformer.testing import assert_close
 
@@ -30,21 +31,6 @@ IDS = ["x".join(map(str, s)) for s in SHAPES]
 
 
 # The block settings every case runs under: the `blocks` fixture of conftest.py.
-
-
-def make(rng, shape, dtype, masked):
-    B, H, Hkv, Tq, Tk, D = shape
-    q = rng.standard_normal((B, H, Tq, D)).astype(dtype)
-    k = rng.standard_normal((B, Hkv, Tk, D)).astype(dtype)
-    v = rng.standard_normal((B, Hkv, Tk, D)).astype(dtype)
-    key_mask = None
-    if masked:
-        key_mask = rng.random((B, Tk)) < 0.7
-        key_mask[:, -1] = True
-        key_mask[0] = False  # a fully padded sequence
-        if B > 1:
-            key_mask[1, : (Tk + 1) // 2] = False  # padding in front: early causal rows see nothing
-    return q, k, v, key_mask
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
