@@ -1,5 +1,6 @@
-"""``numformer train {mlm,classify,lm}``: train on the embedded default or real data.
+"""``numformer train {mlm,classify,regress,lm}``: train on the embedded default or real data.
 
+``numformer train TASK --help`` lists the flags TASK reads with its defaults.
 Every setting of numformer.train.TrainConfig is a flag (``--dim 256``,
 ``--norm-first``/``--no-norm-first``); ``--config FILE`` (TOML or JSON) sets
 many at once, and flags given on the command line win over it.
@@ -10,23 +11,130 @@ from __future__ import annotations
 import argparse
 import sys
 
-from numformer.train.config import (TASK_DEFAULTS, TASKS, TrainConfig, check_settings,
-                                    read_config_file)
+from numformer.train.config import (AUTO, AUTO_TASKS, DATASETS, TASK_DEFAULTS, TASKS,
+                                    TrainConfig, check_settings, read_config_file)
 from numformer.train.settings import ConfigError, flag_of
 
 
-def add_config_flags(p: argparse.ArgumentParser, skip=("task",)) -> None:
+# The flags' sections in the help, by TrainConfig field (the rest are "run").
+SECTIONS = {
+    "data": ("dataset", "data", "train", "dev", "test", "format", "header", "text_column",
+             "label_column", "text_pair_column", "max_len", "vocab_size", "min_freq",
+             "eval_fraction", "eval_data", "limit", "mask_prob"),
+    "model": ("dim", "n_heads", "n_layers", "d_ff", "dropout", "norm_first", "activation",
+              "positional", "pooling", "tie_weights", "arch", "n_kv_heads", "init",
+              "lora_rank", "lora_alpha"),
+    "optimisation": ("optimizer", "lr", "weight_decay", "beta1", "beta2", "momentum", "warmup",
+                     "schedule", "clip", "label_smoothing", "batch_size", "epochs",
+                     "max_steps", "time_limit", "eval_every", "keep_best"),
+}
+# Settings only some tasks read (the others' help leaves them out).
+ONLY = {"train": AUTO_TASKS, "dev": AUTO_TASKS, "test": AUTO_TASKS, "format": AUTO_TASKS,
+        "header": AUTO_TASKS, "text_column": AUTO_TASKS, "label_column": AUTO_TASKS,
+        "text_pair_column": AUTO_TASKS, "pooling": AUTO_TASKS, "eval_data": ("lm",),
+        "mask_prob": ("mlm",), "init": ("classify", "regress", "lm"), "lora_rank": ("lm",),
+        "lora_alpha": ("lm",), "tie_weights": ("mlm", "lm"), "vocab_size": ("mlm", *AUTO_TASKS),
+        "min_freq": ("mlm", *AUTO_TASKS)}
+
+
+def _show(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "''" if value == "" else str(value)
+
+
+def _help(f, task) -> str:
+    """A field's help line with the task's default and, for a fixed set, the choices."""
+    text = f.metadata.get("help") or ""
+    value = TASK_DEFAULTS[task].get(f.name, f.default) if task else f.default
+    default = _show(value)
+    if task in AUTO_TASKS and f.name in AUTO and value == AUTO[f.name]:
+        default = f"{default}, i.e. {f.metadata.get('auto', 'chosen from the data')}"
+    choices = f.metadata.get("choices")
+    if f.name == "dataset":
+        choices = tuple(DATASETS[task]) if task else tuple(sorted({d for t in DATASETS.values()
+                                                                    for d in t}))
+    extra = f"; one of {', '.join(_show(c) for c in choices)}" if choices else ""
+    return f"{text} (default: {default}{extra})".replace("%", "%%")
+
+
+def add_config_flags(p: argparse.ArgumentParser, skip=("task",), task: str | None = None,
+                     sections: bool = False) -> None:
+    """A flag per TrainConfig field: help, default (``task``'s when given) and the
+    choices from the field's metadata; a value outside the choices is refused at
+    parse time. With ``task``, only the flags that task reads; with ``sections``,
+    grouped as data / model / optimisation / run."""
+    groups = {}
+    if sections:
+        groups = {name: p.add_argument_group(name) for name in (*SECTIONS, "run")}
     for f in TrainConfig.fields():
-        if f.name in skip:
+        if f.name in skip or (task and task not in ONLY.get(f.name, TASKS)):
             continue
+        where = p
+        if sections:
+            where = groups[next((k for k, names in SECTIONS.items() if f.name in names), "run")]
         default = f.default
-        help_text = f.metadata.get("help")
+        # (the datasets depend on the task: checked with the task's list after parsing)
+        choices = None if f.name == "dataset" else f.metadata.get("choices")
         if isinstance(default, bool):
-            p.add_argument(flag_of(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
-                           default=None, help=help_text)
+            where.add_argument(flag_of(f.name), dest=f.name,
+                               action=argparse.BooleanOptionalAction, default=None,
+                               help=_help(f, task))
         else:
-            p.add_argument(flag_of(f.name), dest=f.name, type=type(default), default=None,
-                           metavar=type(default).__name__.upper(), help=help_text)
+            where.add_argument(flag_of(f.name), dest=f.name, type=type(default), default=None,
+                               choices=choices, metavar=type(default).__name__.upper(),
+                               help=_help(f, task))
+
+
+TASK_HELP = {
+    "mlm": "a masked language model (BERT-style) on the embedded French Europarl sample, "
+           "Europarl, IMDb's unlabelled reviews or any text file or folder",
+    "classify": "a text (or text-pair) classifier on the embedded SST-2, SST-2/5, IMDb or "
+                "your own CSV, TSV, JSON lines or folder of class folders (--data)",
+    "regress": "a score per text or text pair (mean squared error; Pearson and Spearman) "
+               "from your own file (--train/--data)",
+    "lm": "a causal language model: a byte-level char LM (--arch gpt or llama) from scratch, "
+          "or SmolLM2 fine-tuned (--init smollm2, --lora-rank R)",
+}
+
+
+def task_parser(task: str) -> argparse.ArgumentParser:
+    """The parser whose help is ``numformer train TASK --help``: the flags that task
+    reads, with its defaults."""
+    p = argparse.ArgumentParser(
+        prog=f"numformer train {task}",
+        usage=f"numformer train {task} [-h] [--config FILE] [--resume [CHECKPOINT]] "
+              f"[--FLAG VALUE ...]", description=f"numformer train {task}: "
+        f"{TASK_HELP[task]}.\n\n" + _DOC_TAIL,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common_flags(p)
+    add_config_flags(p, task=task, sections=True)
+    return p
+
+
+class TaskHelp(argparse.Action):
+    """-h/--help: the help of the task named before it (mlm when none is)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        task = getattr(namespace, "task", None) or "mlm"
+        task_parser(task).print_help()
+        parser.exit()
+
+
+def _common_flags(p) -> None:
+    p.add_argument("--config", metavar="FILE", help="settings from a TOML or JSON file")
+    p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
+                   help="continue from OUT/checkpoint.npz (or the given checkpoint), with its "
+                        "tokenizer; its data, seed and model settings must be the same")
+
+
+_DOC_TAIL = ("Every flag is a setting of numformer.train.TrainConfig; --config FILE (TOML or "
+             "JSON) sets many at once and the flags given win over it. A flag not given "
+             "keeps the default shown.")
 
 
 def config_from_args(task: str, args, check_paths: bool = True) -> TrainConfig:
@@ -91,13 +199,13 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a masked-LM, a classifier or a causal LM",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("train", help="train a masked-LM, a classifier, a regressor or a causal "
+                                     "LM", add_help=False, description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-h", "--help", action=TaskHelp,
+                   help="this task's flags with their defaults and choices")
     p.add_argument("task", nargs="?", default="mlm", choices=TASKS,
-                   help="mlm (default), classify or lm")
-    p.add_argument("--config", metavar="FILE", help="settings from a TOML or JSON file")
-    p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
-                   help="continue from OUT/checkpoint.npz (or the given checkpoint), with its "
-                        "tokenizer; its data, seed and model settings must be the same")
+                   help="mlm (default), classify, regress or lm")
+    _common_flags(p)
     add_config_flags(p)
     p.set_defaults(func=run)

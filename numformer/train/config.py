@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from numformer.train.settings import (Choice, ConfigError, Flag, Float, Int, Text, check_value,
-                                      setting)
+from numformer.train.settings import (Choice, ConfigError, Flag, Float, Int, OrAuto, Text,
+                                      _show, check_value, setting)
 
 TASKS = ("mlm", "classify", "lm", "regress")
 
@@ -54,13 +54,20 @@ BACKENDS = ("", "numba", "numpy")
 FILE_FORMATS = ("auto", "csv", "tsv", "jsonl")  # numformer.data.tabular.FORMATS
 FILE_HEADERS = ("auto", "yes", "no")
 
+# The settings classify and regress choose from the data when they hold these
+# values (numformer.train.auto: max_len from the length distribution, epochs
+# from the dataset size, lr from where the model starts, keep_best the dev
+# split's main metric); a value given on the command line or in a file wins.
+AUTO = {"max_len": 0, "epochs": 0, "lr": 0.0, "keep_best": "auto"}
+AUTO_TASKS = ("classify", "regress")
+
 # What ``numformer train TASK`` starts from (TrainConfig.for_task): the
 # masked-LM is the BERT-from-scratch article's setting; the rest were chosen
 # so that each runs in a few minutes on the embedded data.
 TASK_DEFAULTS = {
     "mlm": {"out": "runs/mlm", "epochs": 40, "lr": 1e-3},
-    "classify": {"out": "runs/classify", "max_len": 64, "epochs": 4, "n_heads": 4, "lr": 5e-4},
-    "regress": {"out": "runs/regress", "max_len": 64, "epochs": 4, "n_heads": 4, "lr": 5e-4},
+    "classify": {"out": "runs/classify", "n_heads": 4, **AUTO},
+    "regress": {"out": "runs/regress", "n_heads": 4, **AUTO},
     "lm": {"out": "runs/lm", "max_len": 128, "n_heads": 4, "n_layers": 4, "norm_first": True,
            "max_steps": 600, "tie_weights": False, "dropout": 0.0, "weight_decay": 0.1},
 }
@@ -99,8 +106,9 @@ class TrainConfig:
                                 Text())
     text_pair_column: str = setting("", "dataset file: the second text of a pair "
                                         "(entailment, similarity)", Text())
-    max_len: int = setting(20, "T, tokens per sequence (<cls> included)",
-                           Int(1))
+    max_len: int = setting(20, "T, tokens per sequence (<cls> included; classify, regress: "
+                               "0 = from the data's lengths)", OrAuto(Int(1), 0),
+                           auto="from the data")
     vocab_size: int = setting(40000, "upper bound on the word vocabulary (specials included)",
                               Int(6, "the 5 special tokens and at least one word"))
     min_freq: int = setting(1, "a word enters the vocabulary when seen this often", Int(1))
@@ -139,7 +147,9 @@ class TrainConfig:
                                 Float(0.0))
     # optimisation
     optimizer: str = setting("adamw", "the optimizer", Choice(*OPTIMIZERS))
-    lr: float = setting(1e-3, "peak learning rate", Float(0.0, lo_open=True))
+    lr: float = setting(1e-3, "peak learning rate (classify, regress: 0 = by where the "
+                              "model starts)",
+                      OrAuto(Float(0.0, lo_open=True), 0.0), auto="by --init")
     weight_decay: float = setting(0.01, "decoupled weight decay (adamw), L2 (adam, sgd)",
                                   Float(0.0))
     beta1: float = setting(0.9, "Adam's first-moment decay", Float(**PROB))
@@ -152,13 +162,17 @@ class TrainConfig:
     label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy",
                                      Float(**PROB))
     batch_size: int = setting(32, "sequences per step", Int(1))
-    epochs: int = setting(1, "passes over the training data", Int(1))
+    epochs: int = setting(1, "passes over the training data (classify, regress: 0 = from "
+                             "the dataset size)", OrAuto(Int(1), 0),
+                          auto="from the data")
     max_steps: int = setting(0, "train this many steps, over as many epochs as that takes "
                                 "(0 = epochs decide)", Int(0))
     time_limit: float = setting(0.0, "minutes of training (0 = none)", Float(0.0))
     eval_every: int = setting(0, "steps between evaluations (0 = each epoch)", Int(0))
     keep_best: str = setting("", "an evaluation metric (e.g. dev_accuracy): keep the weights "
-                                 "where it was best (best.npz), report those", Text())
+                                 "where it was best (best.npz), report those ('' = the "
+                                 "last; classify, regress: 'auto' = the dev split's main "
+                                 "metric)", Text(), auto="the dev metric")
     mask_prob: float = setting(0.15, "mlm: the fraction of tokens chosen for prediction",
                                Float(0.0, 1.0, lo_open=True, hi_open=True))
     # run
@@ -171,8 +185,10 @@ class TrainConfig:
     zero: int = setting(0, "ZeRO stage: 1 shards Adam's moments across MPI ranks (0 = off)",
                         Int(0, "0 or 1"))
     progress: bool = setting(True, "show a progress line", Flag())
-    overwrite: bool = False           # a new run may replace the run already in out/
-    on_nonfinite: str = "stop"        # a NaN/inf gradient: stop (default) | skip the update
+    overwrite: bool = setting(False, "a new run may replace the run already in --out",
+                              Flag())
+    on_nonfinite: str = setting("stop", "a NaN or infinite gradient: stop the run, or skip "
+                                        "that update", Choice("stop", "skip"))
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # each value on its own (type, range, choices)
@@ -194,16 +210,36 @@ class TrainConfig:
         if self.lora_rank and not self.init:
             raise ConfigError("lora_rank", "adapters fine-tune a pretrained model: give --init "
                                            "too", refs=("init",))
-        if self.task in ("mlm", "classify", "regress") and self.max_len < 2:
+        self._check_auto()
+        if self.task in ("mlm", "classify", "regress") and 0 < self.max_len < 2:
             raise ConfigError("max_len", f"expected at least 2 for {self.task} (a sequence of "
                                          f"one token has nothing to learn from), got "
                                          f"{self.max_len}")
         if self.zero not in (0, 1):
             raise ConfigError("zero", f"expected 0 (off) or 1 (Adam's moments sharded across "
                                       f"MPI ranks), got {self.zero}")
-        if self.on_nonfinite not in ("stop", "skip"):
-            raise ValueError(f"on_nonfinite (--on-nonfinite): expected stop or skip, "
-                             f"got {self.on_nonfinite!r}")
+
+    def _check_auto(self) -> None:
+        """0 / 'auto' (chosen from the data) is for classify and regress; the other
+        tasks need a value."""
+        if self.task in AUTO_TASKS:
+            return
+        for name, lo in (("max_len", "an integer >= 1"), ("epochs", "an integer >= 1"),
+                         ("lr", "a finite number > 0")):
+            if getattr(self, name) == 0:
+                raise ConfigError(name, f"expected {lo}, got {_show(getattr(self, name))} (0 = "
+                                        f"chosen from the data is for classify and regress; "
+                                        f"this is {self.task})")
+        if self.keep_best == "auto":
+            raise ConfigError("keep_best", f"expected one of this task's metrics or '', got "
+                                           f"'auto' (for classify and regress; this is "
+                                           f"{self.task})")
+
+    def auto_fields(self) -> list[str]:
+        """The settings still to be chosen from the data (numformer.train.auto)."""
+        if self.task not in AUTO_TASKS:
+            return []
+        return [k for k, v in AUTO.items() if getattr(self, k) == v]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -83,6 +83,8 @@ def compare(meta: dict, cfg: TrainConfig, source) -> list[str]:
         before = saved.get(name, defaults.get(name))
         if name == "task":
             before = meta.get("task", before)
+        if name in cfg.auto_fields():  # chosen from the same data again: the saved value
+            continue
         if name in FREE or _same(name, before, value, saved_abs, now_abs):
             continue
         line = f"{flag(name)}: saved {before!r}, now {value!r}"

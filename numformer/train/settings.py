@@ -121,6 +121,23 @@ class Choice(Rule):
         return None
 
 
+class OrAuto(Rule):
+    """``rule``'s values, or ``sentinel``: "chosen from the data" (TrainConfig says
+    which tasks accept it)."""
+
+    def __init__(self, rule: Rule, sentinel):
+        self.rule, self.sentinel = rule, sentinel
+        self.kind = rule.kind
+
+    def problem(self, value):
+        if not isinstance(value, bool) and value == self.sentinel:
+            return None
+        return self.rule.problem(value)
+
+    def coerce(self, value):
+        return self.rule.coerce(value)
+
+
 class Flag(Rule):
     kind = bool
 

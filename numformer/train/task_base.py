@@ -228,7 +228,7 @@ def check_inputs(cfg: TrainConfig, out: bool = False) -> None:
         _check_lm_init(cfg.init)
     elif cfg.init and cfg.init not in ("minilm", "default"):
         _check_init(Path(cfg.init))
-    if cfg.keep_best and cfg.keep_best not in metric_names(cfg):
+    if cfg.keep_best and cfg.keep_best != "auto" and cfg.keep_best not in metric_names(cfg):
         raise ConfigError("keep_best", f"expected one of this task's metrics "
                                        f"{metric_names(cfg)}, got {cfg.keep_best!r}")
     if cfg.threads:

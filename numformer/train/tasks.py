@@ -47,6 +47,7 @@ from numformer.data.imdb import RATINGS, by_rating, load_imdb
 from numformer.data.masking import mask_tokens
 from numformer.data.tokenizers import WordTokenizer
 from numformer.train import metrics as M
+from numformer.train.auto import MAX_LEN_CAP
 from numformer.train.config import TrainConfig, known_datasets
 from numformer.train.lm_task import LMTask
 from numformer.train.settings import ConfigError
@@ -227,20 +228,32 @@ class ClassifyTask:
         for line in self.data_report:
             log(line)
         self.init_kind = init_kind(cfg.init)
+
+        def choose(cap):  # the settings left to the data (numformer.train.auto)
+            from numformer.train.auto import resolve, token_counts
+            pairs = getattr(train, "pairs", None)
+            resolve(cfg, counts=lambda: token_counts(self._untruncated, train.texts, pairs,
+                                                     cfg.seed),
+                    n_train=len(train.texts), start=self.init_kind or "scratch", cap=cap,
+                    dev_metric=(("dev_spearman" if self.what == "regression" else
+                                 "dev_accuracy") if "dev" in evals else None), log=log)
         if self.init_kind == "bert":  # fine-tune a pretrained BERT with its WordPiece vocabulary
             from numformer.pretrained import BertClassifier, load_bert
             bert, wordpiece = load_bert(None if cfg.init in ("minilm", "default") else cfg.init)
             self.tokenizer = tokenizer or wordpiece
+            choose(bert.cfg.max_position_embeddings)
             self.model = BertClassifier(bert, self.n_classes, pooling=cfg.pooling,
                                         dropout=cfg.dropout, seed=cfg.seed)
             self.model.train()
         elif self.init_kind == "numformer":  # the encoder of a numformer run (e.g. masked-LM)
             self.tokenizer, self.model = classifier_from_run(cfg, self.n_classes, tokenizer,
                                                              2 if self.pairs else 0)
+            choose(self.model.cfg.max_len)
         else:
             texts = train.texts + (train.pairs if self.pairs else [])
             self.tokenizer = tokenizer or WordTokenizer.build(
                 texts, max_size=cfg.vocab_size, min_freq=cfg.min_freq)
+            choose(MAX_LEN_CAP)
             self.model = nn.Classifier(model_config(cfg, self.tokenizer.vocab_size,
                                                     self.n_classes, 2 if self.pairs else 0),
                                        seed=cfg.seed)
@@ -299,6 +312,12 @@ class ClassifyTask:
                 [f"{r}/10" for r in RATINGS]
         raise ConfigError("dataset", f"unknown dataset {ds!r} for the classify task; known: "
                                      f"{known_datasets('classify')}")
+
+    def _untruncated(self, text, pair=None):
+        """One example's ids with no length limit (for the max_len choice)."""
+        if pair is None:
+            return encode_example(self.tokenizer, text, 10 ** 9, add_cls=True)
+        return encode_pair(self.tokenizer, text, pair, 10 ** 9)[0]
 
     def encode(self, texts, pairs=None):
         """(ids, token types) of each example; types None for single texts."""

@@ -122,7 +122,7 @@ def test_skip_mode_skips_that_update_only(tmp_path):
 
 
 def test_on_nonfinite_is_validated_and_a_flag():
-    with pytest.raises(ValueError, match=r"on_nonfinite .*expected stop or skip, got 'ignore'"):
+    with pytest.raises(ValueError, match=r"on_nonfinite: expected one of 'stop', 'skip', got 'ignore'"):
         TrainConfig(on_nonfinite="ignore")
     from numformer.cli import build_parser
     args = build_parser().parse_args(["train", "lm", "--on-nonfinite", "skip", "--overwrite"])

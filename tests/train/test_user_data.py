@@ -92,14 +92,18 @@ def test_file_settings_are_checked_before_any_data_is_read(csv_file, tmp_path, c
          "--train: give the training file once, as --data or here; got both"),
         (["regress"], "--data: the regress task reads a CSV, TSV or JSON-lines file or a folder of class "
          "folders; none given (give it here, or as --train)"),
-        (["classify", "--data", str(csv_file), "--format", "xml"],
-         "--format: expected one of 'auto', 'csv', 'tsv', 'jsonl', got 'xml'"),
         (["classify", "--data", str(csv_file), "--test", str(tmp_path / "nope.csv")],
          "--test: no such file or folder"),
     ]
     for args, message in cases:
         assert main(["train", *args, "--out", str(tmp_path / "o")]) == 2, args
         assert message in capsys.readouterr().err, args
+    with pytest.raises(SystemExit) as e:  # a fixed set of values: refused by the parser
+        main(["train", "classify", "--data", str(csv_file), "--format", "xml", "--out",
+              str(tmp_path / "o")])
+    assert e.value.code == 2
+    assert ("argument --format: invalid choice: 'xml' (choose from 'auto', 'csv', 'tsv', "
+            "'jsonl')") in capsys.readouterr().err
 
 
 def test_bad_data_stops_the_run_naming_file_and_line(tmp_path, capsys):
