@@ -118,15 +118,19 @@ class LMTask:
     def metric_names(self) -> list[str]:
         return ["eval_loss", "bits_per_byte", "bits_per_char"]
 
-    def evaluate(self, max_tokens: int = 200_000) -> dict:
+    def evaluate(self, max_tokens: int = 200_000, logits_mb: float = 256.0) -> dict:
         """Mean loss over the held-out tail in non-overlapping windows (each position
-        predicted with the context since its window's start)."""
+        predicted with the context since its window's start). Windows are evaluated
+        EVAL_BATCH at a time, fewer where their float32 logits would pass
+        ``logits_mb`` (SmolLM2's 49,152-token vocabulary: 5 windows of 256)."""
         T = self.cfg.max_len
         data = self.held[:max_tokens + 1]
         n_win = (len(data) - 1) // T
+        per_window = T * self.tokenizer.vocab_size * 4 / 2 ** 20  # MB of logits
+        batch = max(1, min(EVAL_BATCH, int(logits_mb // per_window)))
         nll = 0.0
-        for s in range(0, n_win, EVAL_BATCH):
-            idx = np.arange(s, min(n_win, s + EVAL_BATCH)) * T
+        for s in range(0, n_win, batch):
+            idx = np.arange(s, min(n_win, s + batch)) * T
             x = np.stack([data[i:i + T] for i in idx])
             y = np.stack([data[i + 1:i + T + 1] for i in idx])
             nll += float(self.loss(self.model(x), y)) * y.size

@@ -77,3 +77,22 @@ def test_lora_fine_tune_of_smollm2_trains_adapters_only_and_reloads(tmp_path, te
     ids = np.array([run.tokenizer.encode("Before we proceed")])
     merged_logits = run.model(ids)
     assert not np.allclose(merged_logits, base.eval()(ids), atol=1e-6)  # the adapters act
+
+
+def test_lm_evaluation_in_fewer_windows_per_batch_gives_the_same_metrics(tmp_path, text_file):
+    """The held-out evaluation batches windows by the size of their logits (a
+    49,152-token vocabulary would otherwise hold 64 x T x V floats at once); the
+    metrics do not depend on the batching."""
+    from numformer import nn
+    from numformer.train.lm_task import LMTask
+    cfg = TrainConfig.for_task("lm", dataset="text", data=str(text_file), dim=16, n_heads=2,
+                               n_layers=1, d_ff=32, max_len=16, eval_fraction=0.5)
+    task = LMTask(cfg, log=lambda *a: None)
+    task.model.eval()
+    with nn.no_grad():
+        whole = task.evaluate()  # the windows' logits fit: all at once
+        one_by_one = task.evaluate(logits_mb=16 * 261 * 4 / 2 ** 20)  # one window a batch
+    n_win = (len(task.held) - 1) // 16
+    assert n_win > 64  # more than one batch of EVAL_BATCH windows either way
+    for k, v in whole.items():
+        assert one_by_one[k] == pytest.approx(v, rel=1e-6), k
