@@ -28,7 +28,8 @@ def test_max_len_is_the_95th_percentile_rounded_up_and_capped(lengths, cap, expe
 
 
 @pytest.mark.parametrize("n,start,expected", [
-    (6920, "scratch", 9), (22500, "scratch", 3), (100, "scratch", 20), (10**6, "scratch", 3),
+    (6920, "scratch", 4), (22500, "scratch", 3), (100, "scratch", 20), (10**6, "scratch", 3),
+    (2000, "scratch", 13),
     (5749, "pretrained", 4), (6920, "pretrained", 3), (22500, "pretrained", 2),
 ])
 def test_epochs_follow_the_dataset_size(n, start, expected):
