@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from numformer.train.settings import (Choice, ConfigError, Flag, Float, Int, OrAuto, Text,
-                                      _show, check_value, setting)
+                                      check_value, setting)
 
 TASKS = ("mlm", "classify", "lm", "regress")
 
@@ -224,12 +224,14 @@ class TrainConfig:
         tasks need a value."""
         if self.task in AUTO_TASKS:
             return
-        for name, lo in (("max_len", "an integer >= 1"), ("epochs", "an integer >= 1"),
-                         ("lr", "a finite number > 0")):
-            if getattr(self, name) == 0:
-                raise ConfigError(name, f"expected {lo}, got {_show(getattr(self, name))} (0 = "
-                                        f"chosen from the data is for classify and regress; "
-                                        f"this is {self.task})")
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for name, sentinel in AUTO.items():
+            rule = fields[name].metadata["rule"]
+            if getattr(self, name) == sentinel and isinstance(rule, OrAuto):
+                # the message of the rule the sentinel stands beside (e.g. "an integer >= 1")
+                raise ConfigError(name, f"{rule.rule.problem(sentinel)} (0 = chosen from the "
+                                        f"data is for classify and regress; this is "
+                                        f"{self.task})")
         if self.keep_best == "auto":
             raise ConfigError("keep_best", f"expected one of this task's metrics or '', got "
                                            f"'auto' (for classify and regress; this is "

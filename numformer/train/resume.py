@@ -79,13 +79,12 @@ def compare(meta: dict, cfg: TrainConfig, source) -> list[str]:
     saved_abs = meta.get("paths")
     now_abs = absolute_paths(cfg)
     refused, warned = [], []
+    auto = cfg.auto_fields()  # not compared: the task chooses them again from the same data
     for name, value in now.items():
         before = saved.get(name, defaults.get(name))
         if name == "task":
             before = meta.get("task", before)
-        if name in cfg.auto_fields():  # chosen from the same data again: the saved value
-            continue
-        if name in FREE or _same(name, before, value, saved_abs, now_abs):
+        if name in FREE or name in auto or _same(name, before, value, saved_abs, now_abs):
             continue
         line = f"{flag(name)}: saved {before!r}, now {value!r}"
         (warned if name in WARNED else refused).append(line)

@@ -47,7 +47,7 @@ from numformer.data.imdb import RATINGS, by_rating, load_imdb
 from numformer.data.masking import mask_tokens
 from numformer.data.tokenizers import WordTokenizer
 from numformer.train import metrics as M
-from numformer.train.auto import MAX_LEN_CAP
+from numformer.train.auto import MAX_LEN_CAP, resolve, token_counts
 from numformer.train.config import TrainConfig, known_datasets
 from numformer.train.lm_task import LMTask
 from numformer.train.settings import ConfigError
@@ -230,7 +230,6 @@ class ClassifyTask:
         self.init_kind = init_kind(cfg.init)
 
         def choose(cap):  # the settings left to the data (numformer.train.auto)
-            from numformer.train.auto import resolve, token_counts
             pairs = getattr(train, "pairs", None)
             resolve(cfg, counts=lambda: token_counts(self._untruncated, train.texts, pairs,
                                                      cfg.seed),
