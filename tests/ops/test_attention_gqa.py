@@ -17,7 +17,7 @@ import pytest
 from numformer import ops
 from numformer.gradcheck import check_op
 from numformer.ops import attention as ref
-from numformer.testing import assert_close
+from numformer.testing import assert_close, attention_inputs
 
 # (B, H, Hkv, Tq, Tk, D): T=1, T=5, D=3, Hkv = 1 (multi-query), = H, in between,
 # decode shapes (one or a few queries against more keys).
@@ -34,10 +34,10 @@ IDS = ["x".join(map(str, s)) for s in SHAPES]
 
 
 def make(rng, shape, masked, dtype=np.float64):
-    B, H, Hkv, Tq, Tk, D = shape
-    q = rng.standard_normal((B, H, Tq, D)).astype(dtype)
-    k = rng.standard_normal((B, Hkv, Tk, D)).astype(dtype)
-    v = rng.standard_normal((B, Hkv, Tk, D)).astype(dtype)
+    """q, k, v of numformer.testing.attention_inputs (the same draws), with this file's
+    fixed padding pattern instead of its random mask."""
+    B, Tk = shape[0], shape[4]  # (B, H, Hkv, Tq, Tk, D)
+    q, k, v, _ = attention_inputs(rng, shape, dtype, masked=False)
     km = None
     if masked:
         km = np.ones((B, Tk), bool)
