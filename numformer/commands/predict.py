@@ -1,6 +1,8 @@
 """``numformer predict TEXT...``: classify sentences, score them (a regression run),
 or fill in <mask> tokens. A run trained on text pairs (--text-pair-column) reads
-its TEXT arguments two by two: ``numformer predict -c RUN "a 1" "b 1" "a 2" "b 2"``."""
+its TEXT arguments two by two: ``numformer predict -c RUN "a 1" "b 1" "a 2" "b 2"``
+(trained with --pair-swap: each pair scored in both orders, averaged, as its
+evaluation was)."""
 
 from __future__ import annotations
 
@@ -25,11 +27,20 @@ def _predict_pairs(trained, texts) -> int:
     if len(texts) % 2:
         raise CommandError(f"TEXT: this run was trained on text pairs; expected an even number "
                            f"of texts (a b a b ...), got {len(texts)}")
-    for a, b in zip(texts[::2], texts[1::2]):
+    def outputs(a, b):  # (1, K)
         ids, tt = encode_pair(trained.tokenizer, a, b, trained.train_config.max_len)
-        out = trained.model(ids[None, :], np.ones((1, len(ids)), dtype=bool),
-                            token_type_ids=tt[None, :])  # (1, K)
-        _show(trained, out, f"{a} | {b}")
+        return trained.model(ids[None, :], np.ones((1, len(ids)), dtype=bool),
+                             token_type_ids=tt[None, :]).astype(np.float64)
+
+    swap = trained.train_config.pair_swap  # trained on both orders: score both, averaged
+    for a, b in zip(texts[::2], texts[1::2]):
+        if not swap:
+            _show(trained, outputs(a, b), f"{a} | {b}")
+        elif trained.meta["task"] == "regress":
+            _show(trained, 0.5 * (outputs(a, b) + outputs(b, a)), f"{a} | {b}")
+        else:  # the mean of the two orders' probabilities, shown as log-probabilities
+            p = 0.5 * (_softmax(outputs(a, b)) + _softmax(outputs(b, a)))
+            _show(trained, np.log(p), f"{a} | {b}")
     return 0
 
 

@@ -112,6 +112,9 @@ class TrainConfig:
     vocab_size: int = setting(40000, "upper bound on the word vocabulary (specials included)",
                               Int(6, "the 5 special tokens and at least one word"))
     min_freq: int = setting(1, "a word enters the vocabulary when seen this often", Int(1))
+    pair_swap: bool = setting(False, "text pairs: also train on each pair as (b, a), and "
+                                     "score both orders, averaged (for a symmetric task: "
+                                     "similarity, paraphrase; not entailment)", Flag())
     eval_fraction: float = setting(0.1, "the fraction held out when the dataset has no "
                                         "test split (dataset file: for each of dev and test "
                                         "that no file gives)", Float(0.0, 1.0, lo_open=True,

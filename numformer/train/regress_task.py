@@ -9,6 +9,9 @@ fresh head starts near the right scale whatever the score's range. The
 prediction is ``mean + std * z``; ``mean`` and ``std`` are saved in the
 checkpoint (``label_mean``, ``label_std``) for ``numformer predict``.
 
+With ``--pair-swap`` (a symmetric score) each training pair is also seen as
+(b, a), and dev, test and ``numformer predict`` score both orders, averaged.
+
 Metrics on dev and test: the mean squared error in the score's units
 (``{split}_loss``), Pearson's r and Spearman's rho (``{split}_pearson``,
 ``{split}_spearman``; numformer.train.metrics).
@@ -65,8 +68,8 @@ class RegressTask(ClassifyTask):
 
     def evaluate(self) -> dict:
         result = {}
-        for name, (seqs, y) in self.evals.items():
-            pred = self.predict_scores(seqs, self.eval_types.get(name))
+        for name, (_, y) in self.evals.items():
+            pred = self.eval_outputs(name, self.predict_scores)
             self.last_predictions[name] = (pred, np.asarray(y, dtype=np.float64))
             result[f"{name}_loss"] = float(np.mean((pred - y) ** 2))
             result[f"{name}_pearson"] = M.pearson(pred, y)

@@ -256,12 +256,23 @@ class ClassifyTask:
             self.model = nn.Classifier(model_config(cfg, self.tokenizer.vocab_size,
                                                     self.n_classes, 2 if self.pairs else 0),
                                        seed=cfg.seed)
+        if cfg.pair_swap and not self.pairs:
+            raise ConfigError("pair_swap", "expected text pairs (a second text column, or "
+                                           "--text-pair-column): it swaps the two texts of "
+                                           "each pair; this data has one text an example",
+                              refs=("text_pair_column",))
         self.train_ids, self.train_types = self.encode(train.texts, getattr(train, "pairs", None))
         self.train_labels = train.labels
-        self.evals, self.eval_types = {}, {}
+        if cfg.pair_swap:  # each pair twice: (a, b) and (b, a), the same label
+            ids, types = self.encode(train.pairs, train.texts)
+            self.train_ids, self.train_types = self.train_ids + ids, self.train_types + types
+            self.train_labels = np.concatenate([np.asarray(train.labels)] * 2)
+        self.evals, self.eval_types, self.eval_swapped = {}, {}, {}
         for name, d in evals.items():
             ids, types = self.encode(d.texts, getattr(d, "pairs", None))
             self.evals[name], self.eval_types[name] = (ids, d.labels), types
+            if cfg.pair_swap:
+                self.eval_swapped[name] = self.encode(d.pairs, d.texts)
         self.loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.last_confusion = {}
         if self.data_report:
@@ -381,13 +392,21 @@ class ClassifyTask:
             out.append(e / e.sum(-1, keepdims=True))
         return np.concatenate(out) if out else np.zeros((0, self.n_classes))
 
+    def eval_outputs(self, name: str, fn) -> np.ndarray:
+        """fn(seqs, types) of evaluation split `name`; with --pair-swap, the mean of fn on
+        (a, b) and on (b, a)."""
+        out = fn(self.evals[name][0], self.eval_types.get(name))
+        if name in self.eval_swapped:
+            out = 0.5 * (out + fn(*self.eval_swapped[name]))
+        return out
+
     def metric_names(self) -> list[str]:
         return [f"{name}_{m}" for name in self.evals for m in ("loss", "accuracy")]
 
     def evaluate(self) -> dict:
         result = {}
-        for name, (seqs, labels) in self.evals.items():
-            probs = self.predict_ids(seqs, self.eval_types.get(name))
+        for name, (_, labels) in self.evals.items():
+            probs = self.eval_outputs(name, self.predict_ids)
             nll = -np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-300)).mean()
             cm = M.confusion_matrix(labels, probs.argmax(-1), self.n_classes)
             self.last_confusion[name] = cm

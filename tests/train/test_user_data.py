@@ -300,3 +300,45 @@ def test_masked_lm_from_a_folder_and_a_jsonl_field(tmp_path):
                                    overwrite=True, **dict(TINY, max_steps=2), **extra)
         summary = train(cfg, log=quiet)
         assert np.isfinite(summary["metrics"]["eval_loss"])
+
+
+def test_pair_swap_trains_on_both_orders_and_scores_them_averaged(pair_file, tmp_path, capsys):
+    base = dict(TINY, max_steps=3)
+    plain = make_task(TrainConfig.for_task("regress", data=str(pair_file),
+                                           out=str(tmp_path / "a"), **base), log=quiet)
+    cfg = TrainConfig.for_task("regress", data=str(pair_file), out=str(tmp_path / "s"),
+                               pair_swap=True, **base)
+    task = make_task(cfg, log=quiet)
+    n = len(plain.train_ids)
+    assert len(task.train_ids) == len(task.train_labels) == 2 * n
+    tok = task.tokenizer
+    for i in (0, 7, n - 1):  # the second half holds each pair as (b, a), with its score
+        ids = plain.train_ids[i].tolist()  # <cls> a <sep> b
+        sep = ids.index(tok.sep_id)
+        a, b = ids[1:sep], ids[sep + 1:]
+        assert task.train_ids[n + i].tolist() == [tok.cls_id, *b, tok.sep_id, *a]
+        assert task.train_types[n + i].tolist() == [0] * (len(b) + 2) + [1] * len(a)
+        assert task.train_labels[n + i] == task.train_labels[i]
+    assert task.train_ids[:n][0].tolist() == plain.train_ids[0].tolist()
+    # evaluation: the mean of the two orders' scores, so (a, b) and (b, a) score alike
+    seqs, types = task.evals["dev"][0], task.eval_types["dev"]
+    task.model.eval()
+    with nn.no_grad():
+        one = task.predict_scores(seqs, types)
+        other = task.predict_scores(*task.eval_swapped["dev"])
+        got = task.eval_outputs("dev", task.predict_scores)
+    assert not np.allclose(one, other)  # the order matters to the model itself
+    assert np.allclose(got, 0.5 * (one + other))
+    out = tmp_path / "run"
+    train(TrainConfig.for_task("regress", data=str(pair_file), out=str(out), pair_swap=True,
+                               **base), log=quiet)
+    assert main(["predict", "-c", str(out), "w1 w2 w3", "w4 w5 w6", "w4 w5 w6", "w1 w2 w3"]) == 0
+    s1, s2 = (float(line.split()[0]) for line in capsys.readouterr().out.strip().splitlines())
+    assert s1 == s2
+
+
+def test_pair_swap_needs_pairs(csv_file, tmp_path):
+    cfg = TrainConfig.for_task("classify", data=str(csv_file), out=str(tmp_path / "x"),
+                               pair_swap=True, **TINY)
+    with pytest.raises(ValueError, match="pair_swap: expected text pairs"):
+        make_task(cfg, log=quiet)
