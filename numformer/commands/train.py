@@ -113,16 +113,14 @@ def task_parser(task: str) -> argparse.ArgumentParser:
 
 
 class TaskHelp(argparse.Action):
-    """-h/--help: the help of the task named before it (mlm when none is)."""
+    """-h/--help: the help of the task named before or after it (mlm when none is),
+    printed by run() once the whole command line is parsed."""
 
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
-                 help=None):
+    def __init__(self, option_strings, dest="show_help", default=False, help=None):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        task = getattr(namespace, "task", None) or "mlm"
-        task_parser(task).print_help()
-        parser.exit()
+        namespace.show_help = True
 
 
 def _common_flags(p) -> None:
@@ -178,6 +176,9 @@ def run(args) -> int:
     from numformer.train.interrupt import EXIT_CODES
     from numformer.train.loop import TrainingDiverged
     from numformer.train.run import train
+    if getattr(args, "show_help", False):
+        task_parser(args.task).print_help()
+        sys.exit(0)
     try:
         cfg = config_from_args(args.task, args)
     except (ValueError, FileNotFoundError) as e:

@@ -51,6 +51,7 @@ def test_each_task_help_holds_that_tasks_settings(capsys):
     assert " --lora-rank " in lm and " --eval-data " in lm and " --pooling " not in lm
     assert "(default: 600)" in _flag_help(lm, "--max-steps")  # lm's default
     assert "(default: 128)" in _flag_help(lm, "--max-len")
+    assert _help(capsys, "--help", "lm") == lm  # the task named after --help
     mlm = _help(capsys)  # no task named: mlm, the default task
     assert mlm.startswith("usage: numformer train mlm") and " --mask-prob " in mlm
     assert "(default: 40)" in _flag_help(mlm, "--epochs")
