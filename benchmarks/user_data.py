@@ -126,9 +126,9 @@ def stsb_commands(root: Path) -> dict:
     return {
         "bi-encoder (zero-shot)": "python benchmarks/user_data.py --stsb-zero-shot",
         "cross-encoder (fine-tuned)":
-            f"numformer train regress {files} {STSB} --init minilm --max-len 128 --epochs 4 "
-            f"--batch-size 16 --lr 2e-5 --warmup 144 --dropout 0.1 --keep-best dev_spearman "
-            f"--out runs/stsb-cross",
+            f"numformer train regress {files} {STSB} --init minilm --max-len 128 --epochs 3 "
+            f"--batch-size 16 --lr 5e-5 --warmup 216 --dropout 0.1 --keep-best dev_spearman "
+            f"--pair-swap --out runs/stsb-cross",
     }
 
 
