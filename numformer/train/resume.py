@@ -40,7 +40,7 @@ from numformer.train.config import TrainConfig
 REFUSED = ("task", "dataset", "data", "eval_data", "max_len", "vocab_size", "min_freq",
            "eval_fraction", "limit", "mask_prob", "batch_size",
            "train", "dev", "test", "format", "header", "text_column", "label_column",
-           "text_pair_column",
+           "text_pair_column", "pair_swap",
            "dim", "n_heads", "n_layers", "d_ff", "dropout", "norm_first", "activation",
            "positional", "pooling", "tie_weights", "init", "arch", "n_kv_heads", "lora_rank",
            "lora_alpha", "optimizer", "seed")
