@@ -128,7 +128,7 @@ def stsb_commands(root: Path) -> dict:
         "cross-encoder (fine-tuned)":
             f"numformer train regress {files} {STSB} --init minilm --max-len 128 --epochs 3 "
             f"--batch-size 16 --lr 5e-5 --warmup 216 --dropout 0.1 --keep-best dev_spearman "
-            f"--pair-swap --out runs/stsb-cross",
+            f"--pair-swap --pooling cls --out runs/stsb-cross",
     }
 
 
