@@ -224,6 +224,11 @@ class ClassifyTask:
             if getattr(train, "pairs", None) is not None:
                 train.pairs = train.pairs[:cfg.limit]
         self.pairs = getattr(train, "pairs", None) is not None  # two texts an example
+        if cfg.pair_swap and not self.pairs:
+            raise ConfigError("pair_swap", "expected text pairs (a second text column, or "
+                                           "--text-pair-column): it swaps the two texts of "
+                                           "each pair; this data has one text an example",
+                              refs=("text_pair_column",))
         self.n_classes = train.n_classes  # the model's outputs (1 for a regression)
         for line in self.data_report:
             log(line)
@@ -256,11 +261,6 @@ class ClassifyTask:
             self.model = nn.Classifier(model_config(cfg, self.tokenizer.vocab_size,
                                                     self.n_classes, 2 if self.pairs else 0),
                                        seed=cfg.seed)
-        if cfg.pair_swap and not self.pairs:
-            raise ConfigError("pair_swap", "expected text pairs (a second text column, or "
-                                           "--text-pair-column): it swaps the two texts of "
-                                           "each pair; this data has one text an example",
-                              refs=("text_pair_column",))
         self.train_ids, self.train_types = self.encode(train.texts, getattr(train, "pairs", None))
         self.train_labels = train.labels
         if cfg.pair_swap:  # each pair twice: (a, b) and (b, a), the same label
