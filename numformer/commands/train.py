@@ -31,10 +31,10 @@ SECTIONS = {
 # Settings only some tasks read (the others' help leaves them out).
 ONLY = {"train": AUTO_TASKS, "dev": AUTO_TASKS, "test": AUTO_TASKS, "format": AUTO_TASKS,
         "header": AUTO_TASKS, "text_column": AUTO_TASKS, "label_column": AUTO_TASKS,
-        "text_pair_column": AUTO_TASKS, "pair_swap": AUTO_TASKS, "pooling": AUTO_TASKS, "eval_data": ("lm",),
-        "mask_prob": ("mlm",), "init": ("classify", "regress", "lm"), "lora_rank": ("lm",),
-        "lora_alpha": ("lm",), "tie_weights": ("mlm", "lm"), "vocab_size": ("mlm", *AUTO_TASKS),
-        "min_freq": ("mlm", *AUTO_TASKS)}
+        "text_pair_column": AUTO_TASKS, "pair_swap": AUTO_TASKS, "pooling": AUTO_TASKS,
+        "eval_data": ("lm",), "mask_prob": ("mlm",), "init": ("classify", "regress", "lm"),
+        "lora_rank": ("lm",), "lora_alpha": ("lm",), "tie_weights": ("mlm", "lm"),
+        "vocab_size": ("mlm", *AUTO_TASKS), "min_freq": ("mlm", *AUTO_TASKS)}
 
 
 def _show(value) -> str:
@@ -116,11 +116,11 @@ class TaskHelp(argparse.Action):
     """-h/--help: the help of the task named before or after it (mlm when none is),
     printed by run() once the whole command line is parsed."""
 
-    def __init__(self, option_strings, dest="show_help", default=False, help=None):
+    def __init__(self, option_strings, dest, default=False, help=None):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        namespace.show_help = True
+        setattr(namespace, self.dest, True)
 
 
 def _common_flags(p) -> None:
@@ -176,7 +176,7 @@ def run(args) -> int:
     from numformer.train.interrupt import EXIT_CODES
     from numformer.train.loop import TrainingDiverged
     from numformer.train.run import train
-    if getattr(args, "show_help", False):
+    if args.help:  # -h/--help (TaskHelp)
         task_parser(args.task).print_help()
         sys.exit(0)
     try:
