@@ -124,6 +124,10 @@ OP_CASES: dict[str, Callable[[], GradReport]] = {
     "op/mse": lambda: check_op(ops.losses.mse_forward, ops.losses.mse_backward,
                                dict(pred=_x((B, 3)), targets=_x((B, 3), seed=5)), ["pred"],
                                title="mean squared error"),
+    "op/bce_logits": lambda: check_op(
+        ops.losses.bce_logits_forward, ops.losses.bce_logits_backward,
+        dict(logits=3 * _x((B, 3)), targets=np.random.default_rng(6).uniform(0, 1, (B, 3))),
+        ["logits"], title="binary cross-entropy on logits (soft targets)"),
     "op/mean_pool": lambda: check_op(ops.mean_pool_forward, ops.mean_pool_backward,
                                      dict(x=_x((B + 1, T, C)), mask=_key_mask()), ["x"],
                                      title="mean pool (masked)"),

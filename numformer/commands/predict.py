@@ -36,18 +36,24 @@ def _predict_pairs(trained, texts) -> int:
     for a, b in zip(texts[::2], texts[1::2]):
         if not swap:
             _show(trained, outputs(a, b), f"{a} | {b}")
-        elif trained.meta["task"] == "regress":
-            _show(trained, 0.5 * (outputs(a, b) + outputs(b, a)), f"{a} | {b}")
+        elif trained.meta["task"] == "regress":  # the mean of the two orders' scores
+            _show(trained, None, f"{a} | {b}",
+                  score=0.5 * (_score(trained, outputs(a, b)) + _score(trained, outputs(b, a))))
         else:  # the mean of the two orders' probabilities, shown as log-probabilities
             p = 0.5 * (_softmax(outputs(a, b)) + _softmax(outputs(b, a)))
             _show(trained, np.log(p), f"{a} | {b}")
     return 0
 
 
-def _show(trained, out, text) -> None:
+def _score(trained, out) -> float:
+    """A regression run's output (1, 1) as a score in the labels' units."""
+    from numformer.train.regress_task import to_score
+    return float(to_score(out[0, 0], trained.meta))
+
+
+def _show(trained, out, text, score=None) -> None:
     if trained.meta["task"] == "regress":
-        score = trained.meta.get("label_mean", 0.0) + trained.meta.get("label_std", 1.0) * \
-            float(out[0, 0])
+        score = _score(trained, out) if score is None else score
         print(f"{score:.4f}  | {text}")
         return
     p = _softmax(out)[0]

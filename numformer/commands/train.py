@@ -25,15 +25,16 @@ SECTIONS = {
               "positional", "pooling", "tie_weights", "arch", "n_kv_heads", "init",
               "lora_rank", "lora_alpha"),
     "optimisation": ("optimizer", "lr", "weight_decay", "beta1", "beta2", "momentum", "warmup",
-                     "schedule", "clip", "label_smoothing", "batch_size", "epochs",
-                     "max_steps", "time_limit", "eval_every", "keep_best"),
+                     "schedule", "clip", "label_smoothing", "regress_loss", "batch_size",
+                     "epochs", "max_steps", "time_limit", "eval_every", "keep_best"),
 }
 # Settings only some tasks read (the others' help leaves them out).
 ONLY = {"train": AUTO_TASKS, "dev": AUTO_TASKS, "test": AUTO_TASKS, "format": AUTO_TASKS,
         "header": AUTO_TASKS, "text_column": AUTO_TASKS, "label_column": AUTO_TASKS,
         "text_pair_column": AUTO_TASKS, "pair_swap": AUTO_TASKS, "pooling": AUTO_TASKS,
         "eval_data": ("lm",), "mask_prob": ("mlm",), "init": ("classify", "regress", "lm"),
-        "lora_rank": ("lm",), "lora_alpha": ("lm",), "tie_weights": ("mlm", "lm"),
+        "lora_rank": ("lm",), "lora_alpha": ("lm",), "regress_loss": ("regress",),
+        "tie_weights": ("mlm", "lm"),
         "vocab_size": ("mlm", *AUTO_TASKS), "min_freq": ("mlm", *AUTO_TASKS)}
 
 

@@ -329,5 +329,18 @@ class MSELoss(Module):
         return _losses.mse_backward(dloss, self._pop_cache())
 
 
+class BCEWithLogitsLoss(Module):
+    """Binary cross-entropy of sigmoid(logits) against targets in [0, 1], the mean over
+    all elements (a score rescaled to [0, 1]); backward returns dlogits."""
+
+    def forward(self, logits, targets):
+        loss, cache = _losses.bce_logits_forward(logits, targets)
+        self._set_cache(cache)
+        return loss
+
+    def backward(self, dloss=1.0):
+        return _losses.bce_logits_backward(dloss, self._pop_cache())
+
+
 from numformer.nn.attention import Attention as MultiHeadAttention  # noqa: E402
 from numformer.nn.attention import attention_maps  # noqa: E402,F401

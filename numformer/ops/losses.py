@@ -1,4 +1,5 @@
-"""Softmax cross-entropy, fused with log-softmax; mean squared error (mse_*).
+"""Softmax cross-entropy, fused with log-softmax; mean squared error (mse_*); binary
+cross-entropy on logits, fused with the sigmoid (bce_logits_*).
 
 Shapes: logits (..., V) (usually (N, V) or (B, T, V)), targets (...) integer
 class ids; positions whose target equals ``ignore_index`` are not counted.
@@ -119,3 +120,45 @@ def mse_backward(dloss, cache) -> np.ndarray:
         return np.zeros_like(diff)
     # loss = sum((pred - targets) ** 2) / n
     return diff * diff.dtype.type(2.0 * float(dloss) / n)
+
+
+# binary cross-entropy on logits (a score in [0, 1]) --------------------------------
+
+def bce_logits_forward(logits: np.ndarray, targets: np.ndarray):
+    """Mean over all N elements of ``-(t log s + (1 - t) log(1 - s))`` with s =
+    sigmoid(logits); logits (...) float, targets of the same shape, each in [0, 1]
+    (soft targets: a score rescaled to [0, 1], read in logits' dtype).
+
+    Computed as ``max(x, 0) - x t + log1p(exp(-|x|))`` (no overflow for any x).
+    Returns the loss (a scalar of logits' dtype) and ``cache = (x, t, n)``.
+    """
+    chk.float_array("logits", logits)
+    if not isinstance(targets, np.ndarray) or not (np.issubdtype(targets.dtype, np.floating)
+                                                   or np.issubdtype(targets.dtype, np.integer)):
+        got = targets.dtype if isinstance(targets, np.ndarray) else type(targets).__name__
+        raise ValueError(f"targets: expected a numeric numpy array, got {got}")
+    if targets.shape != logits.shape:
+        raise ValueError(f"targets: expected the shape of logits {tuple(logits.shape)}, got "
+                         f"{tuple(targets.shape)}")
+    t = targets.astype(logits.dtype, copy=False)
+    if t.size and not (np.all(t >= 0) and np.all(t <= 1)):
+        raise ValueError(f"targets: expected values in [0, 1], got [{float(np.min(t)):g}, "
+                         f"{float(np.max(t)):g}]")
+    n = logits.size
+    if n == 0:
+        return logits.dtype.type(0.0), (logits, t, 0)
+    x = logits
+    per = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))  # (...)
+    return logits.dtype.type(per.sum() / n), (x, t, n)
+
+
+def bce_logits_backward(dloss, cache) -> np.ndarray:
+    """dlogits = dloss * (sigmoid(x) - t) / n (logits' shape)."""
+    x, t, n = cache
+    chk.check_dloss("bce_logits_backward", dloss, x.dtype)
+    if n == 0:
+        return np.zeros_like(x)
+    # d/dx [max(x,0) - x t + log(1 + exp(-|x|))] = sigmoid(x) - t
+    e = np.exp(-np.abs(x))  # (...), in (0, 1]
+    sig = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+    return (sig - t) * x.dtype.type(float(dloss) / n)

@@ -53,6 +53,7 @@ SCHEDULES = ("constant", "linear", "cosine")
 BACKENDS = ("", "numba", "numpy")
 FILE_FORMATS = ("auto", "csv", "tsv", "jsonl")  # numformer.data.tabular.FORMATS
 FILE_HEADERS = ("auto", "yes", "no")
+REGRESS_LOSSES = ("mse", "bce")  # numformer.train.regress_task
 
 # The settings classify and regress choose from the data when they hold these
 # values (numformer.train.auto: max_len from the length distribution, epochs
@@ -164,6 +165,10 @@ class TrainConfig:
     clip: float = setting(1.0, "max global gradient norm (0 = off)", Float(0.0))
     label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy",
                                      Float(**PROB))
+    regress_loss: str = setting("mse", "regress: mse (the squared error of the standardized "
+                                       "score) or bce (the score rescaled to [0, 1] by the "
+                                       "training scores' range, a sigmoid output and the "
+                                       "binary cross-entropy)", Choice(*REGRESS_LOSSES))
     batch_size: int = setting(32, "sequences per step", Int(1))
     epochs: int = setting(1, "passes over the training data (classify, regress: 0 = from "
                              "the dataset size)", OrAuto(Int(1), 0),
@@ -210,6 +215,10 @@ class TrainConfig:
             raise ConfigError("n_heads", f"llama's rotary positions need an even head width "
                                          f"dim / n_heads, got {self.dim} / {self.n_heads}",
                               refs=("dim",))
+        if self.regress_loss != "mse" and self.task != "regress":
+            raise ConfigError("regress_loss", f"a loss of the regress task; this is "
+                                              f"{self.task} (expected the default 'mse', got "
+                                              f"{self.regress_loss!r})")
         if self.lora_rank and not self.init:
             raise ConfigError("lora_rank", "adapters fine-tune a pretrained model: give --init "
                                            "too", refs=("init",))

@@ -9,6 +9,14 @@ fresh head starts near the right scale whatever the score's range. The
 prediction is ``mean + std * z``; ``mean`` and ``std`` are saved in the
 checkpoint (``label_mean``, ``label_std``) for ``numformer predict``.
 
+With ``--regress-loss bce`` (the usual recipe for a cross-encoder on a bounded
+score such as STS-B's 0-5) the score is rescaled to ``t = (y - low) / (high -
+low)`` in [0, 1] by the training scores' range, the head's output z is a logit,
+the loss the binary cross-entropy of sigmoid(z) against t
+(nn.BCEWithLogitsLoss), and the prediction ``low + (high - low) * sigmoid(z)``
+(never outside the training range); ``low`` and ``high`` are saved in the
+checkpoint (``label_low``, ``label_high``).
+
 With ``--pair-swap`` (a symmetric score) each training pair is also seen as
 (b, a), and dev, test and ``numformer predict`` score both orders, averaged.
 
@@ -29,8 +37,21 @@ from numformer.train.config import TrainConfig
 from numformer.train.tasks import ClassifyTask
 
 
+def to_score(z, meta: dict) -> np.ndarray:
+    """The head's outputs z (any shape) as scores in the labels' units, by the
+    checkpoint's ``meta``: ``mean + std * z`` (mse, older checkpoints) or ``low +
+    (high - low) * sigmoid(z)`` (bce)."""
+    z = np.asarray(z, dtype=np.float64)
+    if meta.get("regress_loss", "mse") == "bce":
+        low, high = meta["label_low"], meta["label_high"]
+        e = np.exp(-np.abs(z))
+        sig = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        return low + (high - low) * sig
+    return meta.get("label_mean", 0.0) + meta.get("label_std", 1.0) * z
+
+
 class RegressTask(ClassifyTask):
-    """A score from one text or a pair: pooled encoder -> Linear(C, 1), MSE loss."""
+    """A score from one text or a pair: pooled encoder -> Linear(C, 1), MSE or BCE loss."""
 
     what = "regression"
 
@@ -42,12 +63,20 @@ class RegressTask(ClassifyTask):
         self.label_std = std if std > 0 else 1.0
         if std == 0:
             log(f"warning: every training score is {self.label_mean:g}; nothing to learn")
-        self.train_labels = self._standardize(y)
-        self.loss = nn.MSELoss()
+        self.kind = cfg.regress_loss
+        self.label_low, self.label_high = float(y.min()), float(y.max())
+        if self.kind == "bce":
+            if std == 0:
+                self.label_high = self.label_low + 1.0  # t = 0 for every score
+            self.train_labels = (y - self.label_low) / (self.label_high - self.label_low)
+            self.loss = nn.BCEWithLogitsLoss()
+            log(f"regression loss: binary cross-entropy on the score rescaled from "
+                f"[{self.label_low:g}, {self.label_high:g}] (the training scores' range) to "
+                f"[0, 1]; predictions stay in that range")
+        else:
+            self.train_labels = (y - self.label_mean) / self.label_std
+            self.loss = nn.MSELoss()
         self.last_predictions: dict = {}
-
-    def _standardize(self, y) -> np.ndarray:
-        return ((np.asarray(y, dtype=np.float64) - self.label_mean) / self.label_std)
 
     def _forward(self, b):
         out, y = super()._forward(b)  # (B, 1)
@@ -60,8 +89,15 @@ class RegressTask(ClassifyTask):
 
     def predict_scores(self, seqs, types=None) -> np.ndarray:
         """Predicted scores (N,) in the labels' units, in order."""
-        z = self.outputs_ids(seqs, types)[:, 0]  # (N,)
-        return self.label_mean + self.label_std * z
+        return to_score(self.outputs_ids(seqs, types)[:, 0], self._score_meta())  # (N,)
+
+    def _score_meta(self) -> dict:
+        """What maps an output to a score (saved in the checkpoint; to_score)."""
+        meta = {"label_mean": self.label_mean, "label_std": self.label_std,
+                "regress_loss": self.kind}
+        if self.kind == "bce":
+            meta.update(label_low=self.label_low, label_high=self.label_high)
+        return meta
 
     def metric_names(self) -> list[str]:
         return [f"{name}_{m}" for name in self.evals for m in ("loss", "pearson", "spearman")]
@@ -77,8 +113,7 @@ class RegressTask(ClassifyTask):
         return result
 
     def checkpoint_meta(self) -> dict:
-        return {**super().checkpoint_meta(), "label_mean": self.label_mean,
-                "label_std": self.label_std}
+        return {**super().checkpoint_meta(), **self._score_meta()}
 
     def report(self, out: Path, log=print) -> dict:
         for name, (pred, y) in self.last_predictions.items():

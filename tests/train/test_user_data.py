@@ -224,6 +224,41 @@ def test_mse_op_gradient_and_value():
     assert layer.backward().tolist() == [1.0, 2.0]  # 2 (pred - y) / n
 
 
+def test_bce_logits_op_gradient_value_and_extremes():
+    rng = np.random.default_rng(1)
+    report = check_op(ops.losses.bce_logits_forward, ops.losses.bce_logits_backward,
+                      dict(logits=3 * rng.standard_normal((6, 2)),
+                           targets=rng.uniform(0, 1, (6, 2))), ["logits"])
+    assert report.ok, report.table()
+    x, t = np.array([0.3, -1.2, 2.0]), np.array([0.25, 1.0, 0.0])
+    s = 1 / (1 + np.exp(-x))
+    loss, _ = ops.losses.bce_logits_forward(x, t)
+    assert loss == pytest.approx(np.mean(-(t * np.log(s) + (1 - t) * np.log(1 - s))), rel=1e-12)
+    # a logit of +-1000 is finite both ways: a sure right answer costs 0, a sure wrong one |x|
+    big = np.array([1000.0, -1000.0, 1000.0])
+    loss, cache = ops.losses.bce_logits_forward(big, np.array([1.0, 0.0, 0.0]))
+    assert loss == pytest.approx(1000.0 / 3)
+    assert ops.losses.bce_logits_backward(1.0, cache).tolist() == pytest.approx([0, 0, 1 / 3])
+    with pytest.raises(ValueError, match=r"targets: expected values in \[0, 1\], got \[0, 1.5\]"):
+        ops.losses.bce_logits_forward(np.zeros(2), np.array([0.0, 1.5]))
+    with pytest.raises(ValueError, match=r"targets: expected the shape of logits \(2,\)"):
+        ops.losses.bce_logits_forward(np.zeros(2), np.zeros(3))
+
+
+def test_bce_logits_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x, t, g = rng.standard_normal(20) * 4, rng.uniform(0, 1, 20), float(rng.normal())
+    layer = nn.BCEWithLogitsLoss()
+    loss = layer(x, t)
+    dx = layer.backward(g)
+    xt = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.binary_cross_entropy_with_logits(xt, torch.tensor(t))
+    (ref * g).backward()
+    assert loss == pytest.approx(ref.item(), rel=1e-12)
+    assert np.allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
 def test_pearson_spearman_against_scipy():
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(3)
@@ -263,6 +298,32 @@ def test_tiny_regression_run_loss_falls_and_predicts_scores(tmp_path, capsys):
     assert main(["eval", str(out)]) == 0
     text = capsys.readouterr().out
     assert "dev: predicted score (label) of the first 5 of" in text
+
+
+def test_bce_regression_learns_a_bounded_score_and_predicts_in_its_range(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    lines = ["text,score"]
+    for _ in range(240):  # the score, on 0-5 as STS-B's: 1.25 per 'good' among four
+        k = int(rng.integers(0, 5))
+        words = ["good"] * k + list(rng.choice(["x", "y", "z"], 4 - k))
+        lines.append(f"{' '.join(rng.permutation(words))},{1.25 * k}")
+    p = tmp_path / "scores.csv"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "b"
+    cfg = TrainConfig.for_task("regress", data=str(p), out=str(out), regress_loss="bce",
+                               **dict(TINY, epochs=16, lr=3e-3))
+    task = make_task(cfg, log=quiet)
+    assert (task.label_low, task.label_high) == (0.0, 5.0)
+    assert task.train_labels.min() == 0.0 and task.train_labels.max() == 1.0
+    summary = train(cfg, log=quiet)
+    assert summary["metrics"]["dev_pearson"] > 0.8
+    assert summary["metrics"]["dev_loss"] < 0.5  # the MSE in the score's units (variance ~3)
+    assert main(["predict", "-c", str(out), "good good good good", "x y z x"]) == 0
+    scores = [float(line.split()[0]) for line in capsys.readouterr().out.splitlines()]
+    assert 0.0 <= scores[1] < scores[0] <= 5.0 and scores[0] - scores[1] > 2.0
+    with pytest.raises(Exception, match="regress_loss: a loss of the regress task; this is "
+                                        "classify"):
+        TrainConfig.for_task("classify", regress_loss="bce")
 
 
 def test_predict_reads_pairs_two_by_two(pair_file, tmp_path, capsys):
