@@ -17,7 +17,8 @@ from numformer.kernels._loops import (FAST_OPTS, PARALLEL_OPTS, chunk_bounds, ex
                                       row_max, row_sum, run_rows)
 from numformer.ops import losses as _ref
 from numformer.ops._checks import check_dloss
-from numformer.ops.losses import mse_backward, mse_forward  # noqa: F401 (no kernel: elementwise, cheap)
+from numformer.ops.losses import (bce_logits_backward, bce_logits_forward,  # noqa: F401
+                                   mse_backward, mse_forward)  # no kernel: elementwise, cheap
 
 # A row is read in blocks of this many logits (8 KiB of float32, a quarter of
 # L1): the block's max, exp and sums all run on data already in L1.
