@@ -37,8 +37,8 @@ def _predict_pairs(trained, texts) -> int:
         if not swap:
             _show(trained, outputs(a, b), f"{a} | {b}")
         elif trained.meta["task"] == "regress":  # the mean of the two orders' scores
-            _show(trained, None, f"{a} | {b}",
-                  score=0.5 * (_score(trained, outputs(a, b)) + _score(trained, outputs(b, a))))
+            _print_score(0.5 * (_score(trained, outputs(a, b)) + _score(trained, outputs(b, a))),
+                         f"{a} | {b}")
         else:  # the mean of the two orders' probabilities, shown as log-probabilities
             p = 0.5 * (_softmax(outputs(a, b)) + _softmax(outputs(b, a)))
             _show(trained, np.log(p), f"{a} | {b}")
@@ -51,10 +51,13 @@ def _score(trained, out) -> float:
     return float(to_score(out[0, 0], trained.meta))
 
 
-def _show(trained, out, text, score=None) -> None:
+def _print_score(score: float, text) -> None:
+    print(f"{score:.4f}  | {text}")
+
+
+def _show(trained, out, text) -> None:
     if trained.meta["task"] == "regress":
-        score = _score(trained, out) if score is None else score
-        print(f"{score:.4f}  | {text}")
+        _print_score(_score(trained, out), text)
         return
     p = _softmax(out)[0]
     names = trained.meta.get("class_names") or [str(i) for i in range(len(p))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from numformer.ops import _checks as chk
+from numformer.ops.activations import _sigmoid
 
 
 def check_cross_entropy(logits, targets, ignore_index: int, label_smoothing: float):
@@ -90,6 +91,18 @@ def cross_entropy_backward(dloss, cache) -> np.ndarray:
 
 # mean squared error (regression) ---------------------------------------------------
 
+def _check_float_targets(targets, name: str, like: np.ndarray) -> None:
+    """Targets of a regression loss: a numeric numpy array of the shape of ``like``
+    (the argument called ``name``)."""
+    if not isinstance(targets, np.ndarray) or not (np.issubdtype(targets.dtype, np.floating)
+                                                   or np.issubdtype(targets.dtype, np.integer)):
+        got = targets.dtype if isinstance(targets, np.ndarray) else type(targets).__name__
+        raise ValueError(f"targets: expected a numeric numpy array, got {got}")
+    if targets.shape != like.shape:
+        raise ValueError(f"targets: expected the shape of {name} {tuple(like.shape)}, got "
+                         f"{tuple(targets.shape)}")
+
+
 def mse_forward(pred: np.ndarray, targets: np.ndarray):
     """Mean over all N elements of ``(pred - targets) ** 2``; pred (...) float, targets
     of the same shape (any float or integer dtype, read in pred's dtype).
@@ -98,13 +111,7 @@ def mse_forward(pred: np.ndarray, targets: np.ndarray):
     = pred - targets (pred's shape) and n the element count.
     """
     chk.float_array("pred", pred)
-    if not isinstance(targets, np.ndarray) or not (np.issubdtype(targets.dtype, np.floating)
-                                                   or np.issubdtype(targets.dtype, np.integer)):
-        got = targets.dtype if isinstance(targets, np.ndarray) else type(targets).__name__
-        raise ValueError(f"targets: expected a numeric numpy array, got {got}")
-    if targets.shape != pred.shape:
-        raise ValueError(f"targets: expected the shape of pred {tuple(pred.shape)}, got "
-                         f"{tuple(targets.shape)}")
+    _check_float_targets(targets, "pred", pred)
     n = pred.size
     if n == 0:
         return pred.dtype.type(0.0), (np.zeros_like(pred), 0)
@@ -133,13 +140,7 @@ def bce_logits_forward(logits: np.ndarray, targets: np.ndarray):
     Returns the loss (a scalar of logits' dtype) and ``cache = (x, t, n)``.
     """
     chk.float_array("logits", logits)
-    if not isinstance(targets, np.ndarray) or not (np.issubdtype(targets.dtype, np.floating)
-                                                   or np.issubdtype(targets.dtype, np.integer)):
-        got = targets.dtype if isinstance(targets, np.ndarray) else type(targets).__name__
-        raise ValueError(f"targets: expected a numeric numpy array, got {got}")
-    if targets.shape != logits.shape:
-        raise ValueError(f"targets: expected the shape of logits {tuple(logits.shape)}, got "
-                         f"{tuple(targets.shape)}")
+    _check_float_targets(targets, "logits", logits)
     t = targets.astype(logits.dtype, copy=False)
     if t.size and not (np.all(t >= 0) and np.all(t <= 1)):
         raise ValueError(f"targets: expected values in [0, 1], got [{float(np.min(t)):g}, "
@@ -159,6 +160,4 @@ def bce_logits_backward(dloss, cache) -> np.ndarray:
     if n == 0:
         return np.zeros_like(x)
     # d/dx [max(x,0) - x t + log(1 + exp(-|x|))] = sigmoid(x) - t
-    e = np.exp(-np.abs(x))  # (...), in (0, 1]
-    sig = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
-    return (sig - t) * x.dtype.type(float(dloss) / n)
+    return (_sigmoid(x) - t) * x.dtype.type(float(dloss) / n)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from numformer import nn
+from numformer.ops.activations import _sigmoid
 from numformer.train import metrics as M
 from numformer.train.config import TrainConfig
 from numformer.train.tasks import ClassifyTask
@@ -44,9 +45,7 @@ def to_score(z, meta: dict) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     if meta.get("regress_loss", "mse") == "bce":
         low, high = meta["label_low"], meta["label_high"]
-        e = np.exp(-np.abs(z))
-        sig = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-        return low + (high - low) * sig
+        return low + (high - low) * _sigmoid(z)
     return meta.get("label_mean", 0.0) + meta.get("label_std", 1.0) * z
 
 

@@ -273,15 +273,20 @@ def test_pearson_spearman_against_scipy():
         M.spearman([1.0], [2.0])
 
 
-def test_tiny_regression_run_loss_falls_and_predicts_scores(tmp_path, capsys):
-    rng = np.random.default_rng(4)
+def _good_counts(path, seed: int, step: float = 1.0):
+    """A CSV of 240 texts of four words, each scored ``step`` times its count of 'good'."""
+    rng = np.random.default_rng(seed)
     lines = ["text,score"]
-    for _ in range(240):  # the score counts the word 'good' among four
+    for _ in range(240):
         k = int(rng.integers(0, 5))
         words = ["good"] * k + list(rng.choice(["x", "y", "z"], 4 - k))
-        lines.append(f"{' '.join(rng.permutation(words))},{k}")
-    p = tmp_path / "scores.csv"
-    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        lines.append(f"{' '.join(rng.permutation(words))},{step * k:g}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_tiny_regression_run_loss_falls_and_predicts_scores(tmp_path, capsys):
+    p = _good_counts(tmp_path / "scores.csv", seed=4)  # the score counts 'good' among four
     out = tmp_path / "r"
     cfg = TrainConfig.for_task("regress", data=str(p), out=str(out),
                                **dict(TINY, epochs=8, lr=3e-3))
@@ -301,14 +306,8 @@ def test_tiny_regression_run_loss_falls_and_predicts_scores(tmp_path, capsys):
 
 
 def test_bce_regression_learns_a_bounded_score_and_predicts_in_its_range(tmp_path, capsys):
-    rng = np.random.default_rng(5)
-    lines = ["text,score"]
-    for _ in range(240):  # the score, on 0-5 as STS-B's: 1.25 per 'good' among four
-        k = int(rng.integers(0, 5))
-        words = ["good"] * k + list(rng.choice(["x", "y", "z"], 4 - k))
-        lines.append(f"{' '.join(rng.permutation(words))},{1.25 * k}")
-    p = tmp_path / "scores.csv"
-    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # the score on 0-5 as STS-B's: 1.25 per 'good' among four
+    p = _good_counts(tmp_path / "scores.csv", seed=5, step=1.25)
     out = tmp_path / "b"
     cfg = TrainConfig.for_task("regress", data=str(p), out=str(out), regress_loss="bce",
                                **dict(TINY, epochs=16, lr=3e-3))
