@@ -120,7 +120,10 @@ CLI_CASES = [
                               "'constant', 'linear', 'cosine')"),
     ("train --activation swish", "argument --activation: invalid choice: 'swish' (choose from 'relu', 'gelu'"),
     ("train --positional alibi", "argument --positional: invalid choice: 'alibi' (choose from 'learned', 'sinusoidal'"),
-    ("train classify --pooling max", "argument --pooling: invalid choice: 'max' (choose from 'mean', 'cls')"),
+    ("train classify --pooling max",
+     "argument --pooling: invalid choice: 'max' (choose from 'mean', 'cls', 'pooler')"),
+    ("train classify --pooling pooler", "--pooling: 'pooler' is a pretrained BERT's tanh pooler: "
+                                        "it needs --init minilm"),
     ("train --backend cuda", "argument --backend: invalid choice: 'cuda' (choose from '', 'numba', 'numpy')"),
     ("train --on-nonfinite ignore", "--on-nonfinite"),
     ("train --dim abc", "argument --dim: invalid int value: 'abc'"),
@@ -281,7 +284,9 @@ API_CASES = [
     (_cfg(task="lm", dataset="imdb"), "dataset: unknown dataset 'imdb' for the lm task"),
     (_cfg(task="translate"), "task: expected one of 'mlm', 'classify', 'lm', 'regress', got 'translate'"),
     (_cfg(activation="swish"), "activation: expected one of"),
-    (_cfg(pooling="max"), "pooling: expected one of 'mean', 'cls', got 'max'"),
+    (_cfg(pooling="max"), "pooling: expected one of 'mean', 'cls', 'pooler', got 'max'"),
+    (_cfg(task="classify", pooling="pooler"), "pooling: 'pooler' is a pretrained BERT's tanh "
+                                              "pooler: it needs --init minilm"),
     (_cfg(data=3), "data: expected a string, got 3"),
     (_cfg(n_heads=3), "n_heads: expected a divisor of dim (128), got 3"),
     (lambda: TrainConfig.from_dict({"lr": "x"}, source="c.json"),
@@ -323,6 +328,9 @@ def test_api_paths_name_the_field_not_the_flag(files):
          f"{files['text']}, set dataset (one of europarl, imdb-unsup, text)"),
         (dict(task="classify", dataset="sst5"),
          "data: the 'sst5' dataset is read from a folder; none given"),
+        (dict(task="classify", init=str(files["mlm"]), pooling="pooler"),
+         f"pooling: 'pooler' is a pretrained BERT's tanh pooler: it needs --init minilm (or a "
+         f"BERT checkpoint), got --init '{files['mlm']}'; the other choices: mean, cls"),
     ]
     for kw, fragment in cases:
         with pytest.raises(ConfigError, match="^" + re.escape(fragment)):

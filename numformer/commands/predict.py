@@ -1,5 +1,6 @@
 """``numformer predict TEXT...``: classify sentences, score them (a regression run),
-or fill in <mask> tokens. A run trained on text pairs (--text-pair-column) reads
+or fill in <mask> tokens; ``--file FILE`` predicts every row of a file
+(numformer.commands.predict_file). A run trained on text pairs (--text-pair-column) reads
 its TEXT arguments two by two: ``numformer predict -c RUN "a 1" "b 1" "a 2" "b 2"``
 (trained with --pair-swap: each pair scored in both orders, averaged, as its
 evaluation was)."""
@@ -67,8 +68,23 @@ def _show(trained, out, text) -> None:
 
 
 def run(args) -> int:
-    from numformer.commands._common import check_int, check_texts, encode_for, load_or_exit
+    from numformer.commands._common import (CommandError, check_int, check_texts, encode_for,
+                                            load_or_exit)
     from numformer.train.task_base import encode_example
+    if args.file is not None:
+        if args.text:
+            raise CommandError(f"TEXT: give texts or --file, not both (got {len(args.text)} "
+                               f"texts and --file {args.file})")
+        from numformer.commands.predict_file import run as run_file
+        return run_file(args)
+    file_flags = [f for f, v in (("--output", args.output), ("--format", args.format),
+                                 ("--header", args.header), ("--text-column", args.text_column),
+                                 ("--text-pair-column", args.text_pair_column)) if v is not None]
+    if file_flags:
+        raise CommandError(f"{file_flags[0]}: a setting of --file; without --file the texts "
+                           f"are the command line's")
+    if not args.text:
+        raise CommandError("TEXT: expected texts to predict, or --file FILE")
     check_int("--top", args.top)
     check_texts("TEXT", args.text)
     trained = load_or_exit(args.checkpoint, expect=("classify", "mlm", "regress"))
@@ -99,8 +115,25 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("predict", help="classify or score sentences (or pairs), or fill in "
                                        "<mask>, with a saved model")
-    p.add_argument("text", nargs="+", help="sentences (for a masked-LM, containing <mask>)")
+    p.add_argument("text", nargs="*", help="sentences (for a masked-LM, containing <mask>)")
     p.add_argument("--checkpoint", "-c", default="runs/classify", metavar="PATH",
                    help="checkpoint file or run folder (default: runs/classify)")
     p.add_argument("--top", type=int, default=5, help="candidates per <mask> (masked-LM)")
+    from numformer.train.config import FILE_FORMATS, FILE_HEADERS
+    g = p.add_argument_group("a file of texts (classify and regress runs): one prediction a "
+                             "row, as CSV")
+    g.add_argument("--file", metavar="FILE", help="a CSV, TSV or JSON-lines file, or a folder "
+                                                  "of *.txt files (one text a file)")
+    g.add_argument("--output", "-o", metavar="FILE.csv",
+                   help="write the predictions here (default: standard output)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    g.add_argument("--format", choices=FILE_FORMATS, help="the file's format (default: the run's)")
+    g.add_argument("--header", choices=FILE_HEADERS,
+                   help="a header row (default: the run's setting)")
+    g.add_argument("--text-column", metavar="COL",
+                   help="the text column, a name or a 0-based index (default: the run's, else "
+                        "found by name or content)")
+    g.add_argument("--text-pair-column", metavar="COL",
+                   help="the second text of a pair (default: the run's)")
+    g.add_argument("--batch-size", type=int, default=64, help="texts a forward pass (default 64)")
     p.set_defaults(func=run)

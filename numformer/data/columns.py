@@ -65,9 +65,19 @@ def infer_columns(path, rows: list, n: int, kind: str, taken: set):
         label = numeric[0]
     else:
         label = min(free, key=lambda j: (len(set(cols[j])), -j))
-    text = max((j for j in free if j != label),
-               key=lambda j: sum(len(str(v)) for v in cols[j]) / max(1, len(cols[j])))
-    return text, label
+    return longest_column(path, rows, n, taken | {label}), label
+
+
+def longest_column(path, rows: list, n: int, taken: set) -> int:
+    """The column (not in ``taken``) whose values are longest on average: the text."""
+    free = [j for j in range(n) if j not in taken]
+    if not free:
+        raise DataError(path, None, f"no column left for the text ({n} columns, all taken)")
+
+    def mean_len(j):
+        col = [r[j] for r in rows if j < len(r)]
+        return sum(len(str(v)) for v in col) / max(1, len(col))
+    return max(free, key=mean_len)
 
 
 def first_is_header(rows: list, label: int | None, kind: str) -> bool:
@@ -107,8 +117,10 @@ def resolve(path, spec: str, names: list | None, n: int, flag: str):
     return low.index(spec.strip().lower())
 
 
-def pick_columns(path, names, rows, n, kind, text_column, label_column, pair_column):
-    """(text, label, pair or None) column indices and how they were chosen."""
+def pick_columns(path, names, rows, n, kind, text_column, label_column, pair_column,
+                 need_label: bool = True):
+    """(text, label, pair or None) column indices and how they were chosen; with
+    ``need_label`` False (texts to predict) the label is None unless named."""
     how = []
     text = resolve(path, text_column, names, n, "--text-column") if text_column else None
     label = resolve(path, label_column, names, n, "--label-column") if label_column else None
@@ -117,7 +129,7 @@ def pick_columns(path, names, rows, n, kind, text_column, label_column, pair_col
         if text is None:
             text = by_name(names, TEXT_NAMES)
             how += [] if text is None else [f"text column {names[text]!r} (by its name)"]
-        if label is None:
+        if label is None and need_label:
             label = by_name(names, LABEL_NAMES)
             how += [] if label is None else [f"label column {names[label]!r} (by its name)"]
         if pair is None and not text_column and text is not None \
@@ -125,7 +137,10 @@ def pick_columns(path, names, rows, n, kind, text_column, label_column, pair_col
                                                     "premise"):
             pair = by_name(names, PAIR_NAMES)
             how += [] if pair is None else [f"text-pair column {names[pair]!r} (by its name)"]
-    if text is None or label is None:
+    if text is None and not need_label:
+        text = longest_column(path, rows, n, {j for j in (label, pair) if j is not None})
+        how.append(f"text column {column_name(names, text)} (longest values)")
+    if text is None or (label is None and need_label):
         taken = {j for j in (text, label, pair) if j is not None}
         t, lab = infer_columns(path, rows, n, kind, taken)
         if label is None:

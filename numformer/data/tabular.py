@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from numformer.data.columns import (LABEL_NAMES, SCAN, TEXT_NAMES, as_index, by_name,
-                                    column_name, first_is_header, infer_columns, pick_columns)
+                                    column_name, first_is_header, infer_columns, longest_column,
+                                    pick_columns)
 from numformer.data.files import DataError, read_bytes
 
 FORMATS = ("auto", "csv", "tsv", "jsonl")
@@ -54,7 +55,8 @@ EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
 @dataclass
 class Rows:
     """What one file (or folder) gave: texts, the second texts of pairs (or None),
-    the raw labels (str), the 1-based line of each row, and notes for the report."""
+    the raw labels (str; None for texts read to predict), the 1-based line of each
+    row, and notes for the report."""
     path: str
     texts: list
     pairs: list | None
@@ -184,8 +186,11 @@ def _cell(path, line, fields, j, names, what, allow_empty=False) -> str:
 
 
 def read_table(path, fmt: str = "auto", header: str = "auto", text_column: str = "",
-               label_column: str = "", pair_column: str = "", kind: str = "classify") -> Rows:
-    """The rows of a CSV, TSV or JSON-lines file (gzip or not); see the module doc."""
+               label_column: str = "", pair_column: str = "", kind: str = "classify",
+               need_label: bool = True) -> Rows:
+    """The rows of a CSV, TSV or JSON-lines file (gzip or not); see the module doc.
+    ``need_label`` False (texts to predict): no label column is looked for, and
+    ``labels`` is None."""
     path = Path(path)
     declared = fmt != "auto"
     fmt = detect_format(path, fmt)
@@ -196,7 +201,8 @@ def read_table(path, fmt: str = "auto", header: str = "auto", text_column: str =
     text = decode(path, read_bytes(path))
     _check_extension(path, fmt, declared, text)
     if fmt == "jsonl":
-        return _read_jsonl(path, text, text_column, label_column, pair_column, kind)
+        return _read_jsonl(path, text, text_column, label_column, pair_column, kind,
+                           need_label)
     records, blank = _records(path, fmt, text)
     if not records:
         raise DataError(path, None, "no rows")
@@ -208,7 +214,7 @@ def read_table(path, fmt: str = "auto", header: str = "auto", text_column: str =
             has_header = True
         else:
             lab = as_index(label_column) if label_column else None
-            if lab is None:
+            if lab is None and need_label:
                 try:
                     lab = infer_columns(path, rows[1:SCAN], n, kind, set())[1]
                 except DataError:
@@ -220,10 +226,12 @@ def read_table(path, fmt: str = "auto", header: str = "auto", text_column: str =
     body = records[1:] if has_header else records
     if not body:
         raise DataError(path, None, "no rows after the header")
-    t, lab, pair, how = pick_columns(path, names, [f for _, f in body[:SCAN]], n, kind, text_column,
-                              label_column, pair_column)
+    t, lab, pair, how = pick_columns(path, names, [f for _, f in body[:SCAN]], n, kind,
+                                     text_column, "" if not need_label else label_column,
+                                     pair_column, need_label)
     need = max(j for j in (t, lab, pair) if j is not None) + 1
-    texts, pairs, labels, lines = [], [] if pair is not None else None, [], []
+    texts, pairs, lines = [], [] if pair is not None else None, []
+    labels = [] if lab is not None else None
     extra = 0
     ref = "the header" if has_header else f"line {records[0][0]}"
     for line, fields in body:
@@ -239,7 +247,8 @@ def read_table(path, fmt: str = "auto", header: str = "auto", text_column: str =
         texts.append(_cell(path, line, fields, t, names, "text"))
         if pairs is not None:
             pairs.append(_cell(path, line, fields, pair, names, "text"))
-        labels.append(_cell(path, line, fields, lab, names, "label"))
+        if labels is not None:
+            labels.append(_cell(path, line, fields, lab, names, "label"))
         lines.append(line)
     notes = []
     if has_header:
@@ -251,14 +260,17 @@ def read_table(path, fmt: str = "auto", header: str = "auto", text_column: str =
         notes.append(f"{extra} rows have more than {n} fields; their extra fields are not read")
     if blank > 0:
         notes.append(f"{blank} blank lines skipped")
-    cols = [f"text column {column_name(names, t)}", f"label column {column_name(names, lab)}"]
+    cols = [f"text column {column_name(names, t)}"]
+    if lab is not None:
+        cols.append(f"label column {column_name(names, lab)}")
     if pair is not None:
         cols.insert(1, f"text-pair column {column_name(names, pair)}")
     return Rows(str(path), texts, pairs, labels, lines,
                 "; ".join(how) if how else ", ".join(cols), notes)
 
 
-def _read_jsonl(path, text, text_column, label_column, pair_column, kind) -> Rows:
+def _read_jsonl(path, text, text_column, label_column, pair_column, kind,
+                need_label=True) -> Rows:
     objs = []
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
@@ -282,10 +294,17 @@ def _read_jsonl(path, text, text_column, label_column, pair_column, kind) -> Row
     if tkey is None:
         j = by_name(keys, TEXT_NAMES)
         tkey = keys[j] if j is not None else None
-    if lkey is None:
+    if not need_label:
+        lkey = None
+    elif lkey is None:
         j = by_name(keys, LABEL_NAMES)
         lkey = keys[j] if j is not None else None
-    if tkey is None or lkey is None:
+    if tkey is None and not need_label:
+        rows = [[str(d.get(k, "")) for k in keys] for _, d in objs[:SCAN]]
+        tkey = keys[longest_column(path, rows, len(keys),
+                                   {keys.index(pkey)} if pkey in keys else set())]
+        how.append(f"text key {tkey!r} (longest values)")
+    if tkey is None or (lkey is None and need_label):
         rows = [[str(d.get(k, "")) for k in keys] for _, d in objs[:SCAN]]
         taken = {keys.index(k) for k in (tkey, lkey, pkey) if k in keys}
         t, lab = infer_columns(path, rows, len(keys), kind, taken)
@@ -295,7 +314,8 @@ def _read_jsonl(path, text, text_column, label_column, pair_column, kind) -> Row
         if tkey is None:
             tkey = keys[t]
             how.append(f"text key {tkey!r} (by content)")
-    texts, pairs, labels, lines = [], [] if pkey else None, [], []
+    texts, pairs, lines = [], [] if pkey else None, []
+    labels = [] if lkey is not None else None
     for n, d in objs:
         for k, what in ((tkey, "text"), (pkey, "text"), (lkey, "label")):
             if k is None:
@@ -316,9 +336,10 @@ def _read_jsonl(path, text, text_column, label_column, pair_column, kind) -> Row
         texts.append(d[tkey].strip())
         if pairs is not None:
             pairs.append(d[pkey].strip())
-        v = d[lkey]
-        labels.append(str(v).strip() if not isinstance(v, bool) else str(v).lower())
+        if labels is not None:
+            v = d[lkey]
+            labels.append(str(v).strip() if not isinstance(v, bool) else str(v).lower())
         lines.append(n)
     cols = f"text key {tkey!r}" + (f", text-pair key {pkey!r}" if pkey else "") + \
-        f", label key {lkey!r}"
+        (f", label key {lkey!r}" if lkey else "")
     return Rows(str(path), texts, pairs, labels, lines, "; ".join(how) or cols, [])

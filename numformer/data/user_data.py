@@ -79,10 +79,7 @@ def read_folder(path) -> Rows:
         if not files:
             raise DataError(c, None, "expected *.txt files in this class folder, found none")
         for f in files:
-            t = decode(f, read_bytes(f)).strip()
-            if not t:
-                raise DataError(f, None, "empty text; expected a non-empty text file")
-            texts.append(t)
+            texts.append(_text_file(f))
             labels.append(c.name)
             lines.append(1)
     if other:
@@ -229,6 +226,24 @@ def count_lines(data: dict, kind: str) -> list:
             out.append(f"{s}: {len(d)} examples; score mean {y.mean():.3f}, std {y.std():.3f}, "
                        f"range [{y.min():g}, {y.max():g}]")
     return out
+
+
+def read_text_files(path) -> tuple[list, list]:
+    """(names, texts) of every ``*.txt`` file under a folder (sorted, recursively;
+    names relative to it): one text a file, to predict."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+    if not files:
+        raise DataError(path, None, "expected *.txt files in this folder (or below), found none")
+    return [p.relative_to(path).as_posix() for p in files], [_text_file(f) for f in files]
+
+
+def _text_file(f: Path) -> str:
+    """One text file's text (UTF-8, stripped), or DataError when it is empty."""
+    t = decode(f, read_bytes(f)).strip()
+    if not t:
+        raise DataError(f, None, "empty text; expected a non-empty text file")
+    return t
 
 
 def read_texts(path, text_column: str = "") -> list:

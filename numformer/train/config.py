@@ -47,6 +47,7 @@ def _model_names(name: str, fallback: tuple) -> tuple:
 ACTIVATIONS = _model_names("ACTIVATION_NAMES", ("relu", "gelu", "gelu_tanh"))
 POSITIONALS = _model_names("POSITIONALS", ("learned", "sinusoidal"))
 POOLINGS = _model_names("POOLING_NAMES", ("mean", "cls"))
+PRETRAINED_POOLINGS = ("pooler",)  # a pretrained BERT's only (numformer.pretrained.bert)
 ARCHS = ("", "gpt", "llama", "bert")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "linear", "cosine")
@@ -131,8 +132,9 @@ class TrainConfig:
     norm_first: bool = setting(False, "pre-LN blocks (else post-LN)", Flag())
     activation: str = setting("gelu", "the feed-forward activation", Choice(*ACTIVATIONS))
     positional: str = setting("learned", "position embeddings", Choice(*POSITIONALS))
-    pooling: str = setting("mean", "classify: how the sequence becomes one vector",
-                           Choice(*POOLINGS))
+    pooling: str = setting("mean", "classify/regress: how the sequence becomes one vector "
+                                   "(pooler: a pretrained BERT's tanh pooler on <cls>)",
+                           Choice(*POOLINGS, *PRETRAINED_POOLINGS))
     tie_weights: bool = setting(True, "the MLM/LM decoder shares the token embedding", Flag())
     arch: str = setting("", "a model family preset ('' = the classic stack these flags set): "
                             "gpt, llama (RMSNorm, rotary positions, SwiGLU, no biases; "
@@ -219,6 +221,11 @@ class TrainConfig:
             raise ConfigError("regress_loss", f"a loss of the regress task; this is "
                                               f"{self.task} (expected the default 'mse', got "
                                               f"{self.regress_loss!r})")
+        if self.pooling in PRETRAINED_POOLINGS and not self.init:
+            raise ConfigError("pooling", f"'{self.pooling}' is a pretrained BERT's tanh pooler: "
+                                         f"it needs --init minilm (or a BERT checkpoint); "
+                                         f"from scratch the choices are "
+                                         f"{', '.join(POOLINGS)}", refs=("init",))
         if self.lora_rank and not self.init:
             raise ConfigError("lora_rank", "adapters fine-tune a pretrained model: give --init "
                                            "too", refs=("init",))

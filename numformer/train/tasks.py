@@ -48,7 +48,7 @@ from numformer.data.masking import mask_tokens
 from numformer.data.tokenizers import WordTokenizer
 from numformer.train import metrics as M
 from numformer.train.auto import MAX_LEN_CAP, resolve, token_counts
-from numformer.train.config import TrainConfig, known_datasets
+from numformer.train.config import POOLINGS, PRETRAINED_POOLINGS, TrainConfig, known_datasets
 from numformer.train.lm_task import LMTask
 from numformer.train.settings import ConfigError
 from numformer.train.task_base import (EVAL_BATCH, LazyEpoch, check_inputs, encode_example,
@@ -218,6 +218,12 @@ class ClassifyTask:
     def __init__(self, cfg: TrainConfig, log=print, tokenizer=None):
         self.cfg = cfg
         self.data_report = []
+        self.init_kind = init_kind(cfg.init)
+        if cfg.pooling in PRETRAINED_POOLINGS and self.init_kind != "bert":
+            raise ConfigError("pooling", f"'{cfg.pooling}' is a pretrained BERT's tanh pooler: "
+                                         f"it needs --init minilm (or a BERT checkpoint), got "
+                                         f"--init {cfg.init!r}; the other choices: "
+                                         f"{', '.join(POOLINGS)}", refs=("init",))
         train, evals, self.class_names = self._data(cfg)
         if cfg.limit:
             train.texts, train.labels = train.texts[:cfg.limit], train.labels[:cfg.limit]
@@ -232,7 +238,6 @@ class ClassifyTask:
         self.n_classes = train.n_classes  # the model's outputs (1 for a regression)
         for line in self.data_report:
             log(line)
-        self.init_kind = init_kind(cfg.init)
 
         def choose(cap):  # the settings left to the data (numformer.train.auto)
             pairs = getattr(train, "pairs", None)
