@@ -135,5 +135,6 @@ def register(sub) -> None:
                         "found by name or content)")
     g.add_argument("--text-pair-column", metavar="COL",
                    help="the second text of a pair (default: the run's)")
-    g.add_argument("--batch-size", type=int, default=64, help="texts a forward pass (default 64)")
+    g.add_argument("--batch-size", type=int, default=64, metavar="N",
+                   help="texts a forward pass (default 64)")
     p.set_defaults(func=run)
