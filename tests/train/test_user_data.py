@@ -207,6 +207,34 @@ def test_minilm_pairs_receive_token_types(pair_file, tmp_path):
         assert not np.allclose(got, task.model(ids, km))
 
 
+def test_pooler_pooling_feeds_the_head_bert_s_tanh_pooler(pair_file, tmp_path):
+    pytest.importorskip("safetensors")
+    from numformer.pretrained.sentence import default_model_path
+    try:
+        default_model_path()
+    except FileNotFoundError:
+        pytest.skip("all-MiniLM-L6-v2 not installed")
+    cfg = TrainConfig.for_task("regress", data=str(pair_file), out=str(tmp_path / "m"),
+                               **dict(TINY, dim=384, n_heads=12), init="minilm", limit=20,
+                               pooling="pooler")
+    task = make_task(cfg, log=quiet)
+    ids, km, tt, y = task.train_batches(0)[0]
+    m = task.model
+    m.eval()
+    with nn.no_grad():
+        h = m.bert(ids, km, token_type_ids=tt)  # (B, T, C)
+        w, b = m.bert.pooler.dense.weight.value, m.bert.pooler.dense.bias.value
+        pooled = np.tanh(h[:, 0].astype(np.float64) @ w + b)  # (B, C): BERT's pooler
+        want = pooled @ m.fc.weight.value + m.fc.bias.value  # (B, 1)
+        np.testing.assert_allclose(m(ids, km, token_type_ids=tt), want, rtol=1e-4, atol=1e-5)
+        assert not np.allclose(want, np.tanh(h.mean(1) @ w + b) @ m.fc.weight.value  # not a mean
+                               + m.fc.bias.value, atol=1e-3)
+    m.train()
+    m.zero_grad()
+    task.loss_and_backward((ids, km, tt, y))
+    assert np.abs(m.bert.pooler.dense.weight.grad).max() > 0  # the pooler is trained too
+
+
 # regression ---------------------------------------------------------------------------
 
 def test_mse_op_gradient_and_value():
