@@ -1,4 +1,6 @@
-"""``numformer eval RUN``: evaluate a saved model on its held-out data (or another)."""
+"""``numformer eval RUN``: evaluate a saved model on its held-out data (or another
+dataset; ``--test FILE``: a labelled file of the user's, read as the run read
+its own, predicted as ``predict --file`` does)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,62 @@ import json
 import sys
 
 
+def eval_file(args) -> int:
+    """The run's metrics on a labelled file of the user's (--test FILE)."""
+    import numpy as np
+    from numformer.commands._common import CommandError, load_or_exit
+    from numformer.commands.predict_file import predict_arrays, read_inputs
+    from numformer.data.files import DataError
+    from numformer.data.tabular import Rows
+    from numformer.data.user_data import to_data
+    from numformer.train import metrics as M
+    if args.dataset is not None or args.data is not None:
+        raise CommandError(f"--test: evaluates on one file; give it without "
+                           f"{'--dataset' if args.dataset is not None else '--data'}")
+    trained = load_or_exit(args.checkpoint, expect=("classify", "regress"))
+    _, lines, texts, pairs, labels, what = read_inputs(
+        trained, args.test, args.format, args.header, args.text_column, args.text_pair_column,
+        args.label_column, labelled=True, flag="--test")
+    print(f"read {what}", file=sys.stderr)
+    kind = trained.meta["task"]
+    names = trained.meta.get("class_names")
+    rows = Rows(str(args.test), texts, pairs, labels, lines)
+    try:
+        y = to_data(rows, kind, names if kind == "classify" else None).labels
+    except DataError as e:
+        raise CommandError(str(e)) from None
+    out = predict_arrays(trained, texts, pairs)
+    if kind == "regress":
+        metrics = {"test_loss": float(np.mean((out - y) ** 2)), "test_pearson": M.pearson(out, y),
+                   "test_spearman": M.spearman(out, y)}
+        print(json.dumps(metrics, indent=1))
+        return 0
+    nll = -np.log(np.maximum(out[np.arange(len(y)), y], 1e-300)).mean()
+    cm = M.confusion_matrix(y, out.argmax(-1), out.shape[1])
+    print(json.dumps({"test_loss": float(nll), "test_accuracy": M.accuracy_from_confusion(cm)},
+                     indent=1))
+    _print_confusion("test", cm, names)
+    return 0
+
+
+def _print_confusion(name, cm, class_names) -> None:
+    from numformer.train import metrics as M
+    acc = M.per_class_accuracy(cm)
+    print(f"{name} per class: " + ", ".join(f"{c} {a:.3f}" for c, a in zip(class_names, acc)))
+    print(M.format_confusion(cm, [c[:8] for c in class_names]))
+
+
 def run(args) -> int:
     from numformer.commands._common import CommandError, load_or_exit
+    file_flags = [f for f, v in (("--format", args.format), ("--header", args.header),
+                                 ("--text-column", args.text_column),
+                                 ("--text-pair-column", args.text_pair_column),
+                                 ("--label-column", args.label_column)) if v is not None]
+    if args.test is not None:
+        return eval_file(args)
+    if file_flags:
+        raise CommandError(f"{file_flags[0]}: a setting of --test FILE; without it the run is "
+                           f"evaluated on its own held-out data")
     from numformer.train.config import TrainConfig
     from numformer.train.settings import ConfigError, flag_of
     from numformer.train.tasks import make_task
@@ -39,12 +95,8 @@ def run(args) -> int:
         print(f"{name}: predicted score (label) of the first {min(5, len(y))} of {len(y)}: " +
               ", ".join(f"{p:.3f} ({t:g})" for p, t in zip(pred[:5], y[:5])))
     if hasattr(task, "last_confusion"):
-        from numformer.train import metrics as M
         for name, cm in task.last_confusion.items():
-            acc = M.per_class_accuracy(cm)
-            print(f"{name} per class: " + ", ".join(f"{c} {a:.3f}"
-                                                  for c, a in zip(task.class_names, acc)))
-            print(M.format_confusion(cm, [c[:8] for c in task.class_names]))
+            _print_confusion(name, cm, task.class_names)
     return 0
 
 
@@ -53,4 +105,17 @@ def register(sub) -> None:
     p.add_argument("checkpoint", help="checkpoint file or run folder")
     p.add_argument("--dataset", help="evaluate on another dataset (default: the training one)")
     p.add_argument("--data", help="path of that dataset")
+    from numformer.train.config import FILE_FORMATS, FILE_HEADERS
+    g = p.add_argument_group("a labelled file of your own (classify and regress runs)")
+    g.add_argument("--test", metavar="FILE",
+                   help="evaluate on this CSV, TSV or JSON-lines file, or folder of class "
+                        "folders (its labels must be the run's classes)")
+    g.add_argument("--format", choices=FILE_FORMATS, help="the file's format (default: the run's)")
+    g.add_argument("--header", choices=FILE_HEADERS,
+                   help="a header row (default: the run's setting)")
+    g.add_argument("--text-column", metavar="COL",
+                   help="the text column, a name or a 0-based index (default: the run's)")
+    g.add_argument("--text-pair-column", metavar="COL",
+                   help="the second text of a pair (default: the run's)")
+    g.add_argument("--label-column", metavar="COL", help="the label column (default: the run's)")
     p.set_defaults(func=run)

@@ -29,30 +29,41 @@ from numformer.commands._common import CommandError
 BATCH = 64  # texts a forward pass
 
 
-def read_inputs(trained, path, fmt=None, header=None, text_column=None, pair_column=None):
-    """(ids column name, ids, texts, second texts or None, what was read: one line)."""
+def read_inputs(trained, path, fmt=None, header=None, text_column=None, pair_column=None,
+                label_column=None, labelled: bool = False, flag: str = "--file"):
+    """(ids column name, ids, texts, second texts or None, labels as read or None, what
+    was read: one line). ``labelled``: the label column is read too (the run's, or
+    ``label_column``); a folder is then one class a sub-folder."""
     from numformer.data.files import DataError
     from numformer.data.tabular import detect_format, read_table
-    from numformer.data.user_data import read_text_files
+    from numformer.data.user_data import read_folder, read_text_files
     tc = trained.train_config
     pairs = bool(trained.meta.get("text_pairs", bool(tc.text_pair_column)))
     opts = dict(fmt=tc.format if fmt is None else fmt,
                 header=tc.header if header is None else header,
                 text_column=tc.text_column if text_column is None else text_column,
-                pair_column=tc.text_pair_column if pair_column is None else pair_column)
+                pair_column=tc.text_pair_column if pair_column is None else pair_column,
+                label_column=tc.label_column if label_column is None else label_column)
     path = Path(path)
     if not path.exists():
-        raise CommandError(f"--file: no such file or folder: {path}")
+        raise CommandError(f"{flag}: no such file or folder: {path}")
     try:
         if detect_format(path, opts["fmt"]) == "folder":
             if pairs:
-                raise CommandError(f"--file {path}: this run was trained on text pairs; a "
+                raise CommandError(f"{flag} {path}: this run was trained on text pairs; a "
                                    f"folder of text files holds one text a file (give a CSV, "
                                    f"TSV or JSON-lines file with both texts)")
+            if labelled:  # one class a sub-folder; each row's "line" is 1
+                rows = read_folder(path)
+                return "file", rows.lines, rows.texts, None, rows.labels, \
+                    f"{path}: {len(rows)} text files; {rows.columns}"
             names, texts = read_text_files(path)
-            return "file", names, texts, None, f"{path}: {len(texts)} text files"
-        rows = read_table(path, opts["fmt"], opts["header"], opts["text_column"], "",
-                          opts["pair_column"] if pairs else "", need_label=False)
+            return "file", names, texts, None, None, f"{path}: {len(texts)} text files"
+        rows = read_table(path, opts["fmt"], opts["header"], opts["text_column"],
+                          opts["label_column"] if labelled else "",
+                          opts["pair_column"] if pairs else "",
+                          kind="regress" if trained.meta["task"] == "regress" else "classify",
+                          need_label=labelled)
     except DataError as e:
         raise CommandError(str(e)) from None
     if pairs and rows.pairs is None:
@@ -62,8 +73,8 @@ def read_inputs(trained, path, fmt=None, header=None, text_column=None, pair_col
     if not pairs:
         rows.pairs = None  # a one-text run reads the first text of a pair file
     notes = "".join(f"; {n}" for n in rows.notes)
-    return "line", rows.lines, rows.texts, rows.pairs, f"{path}: {len(rows)} rows; " \
-                                                        f"{rows.columns}{notes}"
+    return "line", rows.lines, rows.texts, rows.pairs, rows.labels, \
+        f"{path}: {len(rows)} rows; {rows.columns}{notes}"
 
 
 def raw_outputs(trained, texts, pairs, batch=BATCH) -> np.ndarray:
@@ -99,19 +110,25 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
-def predictions(trained, texts, pairs, batch=BATCH):
-    """(header, rows) of the output table, without the ids column."""
+def predict_arrays(trained, texts, pairs, batch=BATCH) -> np.ndarray:
+    """Scores (N,) of a regression run, or class probabilities (N, K); with
+    --pair-swap, the mean of both orders'."""
     from numformer.train.regress_task import to_score
     regress = trained.meta["task"] == "regress"
-    swap = pairs is not None and trained.train_config.pair_swap
 
-    def one(a, b):  # scores (N,) or probabilities (N, K)
+    def one(a, b):
         z = raw_outputs(trained, a, b, batch)
         return to_score(z[:, 0], trained.meta) if regress else _softmax(z)
     out = one(texts, pairs)
-    if swap:
+    if pairs is not None and trained.train_config.pair_swap:
         out = 0.5 * (out + one(pairs, texts))
-    if regress:
+    return out
+
+
+def predictions(trained, texts, pairs, batch=BATCH):
+    """(header, rows) of the output table, without the ids column."""
+    out = predict_arrays(trained, texts, pairs, batch)
+    if trained.meta["task"] == "regress":
         return ["score"], [[f"{s:.6g}"] for s in out]
     names = trained.meta.get("class_names") or [str(i) for i in range(out.shape[1])]
     k = out.argmax(-1)
@@ -129,7 +146,7 @@ def run(args) -> int:
             raise CommandError(f"--output {args.output}: the file exists; give another path, "
                                f"or --overwrite to replace it")
     trained = load_or_exit(args.checkpoint, expect=("classify", "regress"))
-    id_name, ids, texts, pairs, what = read_inputs(
+    id_name, ids, texts, pairs, _, what = read_inputs(
         trained, args.file, args.format, args.header, args.text_column, args.text_pair_column)
     print(f"read {what}", file=sys.stderr)
     header, rows = predictions(trained, texts, pairs, args.batch_size)

@@ -187,3 +187,73 @@ def test_bad_requests_name_the_flag(classify_run, pair_run, tmp_path, capsys):
         err = capsys.readouterr().err
         assert fragment in err, (argv, err)
         assert "Traceback" not in err
+
+
+def _labelled_csv(path, seed, n):
+    rng = np.random.default_rng(seed)
+    lines = ["review,sentiment"]
+    for i in range(n):
+        lab = "pos" if i % 2 else "neg"
+        lines.append(f'"{" ".join(rng.choice(POS if lab == "pos" else NEG, 3))} film",{lab}')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _metrics(text):
+    return json.loads(text.split("}")[0] + "}")
+
+
+def test_eval_test_file_matches_the_runs_own_evaluation(tmp_path, capsys):
+    """`eval RUN --test FILE` on the run's own test file gives the metrics `eval RUN`
+    computes through the task (another reader, another batching)."""
+    tr, te = _labelled_csv(tmp_path / "tr.csv", 5, 100), _labelled_csv(tmp_path / "te.csv", 6, 41)
+    out = tmp_path / "run"
+    train(TrainConfig.for_task("classify", train=str(tr), test=str(te), out=str(out),
+                               **dict(TINY, epochs=2)), log=quiet)
+    assert main(["eval", str(out)]) == 0
+    own = _metrics(capsys.readouterr().out)
+    assert main(["eval", str(out), "--test", str(te)]) == 0
+    cap = capsys.readouterr()
+    got = _metrics(cap.out)
+    assert got["test_accuracy"] == own["test_accuracy"]
+    assert got["test_loss"] == pytest.approx(own["test_loss"], rel=1e-6)
+    assert "test per class: neg " in cap.out and f"{te}: 41 rows" in cap.err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("review,sentiment\ngood film,pos\nfine film,meh\n", encoding="utf-8")
+    assert main(["eval", str(out), "--test", str(bad)]) == 2
+    assert "bad.csv, line 3: label 'meh' is not one of the training labels ['neg', 'pos']" \
+        in capsys.readouterr().err
+    assert main(["eval", str(out), "--label-column", "sentiment"]) == 2
+    assert "--label-column: a setting of --test FILE" in capsys.readouterr().err
+    assert main(["eval", str(out), "--test", str(te), "--data", str(te)]) == 2
+    assert "--test: evaluates on one file; give it without --data" in capsys.readouterr().err
+
+
+def test_eval_test_file_of_pairs_scores_the_regression(pair_run, tmp_path, capsys):
+    src = (pair_run.parent / "pairs.tsv").read_text(encoding="utf-8").splitlines()
+    f = tmp_path / "held.tsv"
+    f.write_text("\n".join(src[:41]) + "\n", encoding="utf-8")  # header + 40 pairs
+    assert main(["eval", str(pair_run), "--test", str(f)]) == 0
+    got = _metrics(capsys.readouterr().out)
+    assert main(["predict", "-c", str(pair_run), "--file", str(f)]) == 0
+    pred = np.array([float(r[1]) for r in _read_csv(capsys.readouterr().out)[1]])
+    y = np.array([float(line.split("\t")[2]) for line in src[1:41]])
+    assert got["test_loss"] == pytest.approx(np.mean((pred - y) ** 2), rel=1e-4)
+    assert got["test_pearson"] == pytest.approx(np.corrcoef(pred, y)[0, 1], abs=1e-4)
+
+
+def test_eval_test_folder_of_class_folders(classify_run, tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    root = tmp_path / "reviews"
+    for lab, words in (("neg", NEG), ("pos", POS)):
+        (root / lab).mkdir(parents=True)
+        for i in range(12):
+            n = int(rng.integers(1, 6))
+            mixed = list(rng.choice(words, n)) + list(rng.choice(POS + NEG, 2))
+            (root / lab / f"{i}.txt").write_text(" ".join(mixed), encoding="utf-8")
+    assert main(["eval", str(classify_run), "--test", str(root)]) == 0
+    acc = _metrics(capsys.readouterr().out)["test_accuracy"]
+    assert main(["predict", "-c", str(classify_run), "--file", str(root)]) == 0
+    rows = _read_csv(capsys.readouterr().out)[1]
+    assert len(rows) == 24
+    assert acc == pytest.approx(np.mean([r[0].split("/")[0] == r[1] for r in rows]))
