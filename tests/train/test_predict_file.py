@@ -257,3 +257,21 @@ def test_eval_test_folder_of_class_folders(classify_run, tmp_path, capsys):
     rows = _read_csv(capsys.readouterr().out)[1]
     assert len(rows) == 24
     assert acc == pytest.approx(np.mean([r[0].split("/")[0] == r[1] for r in rows]))
+
+
+def test_reading_texts_without_labels_finds_the_text_column(tmp_path):
+    """The table reader with need_label=False: by name, else the longest values; a
+    label column that is there is not read, and nothing is required of it."""
+    from numformer.data.tabular import read_table
+    d = tmp_path
+    (d / "a.csv").write_text("n,words,label\n1,a long text here,x\n2,another long text,\n",
+                             encoding="utf-8")
+    r = read_table(d / "a.csv", need_label=False)
+    assert r.texts == ["a long text here", "another long text"] and r.labels is None
+    assert r.columns == "text column 'words' (longest values)" and r.lines == [2, 3]
+    (d / "b.tsv").write_text("7\tshort\tthe longest of the three\n8\tx\tlong enough text\n",
+                             encoding="utf-8")
+    r = read_table(d / "b.tsv", header="no", need_label=False)
+    assert r.texts == ["the longest of the three", "long enough text"]
+    r = read_table(d / "b.tsv", header="no", text_column="1", need_label=False)
+    assert r.texts == ["short", "x"] and r.columns == "text column 1"
