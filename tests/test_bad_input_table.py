@@ -124,6 +124,16 @@ CLI_CASES = [
      "argument --pooling: invalid choice: 'max' (choose from 'mean', 'cls', 'pooler')"),
     ("train classify --pooling pooler", "--pooling: 'pooler' is a pretrained BERT's tanh pooler: "
                                         "it needs --init minilm"),
+    ("train regress --pair-encoder bi", "--pair-encoder: 'bi' fine-tunes a pretrained BERT: give "
+                                        "--init minilm"),
+    ("train classify --pair-encoder bi", "--pair-encoder: 'bi' scores a pair by a cosine, for "
+                                         "the regress task; this is classify"),
+    ("train regress --init minilm --pair-encoder bi --pair-swap",
+     "--pair-swap: a bi-encoder's cosine is the same in both orders"),
+    ("train regress --init minilm --pair-encoder bi --regress-loss bce",
+     "--regress-loss: a bi-encoder is trained with the squared error of its cosine"),
+    ("train regress --pair-encoder tri",
+     "argument --pair-encoder: invalid choice: 'tri' (choose from 'cross', 'bi')"),
     ("train --backend cuda", "argument --backend: invalid choice: 'cuda' (choose from '', 'numba', 'numpy')"),
     ("train --on-nonfinite ignore", "--on-nonfinite"),
     ("train --dim abc", "argument --dim: invalid int value: 'abc'"),

@@ -22,8 +22,8 @@ SECTIONS = {
              "label_column", "text_pair_column", "pair_swap", "max_len", "vocab_size",
              "min_freq", "eval_fraction", "eval_data", "limit", "mask_prob"),
     "model": ("dim", "n_heads", "n_layers", "d_ff", "dropout", "norm_first", "activation",
-              "positional", "pooling", "tie_weights", "arch", "n_kv_heads", "init",
-              "lora_rank", "lora_alpha"),
+              "positional", "pooling", "pair_encoder", "tie_weights", "arch", "n_kv_heads",
+              "init", "lora_rank", "lora_alpha"),
     "optimisation": ("optimizer", "lr", "weight_decay", "beta1", "beta2", "momentum", "warmup",
                      "schedule", "clip", "label_smoothing", "regress_loss", "batch_size",
                      "epochs", "max_steps", "time_limit", "eval_every", "keep_best"),
@@ -34,7 +34,7 @@ ONLY = {"train": AUTO_TASKS, "dev": AUTO_TASKS, "test": AUTO_TASKS, "format": AU
         "text_pair_column": AUTO_TASKS, "pair_swap": AUTO_TASKS, "pooling": AUTO_TASKS,
         "eval_data": ("lm",), "mask_prob": ("mlm",), "init": ("classify", "regress", "lm"),
         "lora_rank": ("lm",), "lora_alpha": ("lm",), "regress_loss": ("regress",),
-        "tie_weights": ("mlm", "lm"),
+        "pair_encoder": ("regress",), "tie_weights": ("mlm", "lm"),
         "vocab_size": ("mlm", *AUTO_TASKS), "min_freq": ("mlm", *AUTO_TASKS)}
 
 

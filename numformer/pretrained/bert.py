@@ -31,6 +31,7 @@ from numformer.nn import ClsPool, Dropout, Linear, MeanPool, Module
 from numformer.nn.layers import Tanh
 from numformer.nn.transformer import ModelConfig, Transformer, check_batch
 from numformer.ops import _checks as chk
+from numformer.ops.similarity import cosine_backward, cosine_forward
 from numformer.pretrained.config import BertConfig
 
 # old sub-module name -> name in the Transformer stack
@@ -166,3 +167,74 @@ class BertClassifier(Module):
         dpooled = self.drop.backward(self.fc.backward(dlogits))  # (B, C)
         pool = self.bert.pooler if self.pooling == "pooler" else self.pool
         return self.bert.backward(pool.backward(dpooled))
+
+
+class BertBiEncoder(Module):
+    """A bi-encoder on a BERT: each text of a pair encoded alone, pooled, and the
+    pair scored by the cosine of its two vectors (sentence-transformers'
+    bi-encoder; pooling "mean" is its default).
+
+    It reads a pair as a cross-encoder's input does, ``[CLS] a [SEP] b [SEP]``
+    with token types 0 up to the first ``[SEP]`` and 1 after (so batches,
+    evaluation and ``numformer predict`` are the cross-encoder's), and splits
+    each row into ``[CLS] a [SEP]`` (its type-0 tokens) and ``[CLS] b [SEP]``
+    (its first token, then its type-1 tokens), encoded with token type 0 in one
+    batch of 2B rows.
+
+        forward(ids, key_mask, token_type_ids)  (B, T) -> cosines (B, 1)
+        backward(dcos (B, 1))                   fills every Parameter's grad
+    """
+
+    def __init__(self, bert: BertModel, pooling: str = "mean"):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling: expected one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+        self.bert = bert
+        self.pool = {"mean": MeanPool, "cls": ClsPool, "pooler": lambda: None}[pooling]()
+
+    def extra_repr(self):
+        return f"pooling={self.pooling!r}, score=cosine"
+
+    def split(self, ids, key_mask, token_type_ids):
+        """(ids (2B, T2), key_mask (2B, T2)): the B first texts, then the B second."""
+        B = ids.shape[0]
+        parts = []
+        for i in range(B):
+            real = key_mask[i]
+            second = ids[i][real & (token_type_ids[i] == 1)]
+            if second.size == 0:
+                raise ValueError(f"token_type_ids: row {i} has no second text (no token of "
+                                 f"type 1); a bi-encoder scores pairs")
+            parts.append((ids[i][real & (token_type_ids[i] == 0)], second))
+        seqs = [a for a, _ in parts] + [np.concatenate([ids[i, :1], b])
+                                        for i, (_, b) in enumerate(parts)]
+        T2 = max(len(s) for s in seqs)
+        out = np.zeros((2 * B, T2), dtype=np.int64)
+        mask = np.zeros((2 * B, T2), dtype=bool)
+        for r, s in enumerate(seqs):
+            out[r, :len(s)], mask[r, :len(s)] = s, True
+        return out, mask
+
+    def forward(self, ids, key_mask=None, token_type_ids=None):
+        if token_type_ids is None:
+            raise ValueError("token_type_ids: a bi-encoder reads text pairs ([CLS] a [SEP] b "
+                             "[SEP], types 0 then 1), got None")
+        if key_mask is None:
+            key_mask = np.ones(np.shape(ids), dtype=bool)
+        token_type_ids = self.bert.check_inputs(ids, key_mask, token_type_ids)
+        x, km = self.split(ids, key_mask, token_type_ids)
+        h = self.bert(x, km)  # (2B, T2, C)
+        pooled = self.bert.pooler(h) if self.pooling == "pooler" else self.pool(h, km)  # (2B, C)
+        B = ids.shape[0]
+        c, cache = cosine_forward(pooled[:B], pooled[B:])  # (B,)
+        self._set_cache(cache)
+        return c[:, None]  # (B, 1)
+
+    def backward(self, dcos):
+        du, dv = cosine_backward(np.ascontiguousarray(dcos[:, 0]), self._pop_cache())  # (B, C)
+        pool = self.bert.pooler if self.pooling == "pooler" else self.pool
+        return self.bert.backward(pool.backward(np.concatenate([du, dv])))  # (2B, C) in
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        super().load_state_dict(rename_legacy(state), strict)

@@ -55,6 +55,7 @@ BACKENDS = ("", "numba", "numpy")
 FILE_FORMATS = ("auto", "csv", "tsv", "jsonl")  # numformer.data.tabular.FORMATS
 FILE_HEADERS = ("auto", "yes", "no")
 REGRESS_LOSSES = ("mse", "bce")  # numformer.train.regress_task
+PAIR_ENCODERS = ("cross", "bi")  # numformer.train.regress_task
 
 # The settings classify and regress choose from the data when they hold these
 # values (numformer.train.auto: max_len from the length distribution, epochs
@@ -135,6 +136,12 @@ class TrainConfig:
     pooling: str = setting("mean", "classify/regress: how the sequence becomes one vector "
                                    "(pooler: a pretrained BERT's tanh pooler on <cls>)",
                            Choice(*POOLINGS, *PRETRAINED_POOLINGS))
+    pair_encoder: str = setting("cross", "regress on text pairs: cross (both texts in one "
+                                         "sequence, a head on the pooled vector) or bi (a "
+                                         "pretrained BERT encodes each text alone; the score is "
+                                         "the cosine of the two pooled vectors, trained on the "
+                                         "score rescaled to [0, 1] with the squared error)",
+                                Choice(*PAIR_ENCODERS))
     tie_weights: bool = setting(True, "the MLM/LM decoder shares the token embedding", Flag())
     arch: str = setting("", "a model family preset ('' = the classic stack these flags set): "
                             "gpt, llama (RMSNorm, rotary positions, SwiGLU, no biases; "
@@ -226,6 +233,24 @@ class TrainConfig:
                                          f"it needs --init minilm (or a BERT checkpoint); "
                                          f"from scratch the choices are "
                                          f"{', '.join(POOLINGS)}", refs=("init",))
+        if self.pair_encoder == "bi":
+            if self.task != "regress":
+                raise ConfigError("pair_encoder", f"'bi' scores a pair by a cosine, for the "
+                                                  f"regress task; this is {self.task} (expected "
+                                                  f"the default 'cross')")
+            if not self.init:
+                raise ConfigError("pair_encoder", "'bi' fine-tunes a pretrained BERT: give "
+                                                  "--init minilm (or a BERT checkpoint)",
+                                  refs=("init",))
+            if self.pair_swap:
+                raise ConfigError("pair_swap", "a bi-encoder's cosine is the same in both "
+                                               "orders: --pair-swap adds nothing to it",
+                                  refs=("pair_encoder",))
+            if self.regress_loss != "mse":
+                raise ConfigError("regress_loss", f"a bi-encoder is trained with the squared "
+                                                  f"error of its cosine (the default 'mse'), "
+                                                  f"got {self.regress_loss!r}",
+                                  refs=("pair_encoder",))
         if self.lora_rank and not self.init:
             raise ConfigError("lora_rank", "adapters fine-tune a pretrained model: give --init "
                                            "too", refs=("init",))

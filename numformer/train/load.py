@@ -58,11 +58,15 @@ def load_trained(path) -> Trained:
                       f"outputs that depend on them will be NaN", NonFiniteWeights, stacklevel=2)
     meta = ck["meta"]
     kind = meta.get("model_class")
-    if (kind not in MODEL_CLASSES and kind != "BertClassifier") or "model_config" not in meta \
-            or "tokenizer" not in meta:
+    if (kind not in MODEL_CLASSES and kind not in ("BertClassifier", "BertBiEncoder")) \
+            or "model_config" not in meta or "tokenizer" not in meta:
         raise CheckpointError(f"checkpoint {path}: not a training checkpoint of numformer "
                               f"(model class {kind!r})")
-    if kind == "BertClassifier":
+    if kind == "BertBiEncoder":
+        from numformer.pretrained import BertBiEncoder, BertConfig, BertModel
+        mc = meta["model_config"]
+        model = BertBiEncoder(BertModel(BertConfig.from_dict(mc["bert"])), pooling=mc["pooling"])
+    elif kind == "BertClassifier":
         from numformer.pretrained import BertClassifier, BertConfig, BertModel
         mc = meta["model_config"]
         model = BertClassifier(BertModel(BertConfig.from_dict(mc["bert"])), mc["n_classes"],

@@ -17,6 +17,12 @@ the loss the binary cross-entropy of sigmoid(z) against t
 (never outside the training range); ``low`` and ``high`` are saved in the
 checkpoint (``label_low``, ``label_high``).
 
+With ``--pair-encoder bi`` (a pretrained BERT, text pairs) the model is a
+bi-encoder (numformer.pretrained.BertBiEncoder): each text encoded alone and
+pooled, the output the cosine of the two vectors, trained with the squared
+error against ``t`` as above (sentence-transformers' CosineSimilarityLoss); the
+prediction is ``low + (high - low) * cosine``.
+
 With ``--pair-swap`` (a symmetric score) each training pair is also seen as
 (b, a), and dev, test and ``numformer predict`` score both orders, averaged.
 
@@ -40,12 +46,14 @@ from numformer.train.tasks import ClassifyTask
 
 def to_score(z, meta: dict) -> np.ndarray:
     """The head's outputs z (any shape) as scores in the labels' units, by the
-    checkpoint's ``meta``: ``mean + std * z`` (mse, older checkpoints) or ``low +
-    (high - low) * sigmoid(z)`` (bce)."""
+    checkpoint's ``meta``: ``mean + std * z`` (mse, older checkpoints), ``low +
+    (high - low) * sigmoid(z)`` (bce) or ``low + (high - low) * z`` (a bi-encoder's
+    cosine z)."""
     z = np.asarray(z, dtype=np.float64)
-    if meta.get("regress_loss", "mse") == "bce":
+    kind = meta.get("regress_loss", "mse")
+    if kind in ("bce", "cosine"):
         low, high = meta["label_low"], meta["label_high"]
-        return low + (high - low) * _sigmoid(z)
+        return low + (high - low) * (_sigmoid(z) if kind == "bce" else z)
     return meta.get("label_mean", 0.0) + meta.get("label_std", 1.0) * z
 
 
@@ -62,16 +70,22 @@ class RegressTask(ClassifyTask):
         self.label_std = std if std > 0 else 1.0
         if std == 0:
             log(f"warning: every training score is {self.label_mean:g}; nothing to learn")
-        self.kind = cfg.regress_loss
+        self.kind = "cosine" if cfg.pair_encoder == "bi" else cfg.regress_loss
         self.label_low, self.label_high = float(y.min()), float(y.max())
-        if self.kind == "bce":
+        if self.kind in ("bce", "cosine"):
             if std == 0:
                 self.label_high = self.label_low + 1.0  # t = 0 for every score
             self.train_labels = (y - self.label_low) / (self.label_high - self.label_low)
-            self.loss = nn.BCEWithLogitsLoss()
-            log(f"regression loss: binary cross-entropy on the score rescaled from "
-                f"[{self.label_low:g}, {self.label_high:g}] (the training scores' range) to "
-                f"[0, 1]; predictions stay in that range")
+            span = (f"the score rescaled from [{self.label_low:g}, {self.label_high:g}] (the "
+                    f"training scores' range) to [0, 1]")
+            if self.kind == "bce":
+                self.loss = nn.BCEWithLogitsLoss()
+                log(f"regression loss: binary cross-entropy on {span}; predictions stay in "
+                    f"that range")
+            else:
+                self.loss = nn.MSELoss()
+                log(f"bi-encoder: each text encoded alone, {cfg.pooling}-pooled; the squared "
+                    f"error of the two vectors' cosine against {span}")
         else:
             self.train_labels = (y - self.label_mean) / self.label_std
             self.loss = nn.MSELoss()
@@ -94,7 +108,7 @@ class RegressTask(ClassifyTask):
         """What maps an output to a score (saved in the checkpoint; to_score)."""
         meta = {"label_mean": self.label_mean, "label_std": self.label_std,
                 "regress_loss": self.kind}
-        if self.kind == "bce":
+        if self.kind in ("bce", "cosine"):
             meta.update(label_low=self.label_low, label_high=self.label_high)
         return meta
 

@@ -43,7 +43,8 @@ REFUSED = ("task", "dataset", "data", "eval_data", "max_len", "vocab_size", "min
            "text_pair_column", "pair_swap",
            "dim", "n_heads", "n_layers", "d_ff", "dropout", "norm_first", "activation",
            "positional", "pooling", "tie_weights", "init", "arch", "n_kv_heads", "lora_rank",
-           "lora_alpha", "optimizer", "seed", "regress_loss")
+           "lora_alpha", "optimizer", "seed", "regress_loss",
+           "pair_encoder")
 WARNED = ("epochs", "max_steps", "time_limit", "eval_every", "keep_best", "lr", "weight_decay",
           "beta1", "beta2", "momentum", "warmup", "schedule", "clip", "label_smoothing",
           "backend", "threads", "grad_accum", "zero", "out")

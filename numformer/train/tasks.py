@@ -251,9 +251,22 @@ class ClassifyTask:
             bert, wordpiece = load_bert(None if cfg.init in ("minilm", "default") else cfg.init)
             self.tokenizer = tokenizer or wordpiece
             choose(bert.cfg.max_position_embeddings)
-            self.model = BertClassifier(bert, self.n_classes, pooling=cfg.pooling,
-                                        dropout=cfg.dropout, seed=cfg.seed)
+            if cfg.pair_encoder == "bi":  # each text alone, scored by the cosine
+                from numformer.pretrained import BertBiEncoder
+                if not self.pairs:
+                    raise ConfigError("pair_encoder", "'bi' scores text pairs; this data has "
+                                                      "one text an example (give "
+                                                      "--text-pair-column)",
+                                      refs=("text_pair_column",))
+                self.model = BertBiEncoder(bert, pooling=cfg.pooling)
+            else:
+                self.model = BertClassifier(bert, self.n_classes, pooling=cfg.pooling,
+                                            dropout=cfg.dropout, seed=cfg.seed)
             self.model.train()
+        elif cfg.pair_encoder == "bi":
+            raise ConfigError("pair_encoder", f"'bi' fine-tunes a pretrained BERT (--init "
+                                              f"minilm or a BERT checkpoint); --init "
+                                              f"{cfg.init} is a numformer run", refs=("init",))
         elif self.init_kind == "numformer":  # the encoder of a numformer run (e.g. masked-LM)
             self.tokenizer, self.model = classifier_from_run(cfg, self.n_classes, tokenizer,
                                                              2 if self.pairs else 0)

@@ -1,0 +1,135 @@
+"""The bi-encoder (--pair-encoder bi): the cosine op and the model's backward pass
+the float64 gradient check; the model reads a cross-encoder's pair input and
+scores it as the zero-shot sentence embeddings do (each text alone)."""
+
+import numpy as np
+import pytest
+
+from numformer import get_backend, set_backend
+from numformer.gradcheck import check_module, check_op
+from numformer.nn import Dropout, no_grad
+from numformer.ops.similarity import cosine_backward, cosine_forward
+from numformer.pretrained import BertBiEncoder, load_bert
+from numformer.pretrained.sentence import cosine_similarity, sentence_embeddings
+
+
+def test_cosine_op_gradcheck_value_and_zero_rows():
+    rng = np.random.default_rng(0)
+    u, v = rng.standard_normal((5, 7)), rng.standard_normal((5, 7))
+    check_op(cosine_forward, cosine_backward, dict(u=u, v=v), ["u", "v"]).assert_ok()
+    c, _ = cosine_forward(u, v)
+    want = [a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(u, v)]
+    np.testing.assert_allclose(c, want, rtol=1e-12)
+    c, _ = cosine_forward(u, 3.0 * u)
+    np.testing.assert_allclose(c, 1.0, rtol=1e-12)
+    z = np.zeros((1, 7))
+    c, cache = cosine_forward(z, v[:1])
+    du, dv = cosine_backward(np.ones(1), cache)
+    assert c[0] == 0.0 and np.isfinite(du).all() and np.isfinite(dv).all()
+    with pytest.raises(ValueError, match=r"v: expected shape \(5, 7\)"):
+        cosine_forward(u, v[:3])
+    with pytest.raises(ValueError, match="v: expected dtype float64"):
+        cosine_forward(u, v.astype(np.float32))
+
+
+def _pairs(tok, pairs):
+    """The cross-encoder's batch of pairs: ids, key mask, token types (B, T)."""
+    from numformer.data.batching import collate
+    enc = [tok.encode_pair(a, b, max_length=64) for a, b in pairs]
+    ids, km = collate([np.asarray(i) for i, _ in enc], tok.pad_id)
+    tt, _ = collate([np.asarray(t) for _, t in enc], 0)
+    return ids, km, tt
+
+
+@pytest.fixture
+def numpy_backend():
+    previous = get_backend()
+    set_backend("numpy")
+    yield
+    set_backend(previous)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_bi_encoder_gradcheck(tiny_bert_dir, numpy_backend, pooling):
+    model, tok = load_bert(tiny_bert_dir, dtype=np.float64)
+    bi = BertBiEncoder(model, pooling=pooling)
+    for m in bi.modules():
+        if isinstance(m, Dropout):
+            m.p = 0.0
+    bi.train()
+    ids, km, tt = _pairs(tok, [("the cat sat", "on the mat"), ("a good movie !", "dog"),
+                               ("dog", "the cat sat on the mat")])
+    report = check_module(bi, ids, km, token_type_ids=tt, title=f"BertBiEncoder({pooling})")
+    assert {"bert.encoder.blocks.1.attn.Wqkv", "bert.tok.weight"} <= {r.name for r in report.rows}
+    report.assert_ok()
+    assert np.abs(bi.bert.tok.weight.grad).max() > 1e-3  # the check has teeth
+
+
+def test_bi_encoder_is_the_cosine_of_sentence_embeddings(real_bert):
+    model, tok = real_bert
+    pairs = [("A man is playing a guitar.", "A man plays the guitar."),
+             ("A woman is slicing an onion.", "Two dogs run on the beach in the sun."),
+             ("Hi", "A much longer second sentence than the first one, with many words.")]
+    ids, km, tt = _pairs(tok, pairs)
+    bi = BertBiEncoder(model)
+    bi.eval()
+    with no_grad():
+        got = bi(ids, km, token_type_ids=tt)[:, 0]
+    a = sentence_embeddings(model, tok, [p[0] for p in pairs])
+    b = sentence_embeddings(model, tok, [p[1] for p in pairs])
+    np.testing.assert_allclose(got, cosine_similarity(a, b), atol=2e-5)
+    assert got[0] > 0.8 > got[1]  # similar and dissimilar pairs, apart
+    with pytest.raises(ValueError, match="token_type_ids: a bi-encoder reads text pairs"):
+        bi(ids, km)
+    with pytest.raises(ValueError, match="token_type_ids: row 0 has no second text"):
+        bi(ids, km, token_type_ids=np.zeros_like(tt))
+
+
+def test_a_bi_encoder_run_trains_saves_and_predicts_a_symmetric_score(real_model_dir, tmp_path,
+                                                                      capsys):
+    import json
+    from numformer.cli import main
+    from numformer.train import TrainConfig, train
+    from numformer.train.load import load_trained
+    from numformer.train.tasks import make_task
+    rng = np.random.default_rng(3)
+    words = ["cat", "dog", "car", "tree", "house", "river", "book", "song"]
+    lines = ["sentence1\tsentence2\tscore"]
+    for _ in range(48):
+        a = list(rng.choice(words, 3, replace=False))
+        k = int(rng.integers(0, 4))
+        b = a[:k] + list(rng.choice([w for w in words if w not in a], 3 - k, replace=False))
+        lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{k * 5 / 3:.3f}")
+    f = tmp_path / "pairs.tsv"
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "bi"
+    cfg = TrainConfig.for_task("regress", data=str(f), out=str(out), init="minilm",
+                               pair_encoder="bi", max_len=16, batch_size=8, max_steps=3,
+                               warmup=1, lr=2e-5, progress=False)
+    task = make_task(cfg, log=lambda *a: None)
+    assert type(task.model).__name__ == "BertBiEncoder"
+    assert task.train_labels.min() == 0.0 and task.train_labels.max() == 1.0  # rescaled
+    ids, km, tt, y = b = task.train_batches(0)[0]
+    before = task.model.bert.tok.weight.value.copy()
+    task.model.zero_grad()
+    task.loss_and_backward(b)
+    assert np.abs(task.model.bert.tok.weight.grad).max() > 0  # the encoder is trained
+    np.testing.assert_array_equal(task.model.bert.tok.weight.value, before)
+    summary = train(cfg, log=lambda *a: None)
+    assert summary["metrics"]["dev_spearman"] > 0.3  # MiniLM's cosine already ranks these
+    trained = load_trained(out)
+    assert type(trained.model).__name__ == "BertBiEncoder"
+    assert json.loads((out / "train_config.json").read_text())["pair_encoder"] == "bi"
+    assert main(["predict", "-c", str(out), "cat dog car", "cat dog car",
+                 "cat dog car", "tree river song", "tree river song", "cat dog car"]) == 0
+    s = [float(line.split()[0]) for line in capsys.readouterr().out.strip().splitlines()]
+    assert s[0] == pytest.approx(5.0, abs=1e-4)  # the same text twice: cosine 1, the top score
+    assert s[1] == pytest.approx(s[2], abs=1e-5) and s[1] < 4.0  # symmetric, and lower
+    one = tmp_path / "one.csv"
+    one.write_text("text,score\n" + "".join(f"w{i} w{i + 1},{i % 3}\n" for i in range(20)),
+                   encoding="utf-8")
+    from numformer.train.settings import ConfigError
+    with pytest.raises(ConfigError, match="pair_encoder: 'bi' scores text pairs; this data has "
+                                          "one text an example"):
+        make_task(TrainConfig.for_task("regress", data=str(one), out=str(tmp_path / "x"),
+                                       init="minilm", pair_encoder="bi"), log=lambda *a: None)
