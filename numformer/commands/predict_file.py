@@ -37,8 +37,9 @@ def read_inputs(trained, path, fmt=None, header=None, text_column=None, pair_col
     from numformer.data.files import DataError
     from numformer.data.tabular import detect_format, read_table
     from numformer.data.user_data import read_folder, read_text_files
+    from numformer.commands.predict import _pairs
     tc = trained.train_config
-    pairs = bool(trained.meta.get("text_pairs", bool(tc.text_pair_column)))
+    pairs = _pairs(trained)
     opts = dict(fmt=tc.format if fmt is None else fmt,
                 header=tc.header if header is None else header,
                 text_column=tc.text_column if text_column is None else text_column,
@@ -105,14 +106,10 @@ def raw_outputs(trained, texts, pairs, batch=BATCH) -> np.ndarray:
     return out
 
 
-def _softmax(z):
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 def predict_arrays(trained, texts, pairs, batch=BATCH) -> np.ndarray:
     """Scores (N,) of a regression run, or class probabilities (N, K); with
     --pair-swap, the mean of both orders'."""
+    from numformer.commands.predict import _softmax
     from numformer.train.regress_task import to_score
     regress = trained.meta["task"] == "regress"
 
