@@ -181,16 +181,14 @@ def stsb_combined(run: str) -> dict:
     """A fine-tuned cross-encoder run and the zero-shot bi-encoder together: the mean
     of each one's rank of a pair among the split's pairs (equal weights, fixed in
     advance; no weight is fitted), scored on dev and test beside each one alone."""
-    import numpy as np
-    from numformer.commands.predict_file import predictions
+    from numformer.commands.predict_file import predict_arrays
     from numformer.train.load import load_trained
     from numformer.train.metrics import pearson, spearman
     trained = load_trained(run)
     out = {"run": run}
     for split in ("dev", "test"):
         d = _stsb(split)
-        _, rows = predictions(trained, d.texts, d.pairs)
-        cross = np.array([float(r[0]) for r in rows])
+        cross = predict_arrays(trained, d.texts, d.pairs)  # (N,) scores
         cos, y = stsb_cosines(split)
         both = 0.5 * (_ranks(cross) + _ranks(cos))
         out[split] = {name: {"spearman": spearman(v, y), "pearson": pearson(v, y)}

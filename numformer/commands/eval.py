@@ -10,7 +10,6 @@ import sys
 
 def eval_file(args) -> int:
     """The run's metrics on a labelled file of the user's (--test FILE)."""
-    import numpy as np
     from numformer.commands._common import CommandError, load_or_exit
     from numformer.commands.predict_file import predict_arrays, read_inputs
     from numformer.data.files import DataError
@@ -34,14 +33,11 @@ def eval_file(args) -> int:
         raise CommandError(str(e)) from None
     out = predict_arrays(trained, texts, pairs)
     if kind == "regress":
-        metrics = {"test_loss": float(np.mean((out - y) ** 2)), "test_pearson": M.pearson(out, y),
-                   "test_spearman": M.spearman(out, y)}
-        print(json.dumps(metrics, indent=1))
+        print(json.dumps({f"test_{k}": v for k, v in M.regression_scores(out, y).items()},
+                         indent=1))
         return 0
-    nll = -np.log(np.maximum(out[np.arange(len(y)), y], 1e-300)).mean()
-    cm = M.confusion_matrix(y, out.argmax(-1), out.shape[1])
-    print(json.dumps({"test_loss": float(nll), "test_accuracy": M.accuracy_from_confusion(cm)},
-                     indent=1))
+    nll, acc, cm = M.classification_scores(out, y)
+    print(json.dumps({"test_loss": nll, "test_accuracy": acc}, indent=1))
     _print_confusion("test", cm, names)
     return 0
 

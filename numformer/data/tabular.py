@@ -299,21 +299,21 @@ def _read_jsonl(path, text, text_column, label_column, pair_column, kind,
     elif lkey is None:
         j = by_name(keys, LABEL_NAMES)
         lkey = keys[j] if j is not None else None
-    if tkey is None and not need_label:
+    if tkey is None or (lkey is None and need_label):  # chosen by content
         rows = [[str(d.get(k, "")) for k in keys] for _, d in objs[:SCAN]]
-        tkey = keys[longest_column(path, rows, len(keys),
-                                   {keys.index(pkey)} if pkey in keys else set())]
-        how.append(f"text key {tkey!r} (longest values)")
-    if tkey is None or (lkey is None and need_label):
-        rows = [[str(d.get(k, "")) for k in keys] for _, d in objs[:SCAN]]
-        taken = {keys.index(k) for k in (tkey, lkey, pkey) if k in keys}
-        t, lab = infer_columns(path, rows, len(keys), kind, taken)
-        if lkey is None:
-            lkey = keys[lab]
-            how.append(f"label key {lkey!r} (by content)")
-        if tkey is None:
-            tkey = keys[t]
-            how.append(f"text key {tkey!r} (by content)")
+        if not need_label:
+            tkey = keys[longest_column(path, rows, len(keys),
+                                       {keys.index(pkey)} if pkey in keys else set())]
+            how.append(f"text key {tkey!r} (longest values)")
+        else:
+            taken = {keys.index(k) for k in (tkey, lkey, pkey) if k in keys}
+            t, lab = infer_columns(path, rows, len(keys), kind, taken)
+            if lkey is None:
+                lkey = keys[lab]
+                how.append(f"label key {lkey!r} (by content)")
+            if tkey is None:
+                tkey = keys[t]
+                how.append(f"text key {tkey!r} (by content)")
     texts, pairs, lines = [], [] if pkey else None, []
     labels = [] if lkey is not None else None
     for n, d in objs:

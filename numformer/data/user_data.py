@@ -232,10 +232,16 @@ def read_text_files(path) -> tuple[list, list]:
     """(names, texts) of every ``*.txt`` file under a folder (sorted, recursively;
     names relative to it): one text a file, to predict."""
     path = Path(path)
+    files = _txt_files(path)
+    return [p.relative_to(path).as_posix() for p in files], [_text_file(f) for f in files]
+
+
+def _txt_files(path: Path) -> list:
+    """Every ``*.txt`` file under a folder, sorted, recursively; DataError when none."""
     files = sorted(p for p in path.rglob("*.txt") if p.is_file())
     if not files:
         raise DataError(path, None, "expected *.txt files in this folder (or below), found none")
-    return [p.relative_to(path).as_posix() for p in files], [_text_file(f) for f in files]
+    return files
 
 
 def _text_file(f: Path) -> str:
@@ -251,13 +257,7 @@ def read_texts(path, text_column: str = "") -> list:
     ``*.txt`` under a folder (sorted, recursively), or the ``text_column`` field
     (default "text") of each object of a JSON-lines file (.jsonl, .ndjson, or .gz)."""
     path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise DataError(path, None, "expected *.txt files in this folder (or below), "
-                                        "found none")
-    else:
-        files = [path]
+    files = _txt_files(path) if path.is_dir() else [path]
     out = []
     for f in files:
         if _is_jsonl(f):

@@ -96,3 +96,17 @@ def spearman(x, y) -> float:
     """Spearman's rho: Pearson's r of the ranks (average ranks for ties)."""
     x, y = _paired(x, y)
     return pearson(rankdata(x), rankdata(y))
+
+
+def classification_scores(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """(mean negative log-likelihood, accuracy, confusion matrix) of class
+    probabilities (N, K) against labels (N,)."""
+    nll = -np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-300)).mean()
+    cm = confusion_matrix(labels, probs.argmax(-1), probs.shape[1])
+    return float(nll), accuracy_from_confusion(cm), cm
+
+
+def regression_scores(pred: np.ndarray, y: np.ndarray) -> dict:
+    """{"loss": the mean squared error, "pearson", "spearman"} of scores against labels."""
+    return {"loss": float(np.mean((pred - y) ** 2)), "pearson": pearson(pred, y),
+            "spearman": spearman(pred, y)}

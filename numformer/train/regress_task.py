@@ -120,9 +120,7 @@ class RegressTask(ClassifyTask):
         for name, (_, y) in self.evals.items():
             pred = self.eval_outputs(name, self.predict_scores)
             self.last_predictions[name] = (pred, np.asarray(y, dtype=np.float64))
-            result[f"{name}_loss"] = float(np.mean((pred - y) ** 2))
-            result[f"{name}_pearson"] = M.pearson(pred, y)
-            result[f"{name}_spearman"] = M.spearman(pred, y)
+            result.update({f"{name}_{k}": v for k, v in M.regression_scores(pred, y).items()})
         return result
 
     def checkpoint_meta(self) -> dict:

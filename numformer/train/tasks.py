@@ -425,11 +425,8 @@ class ClassifyTask:
         result = {}
         for name, (_, labels) in self.evals.items():
             probs = self.eval_outputs(name, self.predict_ids)
-            nll = -np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-300)).mean()
-            cm = M.confusion_matrix(labels, probs.argmax(-1), self.n_classes)
-            self.last_confusion[name] = cm
-            result[f"{name}_loss"] = float(nll)
-            result[f"{name}_accuracy"] = M.accuracy_from_confusion(cm)
+            nll, acc, self.last_confusion[name] = M.classification_scores(probs, labels)
+            result[f"{name}_loss"], result[f"{name}_accuracy"] = nll, acc
         return result
 
     def checkpoint_meta(self) -> dict:
