@@ -86,3 +86,18 @@ def attention_inputs(rng, shape, dtype, masked: bool):
             key_mask[1, : (Tk + 1) // 2] = False  # padding in front
     return q, k, v, key_mask
 
+
+def overlap_pairs_tsv(path, words, n: int, seed: int):
+    """Write a TSV of n text pairs (header sentence1, sentence2, score): a is 3 of
+    ``words``, b shares k of them (k in 0..3, seeded) and the score is k * 5 / 3,
+    a similarity to learn. Returns ``path``."""
+    rng = np.random.default_rng(seed)
+    lines = ["sentence1\tsentence2\tscore"]
+    for _ in range(n):
+        a = list(rng.choice(words, 3, replace=False))
+        k = int(rng.integers(0, 4))
+        rest = [w for w in words if w not in a]
+        b = a[:k] + list(rng.choice(rest, 3 - k, replace=False))
+        lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{k * 5 / 3:.3f}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -92,16 +92,10 @@ def test_a_bi_encoder_run_trains_saves_and_predicts_a_symmetric_score(real_model
     from numformer.train import TrainConfig, train
     from numformer.train.load import load_trained
     from numformer.train.tasks import make_task
-    rng = np.random.default_rng(3)
-    words = ["cat", "dog", "car", "tree", "house", "river", "book", "song"]
-    lines = ["sentence1\tsentence2\tscore"]
-    for _ in range(48):
-        a = list(rng.choice(words, 3, replace=False))
-        k = int(rng.integers(0, 4))
-        b = a[:k] + list(rng.choice([w for w in words if w not in a], 3 - k, replace=False))
-        lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{k * 5 / 3:.3f}")
-    f = tmp_path / "pairs.tsv"
-    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    from numformer.testing import overlap_pairs_tsv
+    f = overlap_pairs_tsv(tmp_path / "pairs.tsv",
+                          ["cat", "dog", "car", "tree", "house", "river", "book", "song"], 48,
+                          seed=3)
     out = tmp_path / "bi"
     cfg = TrainConfig.for_task("regress", data=str(f), out=str(out), init="minilm",
                                pair_encoder="bi", max_len=16, batch_size=8, max_steps=3,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from numformer.cli import main
+from numformer.testing import overlap_pairs_tsv
 from numformer.train import TrainConfig, train
 
 TINY = dict(dim=16, n_heads=2, n_layers=1, d_ff=32, batch_size=16, warmup=2, progress=False,
@@ -121,16 +122,8 @@ def test_a_folder_of_text_files(classify_run, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def pair_run(tmp_path_factory):
     """A regression on pairs, trained on both orders (--pair-swap)."""
-    rng = np.random.default_rng(2)
-    words = [f"w{i}" for i in range(12)]
-    lines = ["sentence1\tsentence2\tscore"]
-    for _ in range(160):
-        a = list(rng.choice(words, 3, replace=False))
-        k = int(rng.integers(0, 4))
-        b = a[:k] + list(rng.choice([w for w in words if w not in a], 3 - k, replace=False))
-        lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{k * 5 / 3:.3f}")
     root = tmp_path_factory.mktemp("pairs")
-    (root / "pairs.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    overlap_pairs_tsv(root / "pairs.tsv", [f"w{i}" for i in range(12)], 160, seed=2)
     out = root / "run"
     train(TrainConfig.for_task("regress", data=str(root / "pairs.tsv"), out=str(out),
                                pair_swap=True, **dict(TINY, max_steps=6)), log=quiet)

@@ -13,6 +13,7 @@ from numformer.data.tokenizers import WordTokenizer
 from numformer.gradcheck import check_op
 from numformer.train import TrainConfig, train
 from numformer.train import metrics as M
+from numformer.testing import overlap_pairs_tsv
 from numformer.train.task_base import encode_pair
 from numformer.train.tasks import make_task
 
@@ -152,18 +153,8 @@ def test_pair_encoding_wordpiece_matches_hugging_face():
 @pytest.fixture(scope="module")
 def pair_file(tmp_path_factory):
     """Pairs scored by how many of b's 3 words are a's: a similarity to learn."""
-    rng = np.random.default_rng(2)
-    words = [f"w{i}" for i in range(12)]
-    lines = ["sentence1\tsentence2\tscore"]
-    for _ in range(160):
-        a = list(rng.choice(words, 3, replace=False))
-        k = int(rng.integers(0, 4))
-        rest = [w for w in words if w not in a]
-        b = a[:k] + list(rng.choice(rest, 3 - k, replace=False))
-        lines.append(f"{' '.join(a)}\t{' '.join(b)}\t{k * 5 / 3:.3f}")
-    p = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
-    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return p
+    return overlap_pairs_tsv(tmp_path_factory.mktemp("pairs") / "pairs.tsv",
+                             [f"w{i}" for i in range(12)], 160, seed=2)
 
 
 def test_pairs_reach_the_classifier_with_their_token_types(pair_file, tmp_path):
@@ -187,13 +178,18 @@ def test_pairs_reach_the_classifier_with_their_token_types(pair_file, tmp_path):
     assert np.abs(g).sum(axis=1).min() > 0  # both type rows learn
 
 
-def test_minilm_pairs_receive_token_types(pair_file, tmp_path):
+@pytest.fixture
+def minilm():
+    """Skips the test when all-MiniLM-L6-v2 (or safetensors) is not installed."""
     pytest.importorskip("safetensors")
     from numformer.pretrained.sentence import default_model_path
     try:
         default_model_path()
     except FileNotFoundError:
         pytest.skip("all-MiniLM-L6-v2 not installed")
+
+
+def test_minilm_pairs_receive_token_types(pair_file, tmp_path, minilm):
     cfg = TrainConfig.for_task("regress", data=str(pair_file), out=str(tmp_path / "m"),
                                **dict(TINY, dim=384, n_heads=12), init="minilm", limit=20)
     task = make_task(cfg, log=quiet)
@@ -207,13 +203,7 @@ def test_minilm_pairs_receive_token_types(pair_file, tmp_path):
         assert not np.allclose(got, task.model(ids, km))
 
 
-def test_pooler_pooling_feeds_the_head_bert_s_tanh_pooler(pair_file, tmp_path):
-    pytest.importorskip("safetensors")
-    from numformer.pretrained.sentence import default_model_path
-    try:
-        default_model_path()
-    except FileNotFoundError:
-        pytest.skip("all-MiniLM-L6-v2 not installed")
+def test_pooler_pooling_feeds_the_head_bert_s_tanh_pooler(pair_file, tmp_path, minilm):
     cfg = TrainConfig.for_task("regress", data=str(pair_file), out=str(tmp_path / "m"),
                                **dict(TINY, dim=384, n_heads=12), init="minilm", limit=20,
                                pooling="pooler")
