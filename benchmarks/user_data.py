@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     p.add_argument("--imdb-limit", type=int, default=0,
                    help="write only N reviews of each IMDb split, half of each class (0 = all)")
     p.add_argument("--stsb-zero-shot", action="store_true",
-                   help="run the zero-shot bi-encoder on STS-B test")
+                   help="run the zero-shot bi-encoder on STS-B dev and test")
     p.add_argument("--stsb-combine", metavar="RUN",
                    help="score a fine-tuned STS-B cross-encoder run, the zero-shot bi-encoder "
                         "and the mean of their ranks on dev and test")
