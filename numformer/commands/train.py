@@ -20,7 +20,7 @@ from numformer.train.settings import ConfigError, flag_of
 SECTIONS = {
     "data": ("dataset", "data", "train", "dev", "test", "format", "header", "text_column",
              "label_column", "text_pair_column", "pair_swap", "max_len", "vocab_size",
-             "min_freq", "eval_fraction", "eval_data", "limit", "mask_prob"),
+             "min_freq", "word_dropout", "eval_fraction", "eval_data", "limit", "mask_prob"),
     "model": ("dim", "n_heads", "n_layers", "d_ff", "dropout", "norm_first", "activation",
               "positional", "pooling", "pair_encoder", "tie_weights", "arch", "n_kv_heads",
               "init", "lora_rank", "lora_alpha"),
@@ -31,7 +31,7 @@ SECTIONS = {
 # Settings only some tasks read (the others' help leaves them out).
 ONLY = {"train": AUTO_TASKS, "dev": AUTO_TASKS, "test": AUTO_TASKS, "format": AUTO_TASKS,
         "header": AUTO_TASKS, "text_column": AUTO_TASKS, "label_column": AUTO_TASKS,
-        "text_pair_column": AUTO_TASKS, "pair_swap": AUTO_TASKS, "pooling": AUTO_TASKS,
+        "text_pair_column": AUTO_TASKS, "pair_swap": AUTO_TASKS, "word_dropout": AUTO_TASKS, "pooling": AUTO_TASKS,
         "eval_data": ("lm",), "mask_prob": ("mlm",), "init": ("classify", "regress", "lm"),
         "lora_rank": ("lm",), "lora_alpha": ("lm",), "regress_loss": ("regress",),
         "pair_encoder": ("regress",), "tie_weights": ("mlm", "lm"),

@@ -145,3 +145,25 @@ def mlm_batches(seqs: Sequence, tokenizer, batch_size: int, rng, max_len: int | 
         if m.positions.size:
             m.index = b.index
             yield m
+
+
+def word_dropout(ids: np.ndarray, key_mask: np.ndarray, prob: float, unk_id: int,
+                 special_ids, rng) -> np.ndarray:
+    """A copy of ``ids`` (B, T) with each real token that is not special replaced by
+    ``unk_id`` with probability ``prob``, independently (word dropout: the
+    classifier may not lean on any one word, a rare name most of all). Padding
+    and the ``special_ids`` (<cls>, <sep>, ...) are never replaced."""
+    if not 0.0 <= prob < 1.0:
+        raise ValueError(f"prob: expected a probability in [0, 1), got {prob}")
+    ids = np.asarray(ids)
+    key_mask = np.asarray(key_mask, dtype=bool)
+    if ids.shape != key_mask.shape:
+        raise ValueError(f"key_mask: expected the shape of ids {ids.shape}, got "
+                         f"{key_mask.shape}")
+    out = ids.copy()  # (B, T)
+    if prob == 0.0:
+        return out
+    drop = key_mask & ~np.isin(ids, np.asarray(list(special_ids), dtype=ids.dtype))  # (B, T)
+    drop &= as_rng(rng).random(ids.shape) < prob  # (B, T)
+    out[drop] = unk_id
+    return out

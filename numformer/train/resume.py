@@ -20,7 +20,7 @@ how long or how the run continues, which a user may mean to change (a longer
 run, a lower learning rate), at the price of no longer matching a run that
 never stopped: epochs, max_steps, time_limit, eval_every, keep_best, lr,
 weight_decay, beta1, beta2, momentum, warmup, schedule, clip,
-label_smoothing; and backend, threads, grad_accum and zero (results equal a run
+label_smoothing, word_dropout; and backend, threads, grad_accum and zero (results equal a run
 that never stopped only on the same backend, thread count and split of the
 batch; the number of MPI ranks is free), and out (the checkpoint
 continues in another folder).
@@ -46,7 +46,7 @@ REFUSED = ("task", "dataset", "data", "eval_data", "max_len", "vocab_size", "min
            "lora_alpha", "optimizer", "seed", "regress_loss",
            "pair_encoder")
 WARNED = ("epochs", "max_steps", "time_limit", "eval_every", "keep_best", "lr", "weight_decay",
-          "beta1", "beta2", "momentum", "warmup", "schedule", "clip", "label_smoothing",
+          "beta1", "beta2", "momentum", "warmup", "schedule", "clip", "label_smoothing", "word_dropout",
           "backend", "threads", "grad_accum", "zero", "out")
 FREE = ("progress", "overwrite", "on_nonfinite")
 PATHS = ("data", "eval_data", "out", "train", "dev", "test")  # compared as absolute paths

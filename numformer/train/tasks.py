@@ -44,7 +44,7 @@ from numformer.data import embedded
 from numformer.data.batching import collate, plan_batches
 from numformer.data.datasets import load_europarl, load_sst2, load_sst5, load_text
 from numformer.data.imdb import RATINGS, by_rating, load_imdb
-from numformer.data.masking import mask_tokens
+from numformer.data.masking import mask_tokens, word_dropout
 from numformer.data.tokenizers import WordTokenizer
 from numformer.train import metrics as M
 from numformer.train.auto import MAX_LEN_CAP, resolve, token_counts
@@ -171,16 +171,35 @@ class MLMTask:
 
 # classification --------------------------------------------------------------
 
+BERT_RUN_CLASSES = ("BertClassifier", "BertBiEncoder")
+
+
 def init_kind(init: str) -> str:
     """What ``--init`` names: "" (nothing), "numformer" (a run folder or checkpoint
-    file of numformer) or "bert" (a Hugging Face BERT folder, or "minilm" for the
-    installed all-MiniLM-L6-v2)."""
+    file of numformer holding its own Transformer) or "bert" (a Hugging Face BERT
+    folder, "minilm" for the installed all-MiniLM-L6-v2, or a numformer run that
+    fine-tuned a BERT: its encoder and WordPiece vocabulary are used)."""
     if not init:
         return ""
     path = Path(init)
     if path.suffix == ".npz" or (path / "checkpoint.npz").is_file():
-        return "numformer"
+        from numformer.train.load import checkpoint_meta
+        return "bert" if checkpoint_meta(init).get("model_class") in BERT_RUN_CLASSES \
+            else "numformer"
     return "bert"
+
+
+def bert_init(init: str):
+    """``(BertModel, WordPieceTokenizer)`` of a "bert" ``--init``: a BERT folder,
+    'minilm', or the encoder of a numformer run that fine-tuned one (a cross- or
+    bi-encoder; its head is left behind)."""
+    from numformer.pretrained import load_bert
+    path = Path(init)
+    if path.suffix == ".npz" or (path / "checkpoint.npz").is_file():
+        from numformer.train.load import load_trained
+        run = load_trained(init)
+        return run.model.bert, run.tokenizer
+    return load_bert(None if init in ("minilm", "default") else init)
 
 
 def classifier_from_run(cfg: TrainConfig, n_classes: int, tokenizer=None, types: int = 0):
@@ -247,8 +266,8 @@ class ClassifyTask:
                     dev_metric=(("dev_spearman" if self.what == "regression" else
                                  "dev_accuracy") if "dev" in evals else None), log=log)
         if self.init_kind == "bert":  # fine-tune a pretrained BERT with its WordPiece vocabulary
-            from numformer.pretrained import BertClassifier, load_bert
-            bert, wordpiece = load_bert(None if cfg.init in ("minilm", "default") else cfg.init)
+            from numformer.pretrained import BertClassifier
+            bert, wordpiece = bert_init(cfg.init)
             self.tokenizer = tokenizer or wordpiece
             choose(bert.cfg.max_position_embeddings)
             if cfg.pair_encoder == "bi":  # each text alone, scored by the cosine
@@ -383,8 +402,20 @@ class ClassifyTask:
     def train_batches(self, epoch: int):
         plan = plan_batches([len(s) for s in self.train_ids],
                             self.cfg.batch_size, np.random.default_rng((self.cfg.seed, epoch)))
-        return LazyEpoch(plan, lambda i, idx: self._batch(self.train_ids, self.train_labels, idx,
-                                                          self.train_types))
+        return LazyEpoch(plan, lambda i, idx: self._noisy(
+            self._batch(self.train_ids, self.train_labels, idx, self.train_types), epoch, i))
+
+    def _noisy(self, b, epoch: int, i: int):
+        """Batch ``i`` of ``epoch`` with --word-dropout applied (its own seeded stream, so
+        a resumed run and every MPI rank draw the same)."""
+        if not self.cfg.word_dropout:
+            return b
+        tok = self.tokenizer
+        specials = [getattr(tok, a) for a in ("pad_id", "unk_id", "mask_id", "cls_id", "sep_id")
+                    if getattr(tok, a, None) is not None]
+        ids = word_dropout(b[0], b[1], self.cfg.word_dropout, tok.unk_id, specials,
+                           np.random.default_rng((self.cfg.seed, epoch, i, 5077)))
+        return (ids, *b[1:])
 
     def loss_and_backward(self, b, weight: float = 1.0) -> tuple[float, int]:
         logits, y = self._forward(b)

@@ -184,3 +184,55 @@ def test_random_replacements_uniform_over_non_specials_with_scattered_specials()
     freq = np.bincount(got, minlength=12)[plain] / got.size
     sd = np.sqrt(1 / 8 * 7 / 8 / got.size)
     assert np.all(np.abs(freq - 1 / 8) < 5 * sd), freq
+
+
+# word dropout (classify/regress --word-dropout) ----------------------------------------
+
+def test_word_dropout_replaces_a_share_of_words_only_by_unk(rng):
+    from numformer.data.masking import word_dropout
+    ids, km = batch(rng, B=2000)
+    before = ids.copy()
+    p = 0.2
+    out = word_dropout(ids, km, p, UNK_ID, SPECIAL_IDS, np.random.default_rng(1))
+    np.testing.assert_array_equal(ids, before)  # the input is not changed
+    changed = out != ids
+    assert np.all(out[changed] == UNK_ID)
+    eligible = cands(ids, km)
+    assert not np.any(changed & ~eligible), "padding, <cls> or another special was replaced"
+    n = int(eligible.sum())  # each eligible token is an independent Bernoulli(p) draw
+    share = changed.sum() / n
+    assert abs(share - p) < 5 * math.sqrt(p * (1 - p) / n), (share, n)
+    # the draws are independent of the position: the first and second halves of each row
+    T = ids.shape[1]
+    for half in (slice(0, T // 2), slice(T // 2, T)):
+        e = eligible[:, half]
+        s = changed[:, half][e].mean()
+        assert abs(s - p) < 5 * math.sqrt(p * (1 - p) / e.sum()), (half, s)
+
+
+def test_word_dropout_is_a_function_of_its_seed_and_zero_is_a_copy(rng):
+    from numformer.data.masking import word_dropout
+    ids, km = batch(rng, B=50)
+    a = word_dropout(ids, km, 0.3, UNK_ID, SPECIAL_IDS, np.random.default_rng(7))
+    b = word_dropout(ids, km, 0.3, UNK_ID, SPECIAL_IDS, np.random.default_rng(7))
+    c = word_dropout(ids, km, 0.3, UNK_ID, SPECIAL_IDS, np.random.default_rng(8))
+    np.testing.assert_array_equal(a, b)
+    assert np.any(a != c)
+    z = word_dropout(ids, km, 0.0, UNK_ID, SPECIAL_IDS, 0)
+    np.testing.assert_array_equal(z, ids)
+    assert z is not ids
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(prob=1.0), r"prob: expected a probability in \[0, 1\), got 1.0"),
+    (dict(prob=-0.1), r"prob: expected a probability in \[0, 1\), got -0.1"),
+    (dict(key_mask=np.ones((2, 3), bool)), r"key_mask: expected the shape of ids \(2, 4\), "
+                                           r"got \(2, 3\)"),
+])
+def test_word_dropout_bad_arguments(kw, match):
+    from numformer.data.masking import word_dropout
+    args = dict(ids=np.full((2, 4), 9), key_mask=np.ones((2, 4), bool), prob=0.1,
+                unk_id=UNK_ID, special_ids=SPECIAL_IDS, rng=0)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        word_dropout(**args)

@@ -127,3 +127,47 @@ def test_a_bi_encoder_run_trains_saves_and_predicts_a_symmetric_score(real_model
                                           "one text an example"):
         make_task(TrainConfig.for_task("regress", data=str(one), out=str(tmp_path / "x"),
                                        init="minilm", pair_encoder="bi"), log=lambda *a: None)
+
+
+def test_init_from_a_bert_run_takes_its_encoder_and_vocabulary_not_its_head(tiny_bert_dir,
+                                                                            tmp_path):
+    """--init RUN, RUN a fine-tuned BERT (here a bi-encoder): a cross-encoder, a
+    bi-encoder and a classifier start from the run's trained encoder, not from the
+    BERT it started from, and each gets its own new head."""
+    from numformer.pretrained import BertClassifier
+    from numformer.testing import overlap_pairs_tsv
+    from numformer.train import TrainConfig, train
+    from numformer.train.load import load_trained
+    from numformer.train.tasks import init_kind, make_task
+    words = ["cat", "dog", "mat", "movie", "good", "bad", "run", "sat"]
+    f = overlap_pairs_tsv(tmp_path / "pairs.tsv", words, 40, seed=1)
+    run = tmp_path / "bi"
+    train(TrainConfig.for_task("regress", data=str(f), out=str(run), init=str(tiny_bert_dir),
+                               pair_encoder="bi", max_len=10, batch_size=8, max_steps=4,
+                               warmup=1, lr=0.05, progress=False), log=lambda *a: None)
+    trained = load_trained(run).model.bert.state_dict()
+    original = load_bert(tiny_bert_dir)[0].state_dict()
+    assert init_kind(str(run)) == "bert" and init_kind(str(run / "checkpoint.npz")) == "bert"
+    assert not np.allclose(trained["tok.weight"], original["tok.weight"])  # it was trained
+    for encoder in ("cross", "bi"):
+        cfg = TrainConfig.for_task("regress", data=str(f), out=str(tmp_path / encoder),
+                                   init=str(run), pair_encoder=encoder, max_len=10,
+                                   progress=False)
+        task = make_task(cfg, log=lambda *a: None)
+        assert type(task.model).__name__ == {"cross": "BertClassifier",
+                                             "bi": "BertBiEncoder"}[encoder]
+        got = task.model.bert.state_dict()
+        assert set(got) == set(trained)
+        for k in trained:
+            np.testing.assert_array_equal(got[k], trained[k], err_msg=k)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("text,label\n" + "".join(f"{words[i % 8]} {words[(i + 3) % 8]},"
+                                               f"{'ab'[i % 2]}\n" for i in range(30)),
+                      encoding="utf-8")
+    task = make_task(TrainConfig.for_task("classify", data=str(labels), out=str(tmp_path / "c"),
+                                          init=str(run), max_len=10, progress=False),
+                     log=lambda *a: None)
+    assert isinstance(task.model, BertClassifier) and task.model.fc.weight.shape == (6, 2)
+    np.testing.assert_array_equal(task.model.bert.state_dict()["tok.weight"],
+                                  trained["tok.weight"])
+    assert task.tokenizer.vocab == load_trained(run).tokenizer.vocab

@@ -60,9 +60,11 @@ def _interrupt_at(trainer, step):
     trainer.task.loss_and_backward = wrapped
 
 
-@pytest.mark.parametrize("task", ["mlm", "classify", "lm"])
+@pytest.mark.parametrize("task", ["mlm", "classify", "lm", "classify+word_dropout"])
 def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path, task):
     kw = dict(epochs=2, eval_every=0) if task != "lm" else dict(max_steps=10)
+    if task.endswith("+word_dropout"):  # its draws continue where they stopped, too
+        task, kw["word_dropout"] = "classify", 0.3
     ref_cfg = tiny(task, tmp_path / "ref", **kw)
     ref = Trainer(make_task(ref_cfg, log=quiet), ref_cfg, log=quiet)
     ref.fit()
@@ -84,6 +86,34 @@ def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path, task):
     assert t2.state.history["train_loss"] == ref_losses
     for (name, p), (_, q) in zip(ref.model.named_parameters(), t2.model.named_parameters()):
         np.testing.assert_array_equal(p.value, q.value, err_msg=name)
+
+
+def test_word_dropout_turns_training_words_into_unk_and_leaves_evaluation_alone(tmp_path):
+    plain = make_task(tiny("classify", tmp_path / "a"), log=quiet)
+    noisy = make_task(tiny("classify", tmp_path / "b", word_dropout=0.25), log=quiet)
+    tok = noisy.tokenizer
+    changed = eligible = 0
+    for (ids, km, y), (ids2, km2, y2) in zip(plain.train_batches(1), noisy.train_batches(1)):
+        np.testing.assert_array_equal(km, km2)
+        np.testing.assert_array_equal(y, y2)
+        diff = ids != ids2
+        assert np.all(ids2[diff] == tok.unk_id)
+        assert not np.any(diff & ~km) and not np.any(diff[:, 0]), "padding or <cls> replaced"
+        changed += diff.sum()
+        eligible += (km & (ids >= tok.n_special)).sum()
+    assert 0.2 < changed / eligible < 0.3, (changed, eligible)
+    # the same epoch drawn again (a resumed run) is the same; another epoch differs
+    again = [b[0] for b in noisy.train_batches(1)]
+    for a, b in zip(again, (b[0] for b in noisy.train_batches(1))):
+        np.testing.assert_array_equal(a, b)
+    b = next(iter(plain.train_batches(1)))  # one batch, drawn as step 0 of two epochs
+    assert np.any(noisy._noisy(b, 1, 0)[0] != noisy._noisy(b, 2, 0)[0])
+    # evaluation reads the texts as they are
+    np.testing.assert_allclose(noisy.evaluate()["test_loss"],
+                               make_task(tiny("classify", tmp_path / "c", word_dropout=0.25),
+                                         log=quiet).evaluate()["test_loss"])
+    for a, b in zip(noisy.evals["test"][0], plain.evals["test"][0], strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
