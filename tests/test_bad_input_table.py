@@ -131,9 +131,19 @@ CLI_CASES = [
     ("train regress --init minilm --pair-encoder bi --pair-swap",
      "--pair-swap: a bi-encoder's cosine is the same in both orders"),
     ("train regress --init minilm --pair-encoder bi --regress-loss bce",
-     "--regress-loss: a bi-encoder is trained with the squared error of its cosine"),
+     "--regress-loss: a cosine score ('bi') is trained with the squared error of its cosine"),
+    ("train regress --pair-encoder cross-cosine", "--pair-encoder: 'cross-cosine' fine-tunes a "
+                                                  "pretrained BERT: give --init minilm"),
+    ("train classify --pair-encoder cross-cosine", "--pair-encoder: 'cross-cosine' scores a pair "
+                                                   "by a cosine, for the regress task"),
+    ("train regress --init minilm --pair-encoder cross-cosine --regress-loss bce",
+     "--regress-loss: a cosine score ('cross-cosine') is trained with the squared error"),
+    ("train regress --init minilm --pair-encoder cross-cosine --pooling cls",
+     "--pooling: 'cross-cosine' mean-pools each text of the joint encoding (the default "
+     "'mean'), got 'cls'"),
     ("train regress --pair-encoder tri",
-     "argument --pair-encoder: invalid choice: 'tri' (choose from 'cross', 'bi')"),
+     "argument --pair-encoder: invalid choice: 'tri' (choose from 'cross', 'bi', "
+     "'cross-cosine')"),
     ("train --backend cuda", "argument --backend: invalid choice: 'cuda' (choose from '', 'numba', 'numpy')"),
     ("train --on-nonfinite ignore", "--on-nonfinite"),
     ("train --dim abc", "argument --dim: invalid int value: 'abc'"),

@@ -18,8 +18,8 @@ to read BERT weights, ``gguf`` to read GGUF files; the model packages
 default models.
 """
 
-from numformer.pretrained.bert import (BertBiEncoder, BertClassifier, BertModel, BertPooler,
-                                       Tanh, bert_model_config)
+from numformer.pretrained.bert import (BertBiEncoder, BertClassifier, BertCrossCosine,
+                                       BertModel, BertPooler, Tanh, bert_model_config)
 from numformer.pretrained.checkpoint import (check_tensors, hf_layout, hf_to_numformer,
                                              load_model, numformer_to_hf, save_model)
 from numformer.pretrained.config import BertConfig
@@ -30,7 +30,7 @@ from numformer.pretrained.bpe import BPETokenizer
 from numformer.pretrained.llama import llama_model_config, load_llama
 
 __all__ = ["BertConfig", "BertModel", "bert_model_config", "BertPooler", "BertClassifier",
-           "BertBiEncoder", "Tanh",
+           "BertBiEncoder", "BertCrossCosine", "Tanh",
            "WordPieceTokenizer", "Encoded", "read_vocab", "load_bert", "load_model",
            "save_model", "hf_layout", "check_tensors", "hf_to_numformer", "numformer_to_hf",
            "sentence_embeddings", "mean_pool_normalize", "cosine_similarity",

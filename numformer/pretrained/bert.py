@@ -238,3 +238,55 @@ class BertBiEncoder(Module):
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         super().load_state_dict(rename_legacy(state), strict)
+
+
+class BertCrossCosine(Module):
+    """A cross-encoder scored by a cosine: the pair read as one sequence, ``[CLS] a
+    [SEP] b [SEP]`` with token types 0/1 (each text attends to the other, as in a
+    cross-encoder), then each text's own tokens mean-pooled from that joint
+    encoding (type 0: ``[CLS] a [SEP]``; type 1: ``b [SEP]``) and the pair scored
+    by the cosine of the two vectors, as a bi-encoder scores it. The head has no
+    weights: the score starts from the pretrained geometry of a sentence encoder
+    (all-MiniLM-L6-v2) rather than from a random linear layer.
+
+        forward(ids, key_mask, token_type_ids)  (B, T) -> cosines (B, 1)
+        backward(dcos (B, 1))                   fills every Parameter's grad
+    """
+
+    def __init__(self, bert: BertModel):
+        super().__init__()
+        self.bert = bert
+        self.pool = MeanPool()
+
+    def extra_repr(self):
+        return "pooling='mean' per text, score=cosine"
+
+    def forward(self, ids, key_mask=None, token_type_ids=None):
+        if token_type_ids is None:
+            raise ValueError("token_type_ids: a cross-encoder with a cosine reads text pairs "
+                             "([CLS] a [SEP] b [SEP], types 0 then 1), got None")
+        if key_mask is None:
+            key_mask = np.ones(np.shape(ids), dtype=bool)
+        token_type_ids = self.bert.check_inputs(ids, key_mask, token_type_ids)
+        second = key_mask & (token_type_ids == 1)  # (B, T)
+        empty = np.flatnonzero(~second.any(axis=1))
+        if empty.size:
+            raise ValueError(f"token_type_ids: row {empty[0]} has no second text (no token of "
+                             f"type 1); a cosine scores pairs")
+        h = self.bert(ids, key_mask, token_type_ids)  # (B, T, C)
+        B = ids.shape[0]
+        masks = np.concatenate([key_mask & (token_type_ids == 0), second])  # (2B, T)
+        pooled = self.pool(np.concatenate([h, h]), masks)  # (2B, C)
+        c, cache = cosine_forward(pooled[:B], pooled[B:])  # (B,)
+        self._set_cache(cache)
+        return c[:, None]  # (B, 1)
+
+    def backward(self, dcos):
+        du, dv = cosine_backward(np.ascontiguousarray(dcos[:, 0]), self._pop_cache())  # (B, C)
+        dh2 = self.pool.backward(np.concatenate([du, dv]))  # (2B, T, C)
+        B = du.shape[0]
+        return self.bert.backward(dh2[:B] + dh2[B:])  # (B, T, C): both texts' share
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        super().load_state_dict(rename_legacy(state), strict)
+

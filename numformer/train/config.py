@@ -55,7 +55,7 @@ BACKENDS = ("", "numba", "numpy")
 FILE_FORMATS = ("auto", "csv", "tsv", "jsonl")  # numformer.data.tabular.FORMATS
 FILE_HEADERS = ("auto", "yes", "no")
 REGRESS_LOSSES = ("mse", "bce")  # numformer.train.regress_task
-PAIR_ENCODERS = ("cross", "bi")  # numformer.train.regress_task
+PAIR_ENCODERS = ("cross", "bi", "cross-cosine")  # numformer.train.regress_task
 
 # The settings classify and regress choose from the data when they hold these
 # values (numformer.train.auto: max_len from the length distribution, epochs
@@ -141,10 +141,13 @@ class TrainConfig:
                                    "(pooler: a pretrained BERT's tanh pooler on <cls>)",
                            Choice(*POOLINGS, *PRETRAINED_POOLINGS))
     pair_encoder: str = setting("cross", "regress on text pairs: cross (both texts in one "
-                                         "sequence, a head on the pooled vector) or bi (a "
+                                         "sequence, a head on the pooled vector), bi (a "
                                          "pretrained BERT encodes each text alone; the score is "
                                          "the cosine of the two pooled vectors, trained on the "
-                                         "score rescaled to [0, 1] with the squared error)",
+                                         "score rescaled to [0, 1] with the squared error) or "
+                                         "cross-cosine (a pretrained BERT reads both texts in "
+                                         "one sequence; the score is the cosine of each text's "
+                                         "mean-pooled tokens, trained as bi)",
                                 Choice(*PAIR_ENCODERS))
     tie_weights: bool = setting(True, "the MLM/LM decoder shares the token embedding", Flag())
     arch: str = setting("", "a model family preset ('' = the classic stack these flags set): "
@@ -238,24 +241,29 @@ class TrainConfig:
                                          f"it needs --init minilm (or a BERT checkpoint); "
                                          f"from scratch the choices are "
                                          f"{', '.join(POOLINGS)}", refs=("init",))
-        if self.pair_encoder == "bi":
+        if self.pair_encoder != "cross":
+            pe = self.pair_encoder
             if self.task != "regress":
-                raise ConfigError("pair_encoder", f"'bi' scores a pair by a cosine, for the "
+                raise ConfigError("pair_encoder", f"{pe!r} scores a pair by a cosine, for the "
                                                   f"regress task; this is {self.task} (expected "
                                                   f"the default 'cross')")
             if not self.init:
-                raise ConfigError("pair_encoder", "'bi' fine-tunes a pretrained BERT: give "
+                raise ConfigError("pair_encoder", f"{pe!r} fine-tunes a pretrained BERT: give "
                                                   "--init minilm (or a BERT checkpoint)",
                                   refs=("init",))
-            if self.pair_swap:
+            if self.pair_swap and pe == "bi":
                 raise ConfigError("pair_swap", "a bi-encoder's cosine is the same in both "
                                                "orders: --pair-swap adds nothing to it",
                                   refs=("pair_encoder",))
             if self.regress_loss != "mse":
-                raise ConfigError("regress_loss", f"a bi-encoder is trained with the squared "
-                                                  f"error of its cosine (the default 'mse'), "
-                                                  f"got {self.regress_loss!r}",
+                raise ConfigError("regress_loss", f"a cosine score ({pe!r}) is trained with the "
+                                                  f"squared error of its cosine (the default "
+                                                  f"'mse'), got {self.regress_loss!r}",
                                   refs=("pair_encoder",))
+            if pe == "cross-cosine" and self.pooling != "mean":
+                raise ConfigError("pooling", f"'cross-cosine' mean-pools each text of the joint "
+                                             f"encoding (the default 'mean'), got "
+                                             f"{self.pooling!r}", refs=("pair_encoder",))
         if self.lora_rank and not self.init:
             raise ConfigError("lora_rank", "adapters fine-tune a pretrained model: give --init "
                                            "too", refs=("init",))

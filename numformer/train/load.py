@@ -64,7 +64,8 @@ def load_trained(path) -> Trained:
                       f"outputs that depend on them will be NaN", NonFiniteWeights, stacklevel=2)
     meta = ck["meta"]
     kind = meta.get("model_class")
-    if (kind not in MODEL_CLASSES and kind not in ("BertClassifier", "BertBiEncoder")) \
+    if (kind not in MODEL_CLASSES and kind not in ("BertClassifier", "BertBiEncoder",
+                                                   "BertCrossCosine")) \
             or "model_config" not in meta or "tokenizer" not in meta:
         raise CheckpointError(f"checkpoint {path}: not a training checkpoint of numformer "
                               f"(model class {kind!r})")
@@ -72,6 +73,9 @@ def load_trained(path) -> Trained:
         from numformer.pretrained import BertBiEncoder, BertConfig, BertModel
         mc = meta["model_config"]
         model = BertBiEncoder(BertModel(BertConfig.from_dict(mc["bert"])), pooling=mc["pooling"])
+    elif kind == "BertCrossCosine":
+        from numformer.pretrained import BertConfig, BertCrossCosine, BertModel
+        model = BertCrossCosine(BertModel(BertConfig.from_dict(meta["model_config"]["bert"])))
     elif kind == "BertClassifier":
         from numformer.pretrained import BertClassifier, BertConfig, BertModel
         mc = meta["model_config"]

@@ -21,7 +21,10 @@ With ``--pair-encoder bi`` (a pretrained BERT, text pairs) the model is a
 bi-encoder (numformer.pretrained.BertBiEncoder): each text encoded alone and
 pooled, the output the cosine of the two vectors, trained with the squared
 error against ``t`` as above (sentence-transformers' CosineSimilarityLoss); the
-prediction is ``low + (high - low) * cosine``.
+prediction is ``low + (high - low) * cosine``. ``--pair-encoder cross-cosine``
+(numformer.pretrained.BertCrossCosine) is trained and scored the same way, but
+the pair is encoded as one sequence (each text attends to the other) and each
+text's tokens are mean-pooled from that joint encoding.
 
 With ``--pair-swap`` (a symmetric score) each training pair is also seen as
 (b, a), and dev, test and ``numformer predict`` score both orders, averaged.
@@ -70,7 +73,7 @@ class RegressTask(ClassifyTask):
         self.label_std = std if std > 0 else 1.0
         if std == 0:
             log(f"warning: every training score is {self.label_mean:g}; nothing to learn")
-        self.kind = "cosine" if cfg.pair_encoder == "bi" else cfg.regress_loss
+        self.kind = "cosine" if cfg.pair_encoder != "cross" else cfg.regress_loss
         self.label_low, self.label_high = float(y.min()), float(y.max())
         if self.kind in ("bce", "cosine"):
             if std == 0:
@@ -84,8 +87,10 @@ class RegressTask(ClassifyTask):
                     f"that range")
             else:
                 self.loss = nn.MSELoss()
-                log(f"bi-encoder: each text encoded alone, {cfg.pooling}-pooled; the squared "
-                    f"error of the two vectors' cosine against {span}")
+                how = (f"bi-encoder: each text encoded alone, {cfg.pooling}-pooled"
+                       if cfg.pair_encoder == "bi" else "cross-encoder with a cosine: the pair "
+                       "encoded as one sequence, each text's tokens mean-pooled")
+                log(f"{how}; the squared error of the two vectors' cosine against {span}")
         else:
             self.train_labels = (y - self.label_mean) / self.label_std
             self.loss = nn.MSELoss()

@@ -171,7 +171,7 @@ class MLMTask:
 
 # classification --------------------------------------------------------------
 
-BERT_RUN_CLASSES = ("BertClassifier", "BertBiEncoder")
+BERT_RUN_CLASSES = ("BertClassifier", "BertBiEncoder", "BertCrossCosine")
 
 
 def init_kind(init: str) -> str:
@@ -270,21 +270,22 @@ class ClassifyTask:
             bert, wordpiece = bert_init(cfg.init)
             self.tokenizer = tokenizer or wordpiece
             choose(bert.cfg.max_position_embeddings)
-            if cfg.pair_encoder == "bi":  # each text alone, scored by the cosine
-                from numformer.pretrained import BertBiEncoder
+            if cfg.pair_encoder != "cross":  # the pair scored by a cosine
+                from numformer.pretrained import BertBiEncoder, BertCrossCosine
                 if not self.pairs:
-                    raise ConfigError("pair_encoder", "'bi' scores text pairs; this data has "
-                                                      "one text an example (give "
-                                                      "--text-pair-column)",
+                    raise ConfigError("pair_encoder", f"{cfg.pair_encoder!r} scores text pairs; "
+                                                      f"this data has one text an example "
+                                                      f"(give --text-pair-column)",
                                       refs=("text_pair_column",))
-                self.model = BertBiEncoder(bert, pooling=cfg.pooling)
+                self.model = (BertBiEncoder(bert, pooling=cfg.pooling)  # each text alone
+                              if cfg.pair_encoder == "bi" else BertCrossCosine(bert))
             else:
                 self.model = BertClassifier(bert, self.n_classes, pooling=cfg.pooling,
                                             dropout=cfg.dropout, seed=cfg.seed)
             self.model.train()
-        elif cfg.pair_encoder == "bi":
-            raise ConfigError("pair_encoder", f"'bi' fine-tunes a pretrained BERT (--init "
-                                              f"minilm or a BERT checkpoint); --init "
+        elif cfg.pair_encoder != "cross":
+            raise ConfigError("pair_encoder", f"{cfg.pair_encoder!r} fine-tunes a pretrained BERT "
+                                              f"(--init minilm or a BERT checkpoint); --init "
                                               f"{cfg.init} is a numformer run", refs=("init",))
         elif self.init_kind == "numformer":  # the encoder of a numformer run (e.g. masked-LM)
             self.tokenizer, self.model = classifier_from_run(cfg, self.n_classes, tokenizer,
