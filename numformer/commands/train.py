@@ -26,7 +26,8 @@ SECTIONS = {
               "init", "lora_rank", "lora_alpha"),
     "optimisation": ("optimizer", "lr", "weight_decay", "beta1", "beta2", "momentum", "warmup",
                      "schedule", "clip", "label_smoothing", "regress_loss", "batch_size",
-                     "epochs", "max_steps", "time_limit", "eval_every", "keep_best"),
+                     "epochs", "max_steps", "time_limit", "eval_every", "keep_best",
+                     "keep_margin"),
 }
 # Settings only some tasks read (the others' help leaves them out).
 ONLY = {"train": AUTO_TASKS, "dev": AUTO_TASKS, "test": AUTO_TASKS, "format": AUTO_TASKS,

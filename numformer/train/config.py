@@ -198,6 +198,12 @@ class TrainConfig:
                                  "where it was best (best.npz), report those ('' = the "
                                  "last; classify, regress: 'auto' = the dev split's main "
                                  "metric)", Text(), auto="the dev metric")
+    keep_margin: float = setting(2.0, "keep_best: a later evaluation replaces the kept "
+                                      "weights unless its metric is worse than the best by "
+                                      "more than this many standard errors of that metric on "
+                                      "its split (accuracy, Pearson, Spearman: a dev set's "
+                                      "sampling noise); 0 = only a better one",
+                                 Float(0.0))
     mask_prob: float = setting(0.15, "mlm: the fraction of tokens chosen for prediction",
                                Float(0.0, 1.0, lo_open=True, hi_open=True))
     # run

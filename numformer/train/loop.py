@@ -43,6 +43,7 @@ from pathlib import Path
 from numformer import optim
 from numformer.distributed import DataParallel
 from numformer.optim.clip import first_nonfinite
+from numformer.train import metrics as M
 from numformer.train import resume as resume_check
 from numformer.train.checkpoint import NonFiniteError, load_checkpoint, save_checkpoint
 from numformer.train.config import RunState, TrainConfig
@@ -150,18 +151,40 @@ class Trainer:
         self.last_checkpoint = self._write(self.checkpoint_path, with_optimizer=True)
         return self.last_checkpoint
 
+    def _margin(self, name: str, value: float) -> float:
+        """cfg.keep_margin standard errors of metric ``name`` at ``value`` on its split (0
+        where the metric has no standard error: losses, perplexity)."""
+        if not self.cfg.keep_margin:
+            return 0.0
+        count = getattr(self.task, "eval_count", None)
+        se = M.standard_error(name, value, count(name.split("_", 1)[0]) if count else 0)
+        return self.cfg.keep_margin * se if se else 0.0
+
     def _track_best(self, metrics: dict) -> None:
-        """After an evaluation: if cfg.keep_best's metric improved, write best.npz."""
+        """After an evaluation: write best.npz (the weights the run reports) when
+        cfg.keep_best's metric is the best so far, or (cfg.keep_margin) is within the
+        margin of the best: a later evaluation is kept unless it is worse by more than
+        the split's sampling noise, so a small dev set's noise does not choose the
+        weights. ``self.best`` holds the kept evaluation and the best value seen
+        (``top``, at ``top_step``)."""
         name = self.cfg.keep_best
         if not name:
             return
         value = float(metrics[name])
+        lower = lower_is_better(name)
+        top, top_step = value, self.state.step
         if self.best is not None:
-            best = self.best["value"]
-            if not (value < best if lower_is_better(name) else value > best):
+            top = self.best.get("top", self.best["value"])
+            top_step = self.best.get("top_step", self.best["step"])
+            better = value < top if lower else value > top
+            margin = self._margin(name, top)
+            near = margin > 0 and (value <= top + margin if lower else value >= top - margin)
+            if not (better or near):
                 return
+            if better:
+                top, top_step = value, self.state.step
         best = {"metric": name, "value": value, "step": self.state.step,
-                "epoch": self.state.epoch}
+                "epoch": self.state.epoch, "top": top, "top_step": top_step}
         previous, self.best = self.best, best
         try:
             self._write(self.best_path, with_optimizer=False)
@@ -174,14 +197,25 @@ class Trainer:
         history is left as it is). Returns their metrics, or None without a best."""
         if not self.cfg.keep_best or self.best is None:
             return None
-        self.model.load_state_dict(load_checkpoint(self.best_path)["model"])
-        metrics = self.evaluate(record=False)
         b = self.best
-        n = len(self.state.history.get(b["metric"], []))
+        hist = self.state.history
+        n = len(hist.get(b["metric"], []))
+        top, top_step = b.get("top", b["value"]), b.get("top_step", b["step"])
+        why = f"the best of {n} evaluations"
+        if top_step != b["step"]:
+            se = self._margin(b["metric"], top) / self.cfg.keep_margin
+            why = (f"within {self.cfg.keep_margin:g} standard errors ({se:.2g} each) of the "
+                   f"best, {top:.4g} at step {top_step}: the latest of {n} evaluations that "
+                   f"close (--keep-margin)")
+        last = hist.get("eval_step", [])[-1:] == [b["step"]] == [self.state.step]
+        where = ("the last step's weights, also in " if last else "") + str(self.best_path)
         self.log(f"kept the weights of step {b['step']} (epoch {b['epoch']}): {b['metric']} "
-                 f"{b['value']:.4g}, the best of {n} evaluations; the final report is theirs "
-                 f"({self.best_path}; {self.checkpoint_path} holds the last step, for --resume)")
-        return metrics
+                 f"{b['value']:.4g}, {why}; the final report is theirs ({where}; "
+                 f"{self.checkpoint_path} holds the last step, for --resume)")
+        if last:  # the model holds them already, and their metrics are the last ones
+            return None
+        self.model.load_state_dict(load_checkpoint(self.best_path)["model"])
+        return self.evaluate(record=False)
 
     def resume(self, path=None, checkpoint: dict | None = None, check: bool = True) -> None:
         """Load model, optimizer and counters from a checkpoint (default:

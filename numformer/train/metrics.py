@@ -110,3 +110,24 @@ def regression_scores(pred: np.ndarray, y: np.ndarray) -> dict:
     """{"loss": the mean squared error, "pearson", "spearman"} of scores against labels."""
     return {"loss": float(np.mean((pred - y) ** 2)), "pearson": pearson(pred, y),
             "spearman": spearman(pred, y)}
+
+
+def standard_error(metric: str, value: float, n: int) -> float | None:
+    """The sampling standard error of an evaluation ``metric`` (its name's last part:
+    accuracy, pearson or spearman) of ``value`` on ``n`` examples, or None for a
+    metric without one here (losses, perplexity).
+
+    accuracy: ``sqrt(a (1 - a) / n)`` (a binomial share); Pearson's r:
+    ``(1 - r^2) / sqrt(n - 3)`` (Fisher's z has standard error 1 / sqrt(n - 3));
+    Spearman's rho: ``(1 - rho^2) sqrt((1 + rho^2 / 2) / (n - 3))`` (Bonett and
+    Wright, 2000).
+    """
+    kind = metric.rsplit("_", 1)[-1]
+    if kind == "accuracy" and n > 0:
+        return math.sqrt(max(value * (1.0 - value), 0.0) / n)
+    if kind in ("pearson", "spearman") and n > 3 and math.isfinite(value):
+        r2 = min(value * value, 1.0)
+        z_var = (1.0 + r2 / 2 if kind == "spearman" else 1.0) / (n - 3)  # of Fisher's z
+        return (1.0 - r2) * math.sqrt(z_var)
+    return None
+

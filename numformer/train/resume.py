@@ -18,7 +18,7 @@ named from another folder is the same data.
 WARNED (one ``warning:`` line each; the run goes on): settings that change
 how long or how the run continues, which a user may mean to change (a longer
 run, a lower learning rate), at the price of no longer matching a run that
-never stopped: epochs, max_steps, time_limit, eval_every, keep_best, lr,
+never stopped: epochs, max_steps, time_limit, eval_every, keep_best, keep_margin, lr,
 weight_decay, beta1, beta2, momentum, warmup, schedule, clip,
 label_smoothing, word_dropout; and backend, threads, grad_accum and zero (results equal a run
 that never stopped only on the same backend, thread count and split of the
@@ -45,9 +45,9 @@ REFUSED = ("task", "dataset", "data", "eval_data", "max_len", "vocab_size", "min
            "positional", "pooling", "tie_weights", "init", "arch", "n_kv_heads", "lora_rank",
            "lora_alpha", "optimizer", "seed", "regress_loss",
            "pair_encoder")
-WARNED = ("epochs", "max_steps", "time_limit", "eval_every", "keep_best", "lr", "weight_decay",
-          "beta1", "beta2", "momentum", "warmup", "schedule", "clip", "label_smoothing", "word_dropout",
-          "backend", "threads", "grad_accum", "zero", "out")
+WARNED = ("epochs", "max_steps", "time_limit", "eval_every", "keep_best", "keep_margin", "lr",
+          "weight_decay", "beta1", "beta2", "momentum", "warmup", "schedule", "clip",
+          "label_smoothing", "word_dropout", "backend", "threads", "grad_accum", "zero", "out")
 FREE = ("progress", "overwrite", "on_nonfinite")
 PATHS = ("data", "eval_data", "out", "train", "dev", "test")  # compared as absolute paths
 

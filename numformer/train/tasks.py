@@ -453,6 +453,10 @@ class ClassifyTask:
     def metric_names(self) -> list[str]:
         return [f"{name}_{m}" for name in self.evals for m in ("loss", "accuracy")]
 
+    def eval_count(self, split: str) -> int:
+        """Examples in an evaluation split (0 for a name that is not one)."""
+        return len(self.evals[split][1]) if split in self.evals else 0
+
     def evaluate(self) -> dict:
         result = {}
         for name, (_, labels) in self.evals.items():

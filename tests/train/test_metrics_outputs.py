@@ -59,3 +59,25 @@ def test_plots_write_png(tmp_path, rng):
                  outputs.plot_attention(rng.dirichlet(np.ones(4), (2, 4)), list("abcd"),
                                         tmp_path / "a.png")):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_standard_errors_match_the_spread_of_simulated_evaluations():
+    """The standard error of an accuracy and of Pearson's and Spearman's correlation
+    on n examples is the spread of that metric over many simulated dev sets."""
+    from numformer.train.metrics import pearson, spearman, standard_error
+    rng = np.random.default_rng(0)
+    n, reps = 300, 2000
+    acc = rng.binomial(n, 0.8, size=reps) / n
+    assert standard_error("dev_accuracy", 0.8, n) == pytest.approx(acc.std(), rel=0.06)
+    for rho in (0.5, 0.85):
+        cov = [[1.0, rho], [rho, 1.0]]
+        r, s = [], []
+        for _ in range(reps // 2):
+            x, y = rng.multivariate_normal([0.0, 0.0], cov, size=n).T
+            r.append(pearson(x, y))
+            s.append(spearman(x, y))
+        assert standard_error("test_pearson", rho, n) == pytest.approx(np.std(r), rel=0.08)
+        rho_s = 6 / np.pi * np.arcsin(rho / 2)  # Spearman's rho of a bivariate normal
+        assert standard_error("dev_spearman", rho_s, n) == pytest.approx(np.std(s), rel=0.08)
+    assert standard_error("dev_loss", 0.3, n) is None
+    assert standard_error("dev_accuracy", 0.8, 0) is None

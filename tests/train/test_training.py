@@ -1,5 +1,6 @@
 """Training end to end on tiny settings: resume, NaN, Ctrl-C, configs, the CLI."""
 
+import itertools
 import json
 import os
 import signal
@@ -224,7 +225,8 @@ def test_keep_best_reports_and_saves_the_best_evaluation(tmp_path):
     highest dev accuracy; the summary and `load_trained(folder)` are those weights,
     while checkpoint.npz keeps the last step for --resume."""
     from numformer.train.load import load_trained
-    cfg = tiny("classify", tmp_path, epochs=5, lr=3e-3, keep_best="dev_accuracy")
+    cfg = tiny("classify", tmp_path, epochs=5, lr=3e-3, keep_best="dev_accuracy",
+               keep_margin=0)
     summary = train(cfg, log=quiet)
     h = json.load(open(summary["files"]["history"]))
     i = int(np.argmax(h["dev_accuracy"]))  # the first of equal maxima
@@ -236,6 +238,60 @@ def test_keep_best_reports_and_saves_the_best_evaluation(tmp_path):
     assert load_checkpoint(os.path.join(cfg.out, "checkpoint.npz"))["meta"]["state"]["step"] \
         == summary["steps"]
     assert load_checkpoint(summary["files"]["best"])["optim"] is None
+
+
+def _scripted(trainer, values, n):
+    """The trainer's task reports dev_accuracy ``values`` in turn (one an evaluation,
+    whatever the weights) on a dev split of ``n`` examples; returns the log."""
+    it = itertools.chain(values, itertools.repeat(0.70))  # then 0.70 to the end
+    trainer.task.evaluate = lambda: {"dev_loss": 0.5, "dev_accuracy": next(it),
+                                     "test_loss": 0.5, "test_accuracy": 0.5}
+    trainer.task.eval_count = lambda split: n if split == "dev" else 0
+
+
+def test_keep_margin_keeps_the_latest_evaluation_within_the_dev_noise(tmp_path):
+    """With n = 400 dev examples the standard error of an accuracy of 0.80 is 0.02: a
+    later evaluation within 2 of them (0.04) of the best replaces the kept weights, one
+    further below does not, and a better one always does."""
+    said = []
+    cfg = tiny("classify", tmp_path, epochs=2, lr=3e-3, keep_best="dev_accuracy",
+               eval_every=3)
+    trainer = Trainer(make_task(cfg, log=quiet), cfg, log=said.append)
+    _scripted(trainer, [0.70, 0.80, 0.77, 0.75, 0.78], n=400)
+    trainer.fit()
+    # evaluations at steps 3, 6, 9, 12, 15, ...: 0.77 (step 9) is kept, 0.75 (step 12) is
+    # 0.05 below the best and is not, 0.78 (step 15) is; later 0.70s are not
+    assert trainer.best["step"] == 15 and trainer.best["value"] == 0.78
+    assert trainer.best["top"] == 0.80 and trainer.best["top_step"] == 6
+    assert load_checkpoint(trainer.best_path)["meta"]["state"]["step"] == 15
+    line = next(x for x in said if x.startswith("kept the weights of step 15"))
+    assert "within 2 standard errors (0.02 each) of the best, 0.8 at step 6" in line
+    # --keep-margin 0: only a better evaluation is kept (the strict best)
+    cfg0 = tiny("classify", tmp_path / "strict", epochs=2, lr=3e-3, keep_best="dev_accuracy",
+                eval_every=3, keep_margin=0)
+    strict = Trainer(make_task(cfg0, log=quiet), cfg0, log=quiet)
+    _scripted(strict, [0.70, 0.80, 0.77, 0.75, 0.78], n=400)
+    strict.fit()
+    assert strict.best["step"] == 6 and strict.best["value"] == 0.80
+
+
+def test_kept_last_evaluation_is_not_evaluated_again(tmp_path):
+    """When the kept weights are the last step's, the run reports the last evaluation
+    as it is (no reload, no second evaluation of the same weights)."""
+    cfg = tiny("classify", tmp_path, epochs=2, lr=3e-3, keep_best="dev_accuracy")
+    trainer = Trainer(make_task(cfg, log=quiet), cfg, log=quiet)
+    steps = trainer.total_steps
+    calls = []
+    values = iter([0.80, 0.79])  # the last is within the noise of a 50-example dev split
+    def evaluate():
+        calls.append(trainer.state.step)
+        return {"dev_loss": 0.5, "dev_accuracy": next(values), "test_loss": 0.5,
+                "test_accuracy": 0.6}
+    trainer.task.evaluate = evaluate
+    trainer.task.eval_count = lambda split: 50
+    metrics = trainer.fit()
+    assert calls == [steps // 2, steps] and metrics["dev_accuracy"] == 0.79
+    assert trainer.best["step"] == steps
 
 
 def test_keep_best_of_a_loss_takes_the_lowest(tmp_path):
