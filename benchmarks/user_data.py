@@ -129,11 +129,15 @@ def stsb_commands(root: Path) -> dict:
         "cross-encoder (fine-tuned)":
             f"numformer train regress {files} {STSB} --init minilm --max-len 128 --epochs 3 "
             f"--batch-size 16 --lr 5e-5 --warmup 216 --dropout 0.1 --keep-best dev_spearman "
-            f"--pair-swap --pooling cls --out runs/stsb-cross",
+            f"--keep-margin 0 --pair-swap --pooling cls --out runs/stsb-cross",
+        "cross-encoder, cosine of each text's tokens (fine-tuned)":
+            f"numformer train regress {files} {STSB} --init minilm --pair-encoder cross-cosine "
+            f"--pair-swap --max-len 128 --epochs 3 --batch-size 16 --lr 2e-5 --warmup 216 "
+            f"--keep-best dev_spearman --keep-margin 0 --out runs/stsb-cc",
         "bi-encoder (fine-tuned)":
             f"numformer train regress {files} {STSB} --init minilm --pair-encoder bi "
             f"--max-len 128 --epochs 4 --batch-size 16 --lr 2e-5 --warmup 144 "
-            f"--keep-best dev_spearman --out runs/stsb-bi",
+            f"--keep-best dev_spearman --keep-margin 0 --out runs/stsb-bi",
     }
 
 

@@ -19,7 +19,9 @@ the user gives wins. The rules:
 - lr: 5e-4 from scratch, 3e-5 for a pretrained BERT, 3e-4 for the encoder of
   a numformer run.
 - keep_best: the dev split's main metric (dev_accuracy; regress:
-  dev_spearman) when the data has a dev split, else '' (the last weights).
+  dev_spearman) when the data has a dev split, else '' (the last weights);
+  with --keep-margin (2 standard errors), a later evaluation within the dev
+  set's noise of the best is kept over it.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def resolve(cfg, *, counts, n_train: int, start: str, cap: int, dev_metric: str 
     if "keep_best" in todo:
         cfg.keep_best = dev_metric or ""
         lines.append(f"keep_best {cfg.keep_best!r}: " + (
-            "the weights of the best dev evaluation are kept" if dev_metric
+            "the weights of the best dev evaluation are kept, or of a later one within "
+            f"--keep-margin {cfg.keep_margin:g} standard errors of it" if dev_metric
             else "no dev split: the last weights are kept"))
     log("chosen from the data (override with the flag of each): " + "; ".join(lines))
