@@ -169,6 +169,22 @@ class BertClassifier(Module):
         return self.bert.backward(pool.backward(dpooled))
 
 
+def pair_inputs(bert: BertModel, ids, key_mask, token_type_ids, what: str):
+    """(key_mask, token_type_ids) of a batch of text pairs checked for ``what`` (a
+    model that scores pairs): token types given, each row with a second text."""
+    if token_type_ids is None:
+        raise ValueError(f"token_type_ids: {what} reads text pairs ([CLS] a [SEP] b [SEP], "
+                         f"types 0 then 1), got None")
+    if key_mask is None:
+        key_mask = np.ones(np.shape(ids), dtype=bool)
+    token_type_ids = bert.check_inputs(ids, key_mask, token_type_ids)
+    empty = np.flatnonzero(~(key_mask & (token_type_ids == 1)).any(axis=1))
+    if empty.size:
+        raise ValueError(f"token_type_ids: row {empty[0]} has no second text (no token of "
+                         f"type 1); {what} scores pairs")
+    return key_mask, token_type_ids
+
+
 class BertBiEncoder(Module):
     """A bi-encoder on a BERT: each text of a pair encoded alone, pooled, and the
     pair scored by the cosine of its two vectors (sentence-transformers'
@@ -197,16 +213,14 @@ class BertBiEncoder(Module):
         return f"pooling={self.pooling!r}, score=cosine"
 
     def split(self, ids, key_mask, token_type_ids):
-        """(ids (2B, T2), key_mask (2B, T2)): the B first texts, then the B second."""
+        """(ids (2B, T2), key_mask (2B, T2)): the B first texts, then the B second (a
+        batch pair_inputs has checked)."""
         B = ids.shape[0]
         parts = []
         for i in range(B):
             real = key_mask[i]
-            second = ids[i][real & (token_type_ids[i] == 1)]
-            if second.size == 0:
-                raise ValueError(f"token_type_ids: row {i} has no second text (no token of "
-                                 f"type 1); a bi-encoder scores pairs")
-            parts.append((ids[i][real & (token_type_ids[i] == 0)], second))
+            parts.append((ids[i][real & (token_type_ids[i] == 0)],
+                          ids[i][real & (token_type_ids[i] == 1)]))
         seqs = [a for a, _ in parts] + [np.concatenate([ids[i, :1], b])
                                         for i, (_, b) in enumerate(parts)]
         T2 = max(len(s) for s in seqs)
@@ -217,12 +231,8 @@ class BertBiEncoder(Module):
         return out, mask
 
     def forward(self, ids, key_mask=None, token_type_ids=None):
-        if token_type_ids is None:
-            raise ValueError("token_type_ids: a bi-encoder reads text pairs ([CLS] a [SEP] b "
-                             "[SEP], types 0 then 1), got None")
-        if key_mask is None:
-            key_mask = np.ones(np.shape(ids), dtype=bool)
-        token_type_ids = self.bert.check_inputs(ids, key_mask, token_type_ids)
+        key_mask, token_type_ids = pair_inputs(self.bert, ids, key_mask, token_type_ids,
+                                               "a bi-encoder")
         x, km = self.split(ids, key_mask, token_type_ids)
         h = self.bert(x, km)  # (2B, T2, C)
         pooled = self.bert.pooler(h) if self.pooling == "pooler" else self.pool(h, km)  # (2B, C)
@@ -262,20 +272,12 @@ class BertCrossCosine(Module):
         return "pooling='mean' per text, score=cosine"
 
     def forward(self, ids, key_mask=None, token_type_ids=None):
-        if token_type_ids is None:
-            raise ValueError("token_type_ids: a cross-encoder with a cosine reads text pairs "
-                             "([CLS] a [SEP] b [SEP], types 0 then 1), got None")
-        if key_mask is None:
-            key_mask = np.ones(np.shape(ids), dtype=bool)
-        token_type_ids = self.bert.check_inputs(ids, key_mask, token_type_ids)
-        second = key_mask & (token_type_ids == 1)  # (B, T)
-        empty = np.flatnonzero(~second.any(axis=1))
-        if empty.size:
-            raise ValueError(f"token_type_ids: row {empty[0]} has no second text (no token of "
-                             f"type 1); a cosine scores pairs")
+        key_mask, token_type_ids = pair_inputs(self.bert, ids, key_mask, token_type_ids,
+                                               "a cross-encoder with a cosine")
         h = self.bert(ids, key_mask, token_type_ids)  # (B, T, C)
         B = ids.shape[0]
-        masks = np.concatenate([key_mask & (token_type_ids == 0), second])  # (2B, T)
+        masks = np.concatenate([key_mask & (token_type_ids == 0),
+                                key_mask & (token_type_ids == 1)])  # (2B, T)
         pooled = self.pool(np.concatenate([h, h]), masks)  # (2B, C)
         c, cache = cosine_forward(pooled[:B], pooled[B:])  # (B,)
         self._set_cache(cache)

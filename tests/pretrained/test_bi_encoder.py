@@ -51,20 +51,26 @@ def numpy_backend():
     set_backend(previous)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
-def test_bi_encoder_gradcheck(tiny_bert_dir, numpy_backend, pooling):
+@pytest.mark.parametrize("model_class, pooling", [(BertBiEncoder, "mean"),
+                                                   (BertBiEncoder, "cls"),
+                                                   (BertCrossCosine, None)])
+def test_pair_cosine_models_gradcheck(tiny_bert_dir, numpy_backend, model_class, pooling):
+    """The bi-encoder and the cross-encoder with a cosine: every weight's gradient,
+    token types (the cross-encoder reads them) included."""
     model, tok = load_bert(tiny_bert_dir, dtype=np.float64)
-    bi = BertBiEncoder(model, pooling=pooling)
-    for m in bi.modules():
-        if isinstance(m, Dropout):
-            m.p = 0.0
-    bi.train()
+    m = model_class(model, pooling=pooling) if pooling else model_class(model)
+    for d in m.modules():
+        if isinstance(d, Dropout):
+            d.p = 0.0
+    m.train()
     ids, km, tt = _pairs(tok, [("the cat sat", "on the mat"), ("a good movie !", "dog"),
                                ("dog", "the cat sat on the mat")])
-    report = check_module(bi, ids, km, token_type_ids=tt, title=f"BertBiEncoder({pooling})")
+    report = check_module(m, ids, km, token_type_ids=tt, title=f"{model_class.__name__}({pooling})")
     assert {"bert.encoder.blocks.1.attn.Wqkv", "bert.tok.weight"} <= {r.name for r in report.rows}
     report.assert_ok()
-    assert np.abs(bi.bert.tok.weight.grad).max() > 1e-3  # the check has teeth
+    assert np.abs(m.bert.tok.weight.grad).max() > 1e-3  # the check has teeth
+    if model_class is BertCrossCosine:
+        assert np.abs(m.bert.type.weight.grad).max() > 1e-3
 
 
 def test_bi_encoder_is_the_cosine_of_sentence_embeddings(real_bert):
@@ -173,22 +179,6 @@ def test_init_from_a_bert_run_takes_its_encoder_and_vocabulary_not_its_head(tiny
     np.testing.assert_array_equal(task.model.bert.state_dict()["tok.weight"],
                                   trained["tok.weight"])
     assert task.tokenizer.vocab == load_trained(run).tokenizer.vocab
-
-
-def test_cross_cosine_gradcheck(tiny_bert_dir, numpy_backend):
-    model, tok = load_bert(tiny_bert_dir, dtype=np.float64)
-    cc = BertCrossCosine(model)
-    for m in cc.modules():
-        if isinstance(m, Dropout):
-            m.p = 0.0
-    cc.train()
-    ids, km, tt = _pairs(tok, [("the cat sat", "on the mat"), ("a good movie !", "dog"),
-                               ("dog", "the cat sat on the mat")])
-    report = check_module(cc, ids, km, token_type_ids=tt, title="BertCrossCosine")
-    names = {r.name for r in report.rows}
-    assert {"bert.encoder.blocks.1.attn.Wqkv", "bert.tok.weight", "bert.type.weight"} <= names
-    report.assert_ok()
-    assert np.abs(cc.bert.type.weight.grad).max() > 1e-3  # the check has teeth
 
 
 def test_cross_cosine_pools_each_text_of_the_joint_encoding(real_bert):
