@@ -34,6 +34,11 @@ def test_cosine_op_gradcheck_value_and_zero_rows():
         cosine_forward(u, v.astype(np.float32))
 
 
+SENTENCE_PAIRS = [("A man is playing a guitar.", "A man plays the guitar."),
+                  ("A woman is slicing an onion.", "Two dogs run on the beach in the sun."),
+                  ("Hi", "A much longer second sentence than the first one, with many words.")]
+
+
 def _pairs(tok, pairs):
     """The cross-encoder's batch of pairs: ids, key mask, token types (B, T)."""
     from numformer.data.batching import collate
@@ -75,9 +80,7 @@ def test_pair_cosine_models_gradcheck(tiny_bert_dir, numpy_backend, model_class,
 
 def test_bi_encoder_is_the_cosine_of_sentence_embeddings(real_bert):
     model, tok = real_bert
-    pairs = [("A man is playing a guitar.", "A man plays the guitar."),
-             ("A woman is slicing an onion.", "Two dogs run on the beach in the sun."),
-             ("Hi", "A much longer second sentence than the first one, with many words.")]
+    pairs = SENTENCE_PAIRS
     ids, km, tt = _pairs(tok, pairs)
     bi = BertBiEncoder(model)
     bi.eval()
@@ -186,9 +189,7 @@ def test_cross_cosine_pools_each_text_of_the_joint_encoding(real_bert):
     first [SEP] of each row (not by the token types the model reads), over the hidden
     states of the pair encoded as one sequence."""
     model, tok = real_bert
-    pairs = [("A man is playing a guitar.", "A man plays the guitar."),
-             ("A woman is slicing an onion.", "Two dogs run on the beach in the sun."),
-             ("Hi", "A much longer second sentence than the first one, with many words.")]
+    pairs = SENTENCE_PAIRS
     ids, km, tt = _pairs(tok, pairs)
     cc = BertCrossCosine(model)
     cc.eval()
