@@ -60,3 +60,26 @@ def tune() -> dict:
         except (OSError, AttributeError):  # not glibc
             pass
     return applied
+
+
+def limit_blas_threads(n: int) -> list:
+    """Hold every BLAS library loaded in this process (NumPy's and SciPy's
+    OpenBLAS, MKL, ...) to ``n`` threads from now on (threadpoolctl). A run's
+    ``--threads`` sets this beside Numba's thread count: NumPy's matrix
+    products are most of a step's work, and without the limit OpenBLAS would
+    use every core whatever ``--threads`` says. Returns the libraries changed,
+    as ``(filepath, threads before)`` pairs; [] when threadpoolctl is absent."""
+    if n < 1:
+        raise ValueError(f"n: expected a thread count >= 1, got {n}")
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # nothing to hold the libraries with: they keep their threads
+        return []
+    changed = []
+    for c in ThreadpoolController().lib_controllers:
+        if c.user_api == "blas":
+            before = c.get_num_threads()
+            if before != n:
+                c.set_num_threads(n)
+                changed.append((c.filepath, before))
+    return changed

@@ -210,7 +210,8 @@ class TrainConfig:
     seed: int = setting(0, "seed of every random choice", Int(0))
     out: str = setting("runs/default", "the run folder (checkpoints, report)", Text())
     backend: str = setting("", "numba | numpy ('' = the current one)", Choice(*BACKENDS))
-    threads: int = setting(0, "Numba threads (0 = leave as is)", Int(0))
+    threads: int = setting(0, "threads of Numba's kernels and of NumPy's BLAS (0 = leave "
+                                "both as they are; OpenBLAS's own default is every core)", Int(0))
     grad_accum: int = setting(1, "micro-batches per step (and MPI rank): batch_size is the "
                                  "global batch, grad_accum x ranks parts of it", Int(1))
     zero: int = setting(0, "ZeRO stage: 1 shards Adam's moments across MPI ranks (0 = off)",

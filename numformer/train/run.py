@@ -32,6 +32,7 @@ def _setup_runtime(cfg: TrainConfig) -> None:
         if numba_available() and numformer.get_backend() == "numba":
             from numformer.kernels._jit import set_num_threads
             set_num_threads(threads)
+        _runtime.limit_blas_threads(threads)  # NumPy's matrix products too
 
 
 def train(cfg: TrainConfig, resume: bool | str = False, log=print) -> dict:
