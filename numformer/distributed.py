@@ -160,8 +160,8 @@ LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE",
 
 
 def threads_per_rank() -> int:
-    """Numba threads for a rank that was given none: the machine's cores shared by the
-    ranks on it (0 in a one-rank world: leave the threads as they are)."""
+    """Threads (Numba's and BLAS's) for a rank that was given none: the machine's cores
+    shared by the ranks on it (0 in a one-rank world: leave the threads as they are)."""
     w = world()
     if w.size == 1:
         return 0
