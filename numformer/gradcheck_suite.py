@@ -128,6 +128,11 @@ OP_CASES: dict[str, Callable[[], GradReport]] = {
         ops.losses.bce_logits_forward, ops.losses.bce_logits_backward,
         dict(logits=3 * _x((B, 3)), targets=np.random.default_rng(6).uniform(0, 1, (B, 3))),
         ["logits"], title="binary cross-entropy on logits (soft targets)"),
+    "op/cosent": lambda: check_op(
+        ops.losses.cosent_forward, ops.losses.cosent_backward,
+        dict(scores=np.tanh(_x((2 * B, 1))),
+             targets=np.random.default_rng(7).integers(0, 4, (2 * B, 1)).astype(float)),
+        ["scores"], title="CoSENT ranking loss (a batch of cosines, tied targets too)"),
     "op/mean_pool": lambda: check_op(ops.mean_pool_forward, ops.mean_pool_backward,
                                      dict(x=_x((B + 1, T, C)), mask=_key_mask()), ["x"],
                                      title="mean pool (masked)"),

@@ -141,6 +141,16 @@ CLI_CASES = [
     ("train regress --init minilm --pair-encoder cross-cosine --pooling cls",
      "--pooling: 'cross-cosine' mean-pools each text of the joint encoding (the default "
      "'mean'), got 'cls'"),
+    ("train regress --regress-loss cosent",
+     "--regress-loss: 'cosent' ranks the cosines of --pair-encoder bi or cross-cosine; "
+     "--pair-encoder is 'cross'"),
+    ("train classify --regress-loss cosent", "--regress-loss: a loss of the regress task; this "
+                                             "is classify"),
+    ("train regress --init minilm --pair-encoder bi --regress-loss cosent --grad-accum 2",
+     "--grad-accum: 'cosent' ranks the pairs of the whole batch, which micro-batches would "
+     "split (expected 1, got 2)"),
+    ("train regress --regress-loss rank",
+     "argument --regress-loss: invalid choice: 'rank' (choose from 'mse', 'bce', 'cosent')"),
     ("train regress --pair-encoder tri",
      "argument --pair-encoder: invalid choice: 'tri' (choose from 'cross', 'bi', "
      "'cross-cosine')"),

@@ -18,6 +18,7 @@ from numformer.kernels._loops import (FAST_OPTS, PARALLEL_OPTS, chunk_bounds, ex
 from numformer.ops import losses as _ref
 from numformer.ops._checks import check_dloss
 from numformer.ops.losses import (bce_logits_backward, bce_logits_forward,  # noqa: F401
+                                   cosent_backward, cosent_forward,  # no kernel: a batch's B^2
                                    mse_backward, mse_forward)  # no kernel: elementwise, cheap
 
 # A row is read in blocks of this many logits (8 KiB of float32, a quarter of

@@ -13,7 +13,7 @@ from numformer.nn.module import Module, ModuleList, Parameter, accumulate, is_gr
 from numformer.nn.attention import Attention, KVCache
 from numformer.nn.transformer import ARCHITECTURES, Transformer
 from numformer.nn.modern import RMSNorm, Rotary, SiLU, SwiGLU
-from numformer.nn.layers import BCEWithLogitsLoss, MSELoss
+from numformer.nn.layers import BCEWithLogitsLoss, CoSENTLoss, MSELoss
 
 __all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "SinusoidalPositions",
            "LearnedPositions", "LayerNorm", "ReLU", "Tanh", "GELU", "Dropout", "Softmax",
@@ -23,4 +23,4 @@ __all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "Sinusoid
            "RMSNorm", "Rotary", "SiLU", "SwiGLU",
            "Transformer", "Attention", "KVCache", "ARCHITECTURES"]
 __all__ += ["accumulate", "no_grad", "is_grad_enabled"]
-__all__ += ["BCEWithLogitsLoss", "MSELoss"]
+__all__ += ["BCEWithLogitsLoss", "CoSENTLoss", "MSELoss"]

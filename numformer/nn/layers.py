@@ -342,5 +342,25 @@ class BCEWithLogitsLoss(Module):
         return _losses.bce_logits_backward(dloss, self._pop_cache())
 
 
+class CoSENTLoss(Module):
+    """The CoSENT ranking loss of a batch of scores (cosines) against the order of
+    their targets (numformer.ops.losses.cosent_forward); backward returns dscores."""
+
+    def __init__(self, scale: float = 20.0):
+        super().__init__()
+        self.scale = float(scale)
+
+    def extra_repr(self):
+        return f"scale={self.scale:g}"
+
+    def forward(self, scores, targets):
+        loss, cache = _losses.cosent_forward(scores, targets, self.scale)
+        self._set_cache(cache)
+        return loss
+
+    def backward(self, dloss=1.0):
+        return _losses.cosent_backward(dloss, self._pop_cache())
+
+
 from numformer.nn.attention import Attention as MultiHeadAttention  # noqa: E402
 from numformer.nn.attention import attention_maps  # noqa: E402,F401

@@ -1,5 +1,6 @@
 """Softmax cross-entropy, fused with log-softmax; mean squared error (mse_*); binary
-cross-entropy on logits, fused with the sigmoid (bce_logits_*).
+cross-entropy on logits, fused with the sigmoid (bce_logits_*); the CoSENT ranking
+loss of a batch of scores (cosent_*).
 
 Shapes: logits (..., V) (usually (N, V) or (B, T, V)), targets (...) integer
 class ids; positions whose target equals ``ignore_index`` are not counted.
@@ -161,3 +162,51 @@ def bce_logits_backward(dloss, cache) -> np.ndarray:
         return np.zeros_like(x)
     # d/dx [max(x,0) - x t + log(1 + exp(-|x|))] = sigmoid(x) - t
     return (_sigmoid(x) - t) * x.dtype.type(float(dloss) / n)
+
+
+# CoSENT: a ranking loss on a batch of scores (cosines) -----------------------------
+
+def cosent_forward(scores: np.ndarray, targets: np.ndarray, scale: float = 20.0):
+    """The CoSENT loss of one batch of scores: every element of ``scores`` (any
+    shape, usually (B,) or (B, 1): a pair's cosine) is one example, and every two
+    examples whose ``targets`` differ are a pair that the scores should order as
+    the targets do::
+
+        loss = log(1 + sum over (i, j) with t_i > t_j of exp(scale (s_j - s_i)))
+
+    A pair ordered right by a wide margin adds almost nothing, one ordered wrong
+    adds about ``scale`` times its score gap; only the order of the targets
+    counts, not their values, and a batch whose targets are all equal has no
+    pair and a loss of 0. Computed as a log-sum-exp that includes the 1 (no
+    overflow for any scores). ``targets`` has scores' shape (any float or
+    integer dtype, read in scores' dtype). The loss of a batch is not the mean
+    of its parts' losses: pairs are only formed within the batch given.
+
+    Returns the loss (a scalar of scores' dtype) and ``cache = (w, scale,
+    shape)``, w (B, B) the softmax weight of each pair's term (0 for a non-pair).
+    """
+    chk.float_array("scores", scores)
+    _check_float_targets(targets, "scores", scores)
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale: expected a finite number > 0, got {scale}")
+    s = scores.reshape(-1)  # (B,)
+    t = targets.reshape(-1).astype(scores.dtype, copy=False)  # (B,)
+    pair = t[:, None] > t[None, :]  # (B, B): i's target above j's
+    z = scale * (s[None, :] - s[:, None])  # (B, B): z[i, j] = scale (s_j - s_i)
+    zp = z[pair]  # (P,)
+    m = max(0.0, float(zp.max())) if zp.size else 0.0  # the largest term, 0 for the 1
+    e = np.exp(zp - m)  # (P,)
+    total = np.exp(-m) + e.sum()
+    w = np.zeros_like(z)  # (B, B)
+    w[pair] = e / total
+    return scores.dtype.type(m + np.log(total)), (w, scale, scores.shape)
+
+
+def cosent_backward(dloss, cache) -> np.ndarray:
+    """dscores (scores' shape): each pair's weight w_ij = d loss / d z_ij, with
+    z_ij = scale (s_j - s_i), pushes s_i up and s_j down by scale w_ij."""
+    w, scale, shape = cache
+    chk.check_dloss("cosent_backward", dloss, w.dtype)
+    # d loss / d s_k = scale (sum_i w_ik - sum_j w_kj)
+    ds = (w.sum(axis=0) - w.sum(axis=1)) * w.dtype.type(scale * float(dloss))  # (B,)
+    return ds.reshape(shape)

@@ -54,7 +54,7 @@ SCHEDULES = ("constant", "linear", "cosine")
 BACKENDS = ("", "numba", "numpy")
 FILE_FORMATS = ("auto", "csv", "tsv", "jsonl")  # numformer.data.tabular.FORMATS
 FILE_HEADERS = ("auto", "yes", "no")
-REGRESS_LOSSES = ("mse", "bce")  # numformer.train.regress_task
+REGRESS_LOSSES = ("mse", "bce", "cosent")  # numformer.train.regress_task
 PAIR_ENCODERS = ("cross", "bi", "cross-cosine")  # numformer.train.regress_task
 
 # The settings classify and regress choose from the data when they hold these
@@ -183,9 +183,12 @@ class TrainConfig:
     label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy",
                                      Float(**PROB))
     regress_loss: str = setting("mse", "regress: mse (the squared error of the standardized "
-                                       "score) or bce (the score rescaled to [0, 1] by the "
+                                       "score; of the cosine, for --pair-encoder bi and "
+                                       "cross-cosine), bce (the score rescaled to [0, 1] by the "
                                        "training scores' range, a sigmoid output and the "
-                                       "binary cross-entropy)", Choice(*REGRESS_LOSSES))
+                                       "binary cross-entropy) or cosent (bi, cross-cosine: a "
+                                       "ranking loss on the order of each batch's cosines)",
+                                Choice(*REGRESS_LOSSES))
     batch_size: int = setting(32, "sequences per step", Int(1))
     epochs: int = setting(1, "passes over the training data (classify, regress: 0 = from "
                              "the dataset size)", OrAuto(Int(1), 0),
@@ -262,15 +265,25 @@ class TrainConfig:
                 raise ConfigError("pair_swap", "a bi-encoder's cosine is the same in both "
                                                "orders: --pair-swap adds nothing to it",
                                   refs=("pair_encoder",))
-            if self.regress_loss != "mse":
+            if self.regress_loss not in ("mse", "cosent"):
                 raise ConfigError("regress_loss", f"a cosine score ({pe!r}) is trained with the "
                                                   f"squared error of its cosine (the default "
-                                                  f"'mse'), got {self.regress_loss!r}",
+                                                  f"'mse') or 'cosent', got "
+                                                  f"{self.regress_loss!r}",
                                   refs=("pair_encoder",))
             if pe == "cross-cosine" and self.pooling != "mean":
                 raise ConfigError("pooling", f"'cross-cosine' mean-pools each text of the joint "
                                              f"encoding (the default 'mean'), got "
                                              f"{self.pooling!r}", refs=("pair_encoder",))
+        elif self.regress_loss == "cosent":
+            raise ConfigError("regress_loss", "'cosent' ranks the cosines of --pair-encoder bi "
+                                              "or cross-cosine; --pair-encoder is 'cross' (its "
+                                              "head's output has no fixed scale to rank)",
+                              refs=("pair_encoder",))
+        if self.regress_loss == "cosent" and self.grad_accum > 1:
+            raise ConfigError("grad_accum", f"'cosent' ranks the pairs of the whole batch, which "
+                                            f"micro-batches would split (expected 1, got "
+                                            f"{self.grad_accum})", refs=("regress_loss",))
         if self.lora_rank and not self.init:
             raise ConfigError("lora_rank", "adapters fine-tune a pretrained model: give --init "
                                            "too", refs=("init",))

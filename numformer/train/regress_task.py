@@ -26,6 +26,13 @@ prediction is ``low + (high - low) * cosine``. ``--pair-encoder cross-cosine``
 the pair is encoded as one sequence (each text attends to the other) and each
 text's tokens are mean-pooled from that joint encoding.
 
+With ``--regress-loss cosent`` (bi or cross-cosine) the cosines are trained by
+the CoSENT ranking loss instead (numformer.ops.losses.cosent_forward): every two
+pairs of a batch whose scores differ should have their cosines in that order.
+Only the order is trained, so Spearman is the measure; the prediction is mapped
+as above. Its pairs are formed within a step's batch: ``--grad-accum`` and MPI
+ranks, which split the batch, are refused with it.
+
 With ``--pair-swap`` (a symmetric score) each training pair is also seen as
 (b, a), and dev, test and ``numformer predict`` score both orders, averaged.
 
@@ -40,10 +47,12 @@ from pathlib import Path
 
 import numpy as np
 
+from numformer import distributed as dist
 from numformer import nn
 from numformer.ops.activations import _sigmoid
 from numformer.train import metrics as M
 from numformer.train.config import TrainConfig
+from numformer.train.settings import ConfigError
 from numformer.train.tasks import ClassifyTask
 
 
@@ -86,11 +95,24 @@ class RegressTask(ClassifyTask):
                 log(f"regression loss: binary cross-entropy on {span}; predictions stay in "
                     f"that range")
             else:
-                self.loss = nn.MSELoss()
                 how = (f"bi-encoder: each text encoded alone, {cfg.pooling}-pooled"
                        if cfg.pair_encoder == "bi" else "cross-encoder with a cosine: the pair "
                        "encoded as one sequence, each text's tokens mean-pooled")
-                log(f"{how}; the squared error of the two vectors' cosine against {span}")
+                if cfg.regress_loss == "cosent":
+                    if dist.world().size > 1:
+                        raise ConfigError("regress_loss", f"'cosent' ranks the pairs of the "
+                                                          f"whole batch, which "
+                                                          f"{dist.world().size} MPI ranks "
+                                                          f"would split: run it on one process")
+                    self.loss = nn.CoSENTLoss()
+                    log(f"{how}; the CoSENT loss of the cosines (scale "
+                        f"{self.loss.scale:g}) against the order of each batch's scores; "
+                        f"predictions are {self.label_low:g} + "
+                        f"{self.label_high - self.label_low:g} x cosine (the training scores' "
+                        f"range): their order is trained, not their scale")
+                else:
+                    self.loss = nn.MSELoss()
+                    log(f"{how}; the squared error of the two vectors' cosine against {span}")
         else:
             self.train_labels = (y - self.label_mean) / self.label_std
             self.loss = nn.MSELoss()

@@ -238,3 +238,52 @@ def test_a_cross_cosine_run_trains_saves_and_predicts(real_model_dir, tmp_path, 
     preds = [float(line.split()[0]) for line in capsys.readouterr().out.strip().splitlines()]
     assert preds[0] > preds[1]  # the same text twice scores above two different texts
     assert summary["metrics"]["dev_spearman"] > 0.3
+
+
+@pytest.mark.parametrize("encoder", ["bi", "cross-cosine"])
+def test_cosent_trains_the_cosines_toward_the_order_of_the_scores(tiny_bert_dir, tmp_path,
+                                                                 numpy_backend, encoder,
+                                                                 monkeypatch):
+    """--regress-loss cosent: the task's loss is CoSENT on the model's cosines, and a
+    small step along its gradient lowers it on the same batch (the loss, the
+    model's backward and the task's wiring agree in sign and size)."""
+    from numformer import distributed as dist
+    from numformer import ops
+    from numformer.nn import CoSENTLoss
+    from numformer.testing import overlap_pairs_tsv
+    from numformer.train import TrainConfig
+    from numformer.train.settings import ConfigError
+    from numformer.train.tasks import make_task
+    f = overlap_pairs_tsv(tmp_path / "pairs.tsv",
+                          ["cat", "dog", "mat", "movie", "good", "bad", "run", "sat"], 40, seed=2)
+    cfg = TrainConfig.for_task("regress", data=str(f), out=str(tmp_path / "run"),
+                               init=str(tiny_bert_dir), pair_encoder=encoder,
+                               regress_loss="cosent", max_len=10, batch_size=16, dropout=0.0,
+                               progress=False)
+    task = make_task(cfg, log=lambda *a: None)
+    assert isinstance(task.loss, CoSENTLoss)
+    for d in task.model.modules():  # no dropout: the same batch gives the same cosines
+        if isinstance(d, Dropout):
+            d.p = 0.0
+        elif isinstance(getattr(d, "dropout", None), float):  # attention probabilities
+            d.dropout = 0.0
+    b = task.train_batches(0)[0]
+    task.model.zero_grad()
+    loss0, count = task.loss_and_backward(b)
+    with no_grad():
+        cos = task.model(b[0], b[1], b[2])  # (B, 1)
+    assert loss0 == pytest.approx(float(ops.losses.cosent_forward(cos, b[3][:, None])[0]),
+                                  rel=1e-12)
+    params = list(task.model.parameters())
+    g2 = sum(float((p.grad ** 2).sum()) for p in params)
+    assert g2 > 0
+    step = 1e-3 / np.sqrt(g2)
+    for p in params:
+        p.value -= step * p.grad
+    with no_grad():
+        loss1 = float(task.loss(task.model(b[0], b[1], b[2]), b[3][:, None].astype(float)))
+    assert loss1 < loss0 - 0.5 * step * g2  # first order: a fall of about step * |g|^2
+    monkeypatch.setattr(dist, "world", lambda: type("W", (), {"size": 2})())
+    with pytest.raises(ConfigError, match="regress_loss: 'cosent' ranks the pairs of the whole "
+                                          "batch, which 2 MPI ranks would split"):
+        make_task(cfg, log=lambda *a: None)

@@ -277,6 +277,52 @@ def test_bce_logits_matches_torch():
     assert np.allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
 
 
+def test_cosent_op_gradient_order_ties_and_extremes():
+    rng = np.random.default_rng(4)
+    s = np.tanh(rng.standard_normal((10, 1)))
+    t = rng.integers(0, 4, (10, 1)).astype(float)  # ties: pairs of equal targets do not count
+    report = check_op(ops.losses.cosent_forward, ops.losses.cosent_backward,
+                      dict(scores=s, targets=t), ["scores"])
+    assert report.ok, report.table()
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    right = np.array([-0.9, -0.3, 0.3, 0.9])  # the targets' order, by gaps of 0.6
+    loss, cache = ops.losses.cosent_forward(right, t)
+    assert 0 < loss < 1e-4  # every pair ordered right by >= 0.6: exp(-12) a pair, 6 pairs
+    loss_wrong, cache = ops.losses.cosent_forward(right[::-1].copy(), t)
+    assert loss_wrong == pytest.approx(20 * 1.8, abs=0.01)  # the widest wrong gap dominates
+    ds = ops.losses.cosent_backward(1.0, cache)
+    assert ds[0] > 0 > ds[3] and ds.sum() == pytest.approx(0, abs=1e-12)  # lift 0, lower 3
+    loss, _ = ops.losses.cosent_forward(right + 5.0, t)  # only differences of scores count
+    assert loss == pytest.approx(ops.losses.cosent_forward(right, t)[0], rel=1e-12)
+    loss, cache = ops.losses.cosent_forward(rng.standard_normal(5), np.full(5, 2.0))
+    assert loss == 0 and not ops.losses.cosent_backward(1.0, cache).any()  # no pair at all
+    loss, cache = ops.losses.cosent_forward(np.array([-1000.0, 1000.0]), np.array([1.0, 0.0]))
+    assert loss == pytest.approx(20 * 2000)  # finite: a log-sum-exp that includes the 1
+    assert np.isfinite(ops.losses.cosent_backward(1.0, cache)).all()
+    with pytest.raises(ValueError, match="scale: expected a finite number > 0, got 0"):
+        ops.losses.cosent_forward(right, t, scale=0)
+    with pytest.raises(ValueError, match=r"targets: expected the shape of scores \(4,\)"):
+        ops.losses.cosent_forward(right, t[:3])
+
+
+def test_cosent_matches_torch():
+    """Against the loss written with torch's logsumexp and its autograd."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    s, t, g = np.tanh(rng.standard_normal(12)), rng.uniform(0, 5, 12).round(1), 0.8
+    layer = nn.CoSENTLoss(scale=20.0)
+    loss = layer(s[:, None], t[:, None])
+    ds = layer.backward(g)
+    st, tt = torch.tensor(s, requires_grad=True), torch.tensor(t)
+    z = 20.0 * (st[None, :] - st[:, None])
+    ref = torch.logsumexp(torch.cat([torch.zeros(1, dtype=torch.float64),
+                                     z[tt[:, None] > tt[None, :]]]), 0)
+    (ref * g).backward()
+    assert loss == pytest.approx(ref.item(), rel=1e-12)
+    assert ds.shape == (12, 1)
+    assert np.allclose(ds[:, 0], st.grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
 def test_pearson_spearman_against_scipy():
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(3)
