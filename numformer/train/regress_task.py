@@ -59,14 +59,21 @@ from numformer.train.tasks import ClassifyTask
 def to_score(z, meta: dict) -> np.ndarray:
     """The head's outputs z (any shape) as scores in the labels' units, by the
     checkpoint's ``meta``: ``mean + std * z`` (mse, older checkpoints), ``low +
-    (high - low) * sigmoid(z)`` (bce) or ``low + (high - low) * z`` (a bi-encoder's
-    cosine z)."""
+    (high - low) * sigmoid(z)`` (bce), ``low + (high - low) * z`` (a bi-encoder's
+    cosine z) or ``intercept + slope * z`` (a cosine trained by CoSENT: the line
+    fitted on training pairs, ``score_line``)."""
     z = np.asarray(z, dtype=np.float64)
     kind = meta.get("regress_loss", "mse")
+    if kind == "cosine" and "score_line" in meta:
+        intercept, slope = meta["score_line"]
+        return intercept + slope * z
     if kind in ("bce", "cosine"):
         low, high = meta["label_low"], meta["label_high"]
         return low + (high - low) * (_sigmoid(z) if kind == "bce" else z)
     return meta.get("label_mean", 0.0) + meta.get("label_std", 1.0) * z
+
+
+LINE_PAIRS = 2000  # training pairs a CoSENT cosine's score line is fitted on
 
 
 class RegressTask(ClassifyTask):
@@ -105,11 +112,12 @@ class RegressTask(ClassifyTask):
                                                           f"{dist.world().size} MPI ranks "
                                                           f"would split: run it on one process")
                     self.loss = nn.CoSENTLoss()
+                    self.score_line = (self.label_low, self.label_high - self.label_low)
                     log(f"{how}; the CoSENT loss of the cosines (scale "
-                        f"{self.loss.scale:g}) against the order of each batch's scores; "
-                        f"predictions are {self.label_low:g} + "
-                        f"{self.label_high - self.label_low:g} x cosine (the training scores' "
-                        f"range): their order is trained, not their scale")
+                        f"{self.loss.scale:g}) against the order of each batch's scores "
+                        f"(the order is trained, not the scale); predictions are a + b x "
+                        f"cosine, the least-squares line on up to {LINE_PAIRS:,} training "
+                        f"pairs, fitted again at each evaluation")
                 else:
                     self.loss = nn.MSELoss()
                     log(f"{how}; the squared error of the two vectors' cosine against {span}")
@@ -117,6 +125,27 @@ class RegressTask(ClassifyTask):
             self.train_labels = (y - self.label_mean) / self.label_std
             self.loss = nn.MSELoss()
         self.last_predictions: dict = {}
+
+    @property
+    def cosent(self) -> bool:
+        return self.kind == "cosine" and self.cfg.regress_loss == "cosent"
+
+    def fit_score_line(self) -> tuple[float, float]:
+        """(intercept, slope) of the least-squares line from the model's cosine to the
+        score on up to LINE_PAIRS training pairs (a fixed, seeded sample): what a
+        CoSENT-trained cosine, whose scale is not trained, maps through. Sets
+        ``score_line``, which the checkpoint keeps."""
+        n = len(self.train_ids)
+        pick = np.sort(np.random.default_rng((self.cfg.seed, 7013)).permutation(n)[:LINE_PAIRS])
+        seqs = [self.train_ids[i] for i in pick]
+        types = [self.train_types[i] for i in pick] if self.train_types is not None else None
+        c = self.outputs_ids(seqs, types)[:, 0]  # (P,) cosines
+        y = self.label_low + (self.label_high - self.label_low) * np.asarray(
+            self.train_labels, dtype=np.float64)[pick]  # (P,) scores
+        var = float(np.var(c))
+        slope = float(np.mean((c - c.mean()) * (y - y.mean())) / var) if var > 0 else 0.0
+        self.score_line = (float(y.mean() - slope * c.mean()), slope)
+        return self.score_line
 
     def _forward(self, b):
         out, y = super()._forward(b)  # (B, 1)
@@ -137,12 +166,16 @@ class RegressTask(ClassifyTask):
                 "regress_loss": self.kind}
         if self.kind in ("bce", "cosine"):
             meta.update(label_low=self.label_low, label_high=self.label_high)
+        if self.cosent:
+            meta["score_line"] = list(self.score_line)
         return meta
 
     def metric_names(self) -> list[str]:
         return [f"{name}_{m}" for name in self.evals for m in ("loss", "pearson", "spearman")]
 
     def evaluate(self) -> dict:
+        if self.cosent:
+            self.fit_score_line()
         result = {}
         for name, (_, y) in self.evals.items():
             pred = self.eval_outputs(name, self.predict_scores)
@@ -154,6 +187,11 @@ class RegressTask(ClassifyTask):
         return {**super().checkpoint_meta(), **self._score_meta()}
 
     def report(self, out: Path, log=print) -> dict:
+        if self.cosent:
+            a, b = self.score_line
+            log(f"scores: {a:.4g} + {b:.4g} x cosine (the least-squares line on "
+                f"{min(LINE_PAIRS, len(self.train_ids)):,} training pairs, CoSENT having "
+                f"trained the cosines' order only)")
         for name, (pred, y) in self.last_predictions.items():
             log(f"{name}: {len(y)} examples; MSE {np.mean((pred - y) ** 2):.4f}, Pearson "
                 f"{M.pearson(pred, y):.4f}, Spearman {M.spearman(pred, y):.4f}; predictions "

@@ -287,3 +287,55 @@ def test_cosent_trains_the_cosines_toward_the_order_of_the_scores(tiny_bert_dir,
     with pytest.raises(ConfigError, match="regress_loss: 'cosent' ranks the pairs of the whole "
                                           "batch, which 2 MPI ranks would split"):
         make_task(cfg, log=lambda *a: None)
+
+
+def test_a_cosent_run_maps_its_cosines_by_a_line_fitted_on_training_pairs(tiny_bert_dir,
+                                                                          tmp_path, capsys):
+    """CoSENT trains the cosines' order only: the run fits a least-squares line from
+    cosine to score on training pairs, which beats the label-range map on those
+    pairs, is saved in the checkpoint, and is what eval and predict use."""
+    from numformer.cli import main
+    from numformer.testing import overlap_pairs_tsv
+    from numformer.train import TrainConfig, train
+    from numformer.train.load import load_trained
+    from numformer.train.regress_task import to_score
+    f = overlap_pairs_tsv(tmp_path / "pairs.tsv",
+                          ["cat", "dog", "mat", "movie", "good", "bad", "run", "sat"], 60, seed=4)
+    out = tmp_path / "cosent"
+    summary = train(TrainConfig.for_task("regress", data=str(f), out=str(out),
+                                         init=str(tiny_bert_dir), pair_encoder="bi",
+                                         regress_loss="cosent", max_len=10, batch_size=16,
+                                         max_steps=6, warmup=1, lr=0.02, keep_best="",
+                                         progress=False), log=lambda *a: None)
+    run = load_trained(out)
+    a, b = run.meta["score_line"]
+    assert b != 0 and (a, b) != (run.meta["label_low"],
+                                 run.meta["label_high"] - run.meta["label_low"])
+    # on the training pairs, the line's squared error is below the label-range map's
+    from numformer.train.tasks import make_task
+    task = make_task(TrainConfig.for_task("regress", data=str(f), out=str(tmp_path / "t"),
+                                          init=str(out), pair_encoder="bi",
+                                          regress_loss="cosent", max_len=10, progress=False),
+                     log=lambda *a: None)
+    task.model.load_state_dict(run.model.state_dict())
+    task.model.eval()
+    with no_grad():
+        c = task.outputs_ids(task.train_ids, task.train_types)[:, 0]
+        line = task.fit_score_line()
+    assert line == pytest.approx((a, b), rel=1e-9)  # the same sample, the same weights
+    y = task.label_low + (task.label_high - task.label_low) * np.asarray(task.train_labels)
+    mse_line = np.mean((to_score(c, run.meta) - y) ** 2)
+    mse_range = np.mean((task.label_low + (task.label_high - task.label_low) * c - y) ** 2)
+    assert mse_line < mse_range
+    assert summary["metrics"]["dev_loss"] >= 0
+    # predict maps the loaded run's cosine through the checkpoint's line
+    ids, types = task.encode(["cat dog mat", "good movie"], ["dog mat run", "bad movie"])
+    with no_grad():
+        c = task.outputs_ids(ids, types)[:, 0]
+    capsys.readouterr()
+    assert main(["predict", "-c", str(out), "cat dog mat", "dog mat run", "good movie",
+                 "bad movie"]) == 0
+    got = [float(line.split()[0]) for line in capsys.readouterr().out.strip().splitlines()]
+    by_range = task.label_low + (task.label_high - task.label_low) * c
+    assert np.abs(a + b * c - by_range).min() > 0.01  # the two maps tell apart here
+    assert got == pytest.approx(a + b * c, abs=1e-4)
