@@ -29,9 +29,11 @@ text's tokens are mean-pooled from that joint encoding.
 With ``--regress-loss cosent`` (bi or cross-cosine) the cosines are trained by
 the CoSENT ranking loss instead (numformer.ops.losses.cosent_forward): every two
 pairs of a batch whose scores differ should have their cosines in that order.
-Only the order is trained, so Spearman is the measure; the prediction is mapped
-as above. Its pairs are formed within a step's batch: ``--grad-accum`` and MPI
-ranks, which split the batch, are refused with it.
+Only the order is trained, so the cosine's scale says nothing: the prediction
+is ``a + b * cosine``, the least-squares line on up to LINE_PAIRS training pairs,
+fitted again at each evaluation and kept in the checkpoint (``score_line``).
+Its pairs are formed within a step's batch: ``--grad-accum`` and MPI ranks,
+which split the batch, are refused with it.
 
 With ``--pair-swap`` (a symmetric score) each training pair is also seen as
 (b, a), and dev, test and ``numformer predict`` score both orders, averaged.
