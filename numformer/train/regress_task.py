@@ -130,6 +130,7 @@ class RegressTask(ClassifyTask):
 
     @property
     def cosent(self) -> bool:
+        """A cosine trained by CoSENT (its scores go through ``score_line``)."""
         return self.kind == "cosine" and self.cfg.regress_loss == "cosent"
 
     def fit_score_line(self) -> tuple[float, float]:
