@@ -62,24 +62,30 @@ def tune() -> dict:
     return applied
 
 
-def limit_blas_threads(n: int) -> list:
-    """Hold every BLAS library loaded in this process (NumPy's and SciPy's
-    OpenBLAS, MKL, ...) to ``n`` threads from now on (threadpoolctl). A run's
-    ``--threads`` sets this beside Numba's thread count: NumPy's matrix
-    products are most of a step's work, and without the limit OpenBLAS would
-    use every core whatever ``--threads`` says. Returns the libraries changed,
-    as ``(filepath, threads before)`` pairs; [] when threadpoolctl is absent."""
-    if n < 1:
-        raise ValueError(f"n: expected a thread count >= 1, got {n}")
+def blas_controllers() -> list:
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process
+    (NumPy's and SciPy's OpenBLAS, MKL, ...), looked up now; [] when threadpoolctl
+    is absent or cannot inspect the process."""
     try:
         from threadpoolctl import ThreadpoolController
-    except ImportError:  # nothing to hold the libraries with: they keep their threads
+        return [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    except Exception:  # threadpoolctl absent or unable to inspect: nothing to control
         return []
+
+
+def limit_blas_threads(n: int) -> list:
+    """Hold every BLAS library loaded in this process to ``n`` threads from now on
+    (``blas_controllers``). A run's ``--threads`` sets this beside Numba's thread
+    count: NumPy's matrix products are most of a step's work, and without the
+    limit OpenBLAS would use every core whatever ``--threads`` says. Returns the
+    libraries changed, as ``(filepath, threads before)`` pairs; [] when
+    threadpoolctl is absent."""
+    if n < 1:
+        raise ValueError(f"n: expected a thread count >= 1, got {n}")
     changed = []
-    for c in ThreadpoolController().lib_controllers:
-        if c.user_api == "blas":
-            before = c.get_num_threads()
-            if before != n:
-                c.set_num_threads(n)
-                changed.append((c.filepath, before))
+    for c in blas_controllers():
+        before = c.get_num_threads()
+        if before != n:
+            c.set_num_threads(n)
+            changed.append((c.filepath, before))
     return changed

@@ -171,12 +171,8 @@ class one_blas_thread:
         if _kernel_blas is None:
             _kernel_blas = []
             if os.environ.get("NUMFORMER_KERNEL_BLAS_ONE_THREAD", "1") != "0":
-                try:
-                    from threadpoolctl import ThreadpoolController
-                    _kernel_blas = [c for c in ThreadpoolController().lib_controllers
-                                    if c.user_api == "blas"]
-                except Exception:  # threadpoolctl absent or unable to inspect
-                    _kernel_blas = []
+                from numformer._runtime import blas_controllers
+                _kernel_blas = blas_controllers()
         self.changed = []
         for c in _kernel_blas:
             t = c.get_num_threads()

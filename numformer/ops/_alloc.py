@@ -35,12 +35,8 @@ def _blas_controllers() -> list:
     if _blas is None:
         _blas = []
         if os.environ.get(ENV, "1") != "0":
-            try:
-                from threadpoolctl import ThreadpoolController
-                _blas = [c for c in ThreadpoolController().lib_controllers
-                         if c.user_api == "blas"]
-            except Exception:  # threadpoolctl absent or unable to inspect: no change
-                _blas = []
+            from numformer._runtime import blas_controllers
+            _blas = blas_controllers()
     return _blas
 
 
