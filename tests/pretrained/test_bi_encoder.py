@@ -269,7 +269,7 @@ def test_cosent_trains_the_cosines_toward_the_order_of_the_scores(tiny_bert_dir,
             d.dropout = 0.0
     b = task.train_batches(0)[0]
     task.model.zero_grad()
-    loss0, count = task.loss_and_backward(b)
+    loss0, _ = task.loss_and_backward(b)
     with no_grad():
         cos = task.model(b[0], b[1], b[2])  # (B, 1)
     assert loss0 == pytest.approx(float(ops.losses.cosent_forward(cos, b[3][:, None])[0]),
@@ -302,11 +302,10 @@ def test_a_cosent_run_maps_its_cosines_by_a_line_fitted_on_training_pairs(tiny_b
     f = overlap_pairs_tsv(tmp_path / "pairs.tsv",
                           ["cat", "dog", "mat", "movie", "good", "bad", "run", "sat"], 60, seed=4)
     out = tmp_path / "cosent"
-    summary = train(TrainConfig.for_task("regress", data=str(f), out=str(out),
-                                         init=str(tiny_bert_dir), pair_encoder="bi",
-                                         regress_loss="cosent", max_len=10, batch_size=16,
-                                         max_steps=6, warmup=1, lr=0.02, keep_best="",
-                                         progress=False), log=lambda *a: None)
+    train(TrainConfig.for_task("regress", data=str(f), out=str(out), init=str(tiny_bert_dir),
+                               pair_encoder="bi", regress_loss="cosent", max_len=10,
+                               batch_size=16, max_steps=6, warmup=1, lr=0.02, keep_best="",
+                               progress=False), log=lambda *a: None)
     run = load_trained(out)
     a, b = run.meta["score_line"]
     assert b != 0 and (a, b) != (run.meta["label_low"],
@@ -327,7 +326,6 @@ def test_a_cosent_run_maps_its_cosines_by_a_line_fitted_on_training_pairs(tiny_b
     mse_line = np.mean((to_score(c, run.meta) - y) ** 2)
     mse_range = np.mean((task.label_low + (task.label_high - task.label_low) * c - y) ** 2)
     assert mse_line < mse_range
-    assert summary["metrics"]["dev_loss"] >= 0
     # predict maps the loaded run's cosine through the checkpoint's line
     ids, types = task.encode(["cat dog mat", "good movie"], ["dog mat run", "bad movie"])
     with no_grad():
